@@ -10,6 +10,8 @@ What a run folder holds (``workdir``)::
     tensorboard/<name>/    TensorBoard logs
     model.keras            the final model (preprocessing included: feed it 0..255 images)
     results.json           per-stage results beside the paper's numbers
+    run.json               where the run came from: each session's command, date, commit,
+                           backend, library versions and machine; the training time
 
 An interrupted run (killed at any point) started again with the same recipe and folder
 continues from its last completed epoch: same stage, same learning-rate schedule
@@ -34,7 +36,7 @@ import tensorflow as tf
 from tiny_keras import augment as augment_lib
 from tiny_keras import callbacks as cbs
 from tiny_keras import data as data_lib
-from tiny_keras import files, models, schedules
+from tiny_keras import files, models, provenance, schedules
 from tiny_keras.losses import make_loss
 from tiny_keras.recipe import Recipe
 
@@ -229,6 +231,22 @@ def _prepare_folder(workdir, recipe, overwrite):
     files.write_json(ours, recipe_path)
 
 
+def _record_session(workdir):
+    """Add this process (command, date, commit, backend, versions, machine) to ``run.json``."""
+    path = os.path.join(workdir, "run.json")
+    run = _read_json(path, {"sessions": []})
+    run["sessions"].append({"command": provenance.command(), "cwd": os.getcwd(), "started": provenance.now(),
+                            "environment": provenance.environment()})
+    files.write_json(run, path)
+
+
+def _record_finish(workdir, final):
+    path = os.path.join(workdir, "run.json")
+    run = _read_json(path, {"sessions": []})
+    run.update(finished=provenance.now(), train_seconds=round(sum(r["seconds"] for r in final["runs"]), 1))
+    files.write_json(run, path)
+
+
 # -- the engine -----------------------------------------------------------------------------
 def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callbacks=()):
     """Train ``recipe`` in ``workdir`` on ``data`` (zip, folder, or None for TFDS).
@@ -249,6 +267,7 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
             print(format_table(finished["runs"]))
         return finished
 
+    _record_session(workdir)
     keras.utils.set_random_seed(recipe.seed)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if recipe.mixed_precision else "float32")
@@ -290,6 +309,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
     files.copy(os.path.join(workdir, "stages", recipe.stages[-1].name, "model.keras"),
                     os.path.join(workdir, "model.keras"))
     files.write_json(final, results_path)
+    _record_finish(workdir, final)
     if os.path.exists(os.path.join(workdir, "state.json")):
         os.remove(os.path.join(workdir, "state.json"))
     cbs.remove_checkpoints(workdir)

@@ -1,0 +1,114 @@
+"""Where a run came from: the command, the package's commit, the backend, the library
+versions and the machine, so a published number can be traced and repeated.
+
+``train.train`` writes this to ``WORKDIR/run.json`` as each session of a run starts
+(a resumed run adds a session), and completes it when the run finishes::
+
+    {"sessions": [{"command", "started", "environment"}, ...],
+     "finished": date, "train_seconds": seconds spent in the stages (resumes included)}
+"""
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+
+import keras
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Environment variables that change what a run computes or where it runs.
+RELEVANT_ENV = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS", "TINY_KERAS_CACHE")
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def command(argv=None):
+    """The command line of this process, as it can be typed again."""
+    argv = sys.argv if argv is None else argv
+    program = os.path.relpath(argv[0]) if argv and os.path.exists(argv[0]) else (argv[0] if argv else "")
+    if argv and not program.endswith(".py") and "pytest" not in program:
+        program = os.path.basename(program)
+    return " ".join(["python", shlex.quote(program)] + [shlex.quote(a) for a in argv[1:]]).strip()
+
+
+def git_commit(root=PACKAGE_ROOT):
+    """``{"commit": sha, "dirty": bool}`` of the checkout the package runs from, or ``{}``
+    where it is not a git checkout (an installed wheel)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": sha, "dirty": bool(status.strip())}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def accelerators():
+    """The accelerators the backend sees, as ``"GPU: NVIDIA H100 80GB HBM3"`` strings."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            return [f"{d.platform.upper()}: {d.device_kind}" for d in jax.devices() if d.platform != "cpu"]
+        if backend == "torch":
+            import torch
+
+            return [f"GPU: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return [f"GPU: {tf.config.experimental.get_device_details(d).get('device_name', d.name)}"
+                    for d in tf.config.list_physical_devices("GPU")]
+    except Exception as error:  # a broken driver must not stop a run from being recorded
+        return [f"unknown ({type(error).__name__}: {error})"]
+    return []
+
+
+def versions():
+    import numpy
+
+    found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
+    for name in ("tensorflow", "jax", "torch"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = getattr(module, "__version__", "?")
+    from tiny_keras import __version__
+
+    found["tiny_keras"] = __version__
+    return found
+
+
+def environment():
+    """Everything about this process that a reader needs to judge or repeat a number."""
+    return {
+        "backend": keras.backend.backend(),
+        "versions": versions(),
+        "source": git_commit(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "accelerators": accelerators(),
+                    "platform": platform.platform()},
+        "environment_variables": {k: os.environ[k] for k in RELEVANT_ENV if k in os.environ},
+    }
+
+
+def describe_machine(env):
+    """A short name for the machine of an :func:`environment`: the accelerator, or the CPU and cores."""
+    machine = env["machine"]
+    if machine.get("accelerators"):
+        return ", ".join(machine["accelerators"])
+    return f"{machine['cpu']}, {machine['cores']} cores"
