@@ -20,6 +20,10 @@ Conventions used by every builder in ``tiny_keras.models``:
   ``"xavier"`` is Glorot uniform and ``"variance_scaling"`` is
   ``N(0, 2 / fan_in)`` (He normal, truncated as Keras does), not Keras'
   ``VarianceScaling()`` default of scale 1.
+- Every convolution goes through :func:`apply_conv`, which computes a 1x1 strided
+  convolution on fewer than 16 input channels as subsampling followed by a stride-1
+  1x1 convolution (the same arithmetic): oneDNN's AVX-512 kernel for the filter
+  gradient of such a convolution writes past its buffer and crashes the process.
 - Models return logits: the classifier is a ``Dense`` without activation
   followed by a float32 ``Activation("linear")`` named ``"logits"`` so that the
   output is float32 under a ``mixed_float16`` policy. Train with
@@ -183,6 +187,50 @@ class ScaledResidual(layers.Layer):
 
 # --- blocks --------------------------------------------------------------------
 
+# oneDNN's AVX-512 convolutions work on blocks of 16 channels. Its kernel for the filter
+# gradient of a 1x1 convolution with stride > 1 on NHWC input of fewer channels than that
+# overflows a heap buffer ("1x1 convolution backward_weights writes past the rtus
+# workspace", oneDNN issue 6035): a segmentation fault or heap corruption in training,
+# on TensorFlow 2.19-2.21 with oneDNN on (the default) on AVX-512 CPUs. XLA and other
+# CPUs are not affected; 16 channels and more never reach that code.
+ONEDNN_CHANNEL_BLOCK = 16
+
+
+def needs_strided_pointwise_workaround(kernel_size, strides, in_channels):
+    """Whether a convolution has the shape that crashes oneDNN's filter gradient: a 1x1
+    kernel, a stride above 1, and fewer than ``ONEDNN_CHANNEL_BLOCK`` input channels."""
+    kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    return (kernel_size == (1, 1) and max(strides) > 1 and in_channels is not None
+            and in_channels < ONEDNN_CHANNEL_BLOCK)
+
+
+def apply_conv(x, filters, kernel_size, strides=1, padding="same", use_bias=True,
+               kernel_initializer="glorot_uniform", weight_decay=0.0, activation=None, name=None):
+    """``Conv2D`` named ``name``, safe on every CPU.
+
+    A 1x1 convolution with stride ``s`` samples every ``s``-th pixel, so it equals
+    ``x[:, ::s, ::s, :]`` followed by a stride-1 1x1 convolution, for "same" and "valid"
+    padding alike (a 1x1 kernel pads nothing). Where the input has fewer than 16
+    channels it is built that way, the subsampling being a ``MaxPooling2D`` with a 1x1
+    window named ``{name}_subsample`` (see ``ONEDNN_CHANNEL_BLOCK``); the weights, their
+    names and the outputs are those of the strided convolution.
+    """
+    if needs_strided_pointwise_workaround(kernel_size, strides, x.shape[-1]):
+        x = layers.MaxPooling2D(pool_size=1, strides=strides, padding="valid", name=f"{name}_subsample")(x)
+        strides = 1
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        activation=activation,
+        kernel_initializer=make_initializer(kernel_initializer),
+        kernel_regularizer=l2_regularizer(weight_decay),
+        name=name,
+    )(x)
+
 
 def apply_conv_bn_act(
     x,
@@ -204,16 +252,8 @@ def apply_conv_bn_act(
     et al. 2015; ``{name}_act`` for other activations; none if ``activation`` is
     None).
     """
-    x = layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=use_bias,
-        kernel_initializer=make_initializer(kernel_initializer),
-        kernel_regularizer=l2_regularizer(weight_decay),
-        name=f"{name}_conv",
-    )(x)
+    x = apply_conv(x, filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
+                   kernel_initializer=kernel_initializer, weight_decay=weight_decay, name=f"{name}_conv")
     if use_bn:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return apply_activation(x, activation, name=name)
@@ -284,15 +324,9 @@ def apply_basic_block(
     common = dict(use_bias=use_bias, kernel_initializer=kernel_initializer, weight_decay=weight_decay)
     in_filters = x.shape[-1]
     if force_projection or strides != 1 or in_filters != filters:
-        shortcut = layers.Conv2D(
-            filters,
-            1,
-            strides=strides,
-            use_bias=use_bias,
-            kernel_initializer=make_initializer(kernel_initializer),
-            kernel_regularizer=l2_regularizer(weight_decay),
-            name=f"{name}_0_conv",
-        )(x)
+        shortcut = apply_conv(x, filters, 1, strides=strides, padding="valid", use_bias=use_bias,
+                              kernel_initializer=kernel_initializer, weight_decay=weight_decay,
+                              name=f"{name}_0_conv")
         if shortcut_bn:
             shortcut = layers.BatchNormalization(name=f"{name}_0_bn")(shortcut)
     else:

@@ -114,13 +114,8 @@ def build_vgg(
             x = conv(x, stage_filters, kernel_size, name=f"block{stage}_conv{i}")
         if stage < len(filters):
             x = layers.MaxPooling2D(2, strides=2, name=f"block{stage}_pool")(x)
-    x = layers.Conv2D(
-        num_classes,
-        1,
-        kernel_initializer=blocks.make_initializer(kernel_initializer),
-        kernel_regularizer=blocks.l2_regularizer(weight_decay),
-        name="classifier",
-    )(x)
+    x = blocks.apply_conv(x, num_classes, 1, padding="valid", kernel_initializer=kernel_initializer,
+                          weight_decay=weight_decay, name="classifier")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = blocks.as_float32_logits(x)
     return keras.Model(inputs, outputs, name=f"paper3_vgg_{variant}")

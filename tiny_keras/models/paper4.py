@@ -26,15 +26,8 @@ from tiny_keras.models import blocks
 
 
 def _conv(x, filters, name, padding="valid", activation="relu", weight_decay=0.0, initializer="glorot_uniform"):
-    return layers.Conv2D(
-        filters,
-        3,
-        padding=padding,
-        activation=activation,
-        kernel_initializer=blocks.make_initializer(initializer),
-        kernel_regularizer=blocks.l2_regularizer(weight_decay),
-        name=name,
-    )(x)
+    return blocks.apply_conv(x, filters, 3, padding=padding, activation=activation, kernel_initializer=initializer,
+                             weight_decay=weight_decay, name=name)
 
 
 def _dense(x, units, name, activation="relu", weight_decay=0.0, initializer="glorot_uniform"):
