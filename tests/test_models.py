@@ -499,3 +499,91 @@ def test_paper4_model5_imagenet_without_network_says_what_to_do(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline_get_file)
     with pytest.raises(RuntimeError, match="weights='/path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'"):
         models.build("paper4_model5", weights="imagenet")
+
+
+# --- oneDNN's 1x1 strided filter gradient (AVX-512 CPUs) ---------------------------
+
+
+def _convolutions(model):
+    """``(layer, input channels, kernel size, strides)`` of every Conv2D in ``model``, nested ones included."""
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, layers.Conv2D):
+            yield layer, layer.kernel.shape[-2], tuple(layer.kernel_size), tuple(layer.strides)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_model_has_a_narrow_strided_pointwise_convolution(name):
+    """No builder makes the convolution whose filter gradient crashes oneDNN on AVX-512
+    CPUs (a 1x1 kernel, stride > 1, fewer than 16 input channels), at the small widths
+    the tests use (projections from 4 and 8 channels) and at the papers' widths. This
+    fails on every machine if ``blocks.apply_conv``'s protection is removed."""
+    model = _build_small(name)
+    checked = 0
+    for layer, channels, kernel, strides in _convolutions(model):
+        checked += 1
+        # Written out, not blocks.needs_strided_pointwise_workaround: the test must not trust the code it checks.
+        assert not (kernel == (1, 1) and max(strides) > 1 and channels < 16), (
+            f"{name}: {layer.name} is a {kernel} stride-{strides} convolution on {channels} channels")
+    assert checked
+
+
+def test_the_narrow_projection_is_built_as_subsampling_then_a_stride_1_convolution():
+    model = models.build("paper2_resnet18", num_classes=NUM_CLASSES, filters=(4, 8, 8, 8))
+    narrow = model.get_layer("stage2_block1_0_conv")  # from 4 channels, stride 2
+    assert tuple(narrow.strides) == (1, 1) and narrow.kernel.shape == (1, 1, 4, 8)
+    assert isinstance(model.get_layer("stage2_block1_0_conv_subsample"), layers.MaxPooling2D)
+    # At the paper's widths the projections stay strided convolutions: nothing changes there.
+    full = models.build("paper2_resnet18", num_classes=NUM_CLASSES)
+    assert tuple(full.get_layer("stage2_block1_0_conv").strides) == (2, 2)
+    assert not [layer for layer in full.layers if layer.name.endswith("_subsample")]
+
+
+@pytest.mark.parametrize("size, padding", [(56, "same"), (57, "same"), (57, "valid")])
+def test_the_subsampled_pointwise_convolution_computes_the_strided_one(size, padding):
+    """Same output shape and values as ``x[:, ::2, ::2, :] @ kernel + bias`` (numpy),
+    which is what a 1x1 stride-2 convolution computes, odd sizes included."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, size, size, 8)).astype("float32")
+    inputs = keras.Input((size, size, 8))
+    model = keras.Model(inputs, blocks.apply_conv(inputs, 5, 1, strides=2, padding=padding, name="proj"))
+    kernel, bias = model.get_layer("proj").get_weights()
+    expected = x[:, ::2, ::2, :] @ kernel[0, 0] + bias
+    got = keras.ops.convert_to_numpy(model(x))
+    assert got.shape == expected.shape == (2, (size + 1) // 2, (size + 1) // 2, 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # Keras's own strided convolution agrees (its forward pass does not reach the crashing kernel).
+    reference = layers.Conv2D(5, 1, strides=2, padding=padding)
+    reference.build(x.shape)
+    reference.set_weights([kernel, bias])
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(reference(x)), rtol=1e-5, atol=1e-5)
+
+
+NARROW_PROJECTION_TRAINING = """
+import numpy as np, tensorflow as tf
+from tiny_keras import models
+model = models.build("paper2_resnet18", num_classes=10, input_shape=(56, 56, 3), filters=(4, 8, 8, 8))
+x = tf.random.normal([4, 56, 56, 3]); y = tf.constant([0, 1, 2, 3])
+loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+for _ in range(30):  # the overflow corrupts the heap; repeating makes the crash certain
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+assert all(np.isfinite(g.numpy()).all() for g in grads)
+print("ok")
+"""
+
+
+def test_a_narrow_resnet_trains_in_a_fresh_process():
+    """The pattern that crashes oneDNN on AVX-512 CPUs: training a ResNet whose projection
+    shortcuts start from 4 and 8 channels, eagerly, with oneDNN on (TensorFlow's default).
+    Run in its own process so that a crash is reported here instead of killing the test
+    worker. With the protection removed this dies of a segmentation fault or an abort
+    ("double free or corruption") on an AVX-512 CPU (seen on AMD EPYC, TF 2.19-2.21); on
+    CPUs without AVX-512 it passes either way, and the structural test above still fails."""
+    from conftest import run_python
+
+    env_note = "TF_ENABLE_ONEDNN_OPTS is set to 0 here, so oneDNN is off"
+    assert __import__("os").environ.get("TF_ENABLE_ONEDNN_OPTS") != "0", env_note
+    result = run_python("-c", NARROW_PROJECTION_TRAINING, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (
+        f"exit status {result.returncode}\n{result.stderr[-3000:]}")

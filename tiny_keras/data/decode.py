@@ -7,6 +7,7 @@ JPEGs become 3-channel by repeating the gray channel. Decoding runs in a paralle
 chunk that fails is decoded again file by file, so the error names the bad file.
 """
 import concurrent.futures
+import re
 
 import numpy as np
 
@@ -41,6 +42,25 @@ def _decode_chunk_fast(contents):
     return images.numpy(), channels.numpy()
 
 
+# TensorFlow's decoder messages, in the words of someone holding the file.
+_REASONS = {
+    "Invalid JPEG data or crop window": "truncated or corrupt JPEG data",
+    "Unknown image file format": "unrecognised image data (not JPEG, PNG, GIF, BMP or WebP)",
+}
+
+
+def _reason(error):
+    """What is wrong with the file, without TensorFlow's op and device names (``"{{function_node
+    __wrapped__DecodeJpeg_device_/job:localhost/...}} ... [Op:DecodeJpeg]"``)."""
+    text = str(getattr(error, "message", error))
+    for known, plain in _REASONS.items():
+        if known in text:
+            return plain
+    text = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\w+::\w+ failed\.", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "unreadable").rstrip(". ")[:160]
+
+
 def _decode_chunk_slow(contents, names, on_error, problems, shape):
     """File by file: finds which images are bad. Returns arrays and a keep mask."""
     tf = _tf()
@@ -52,7 +72,7 @@ def _decode_chunk_slow(contents, names, on_error, problems, shape):
             image, c = _decode_with_channels(tf.constant(data))
             image = image.numpy()
         except tf.errors.InvalidArgumentError as e:
-            message = f"{name}: not a valid JPEG image ({str(e).strip().splitlines()[-1][:120]})"
+            message = f"{name}: not a valid JPEG image ({_reason(e)})"
         else:
             if image.shape == shape:
                 images[i], channels[i] = image, int(c)
