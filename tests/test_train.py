@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -125,6 +126,18 @@ def test_resume_after_kill_continues_from_epoch_2_with_the_right_lr(fixture_zip,
                     network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert resumed["runs"][0]["val_top1"] == pytest.approx(whole["runs"][0]["val_top1"])
+    # Provenance: one session per start, each with its command and environment; the training
+    # time counts both sessions' epochs (the stage's seconds carry over the resume).
+    record = json.loads((run / "run.json").read_text())
+    assert len(record["sessions"]) == 2 and record["finished"] >= record["sessions"][1]["started"]
+    env = record["sessions"][0]["environment"]
+    assert env["backend"] == keras.backend.backend() and env["versions"]["keras"] == keras.__version__
+    assert env["machine"]["cores"] == os.cpu_count() and env["machine"]["cpu"]
+    if (REPO / ".git").exists():  # a git checkout names its commit; an unpacked archive cannot
+        assert len(env["source"]["commit"]) == 40 and isinstance(env["source"]["dirty"], bool)
+    assert record["sessions"][0]["command"] == " ".join(["python"] + [shlex.quote(a) for a in sys.orig_argv[1:]])
+    assert record["train_seconds"] == pytest.approx(sum(r["seconds"] for r in resumed["runs"]), abs=0.11)
+    assert len(json.loads((tmp_path / "whole" / "run.json").read_text())["sessions"]) == 1
 
 
 def test_finished_and_different_runs_are_not_overwritten(fixture_zip, tmp_path):

@@ -26,12 +26,10 @@ def now():
 
 
 def command(argv=None):
-    """The command line of this process, as it can be typed again."""
-    argv = sys.argv if argv is None else argv
-    program = os.path.relpath(argv[0]) if argv and os.path.exists(argv[0]) else (argv[0] if argv else "")
-    if argv and not program.endswith(".py") and "pytest" not in program:
-        program = os.path.basename(program)
-    return " ".join(["python", shlex.quote(program)] + [shlex.quote(a) for a in argv[1:]]).strip()
+    """The command line of this process as it can be typed again: ``python`` and its
+    arguments (``-m module`` and ``-c`` included), paths as given."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv) if argv is None else list(argv)
+    return " ".join(["python"] + [shlex.quote(a) for a in argv[1:]])
 
 
 def git_commit(root=PACKAGE_ROOT):
