@@ -587,3 +587,16 @@ def test_a_narrow_resnet_trains_in_a_fresh_process():
     result = run_python("-c", NARROW_PROJECTION_TRAINING, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (
         f"exit status {result.returncode}\n{result.stderr[-3000:]}")
+
+
+def test_forward_flops_counts_multiply_adds_twice():
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)      # 8 * 8 * 3 * 3 * 3 * 4 = 6,912 multiply-adds
+    x = layers.Conv2D(5, 1, strides=2)(x)                 # 4 * 4 * 4 * 5 = 320
+    x = layers.Flatten()(layers.MaxPooling2D(2)(x))       # 2 * 2 * 5 = 20 features
+    outputs = layers.Dense(7)(x)                          # 20 * 7 = 140
+    assert models.forward_flops(keras.Model(inputs, outputs)) == 2 * (6_912 + 320 + 140)
+    # Keras's ResNet-50 (v1: stride 2 in the blocks' first 1x1 conv) at 224x224: the 3.86 GMACs
+    # published for v1 (torchvision's v1.5, stride in the 3x3 conv, is the 4.1 GMACs often quoted).
+    resnet = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3))
+    assert 7.68e9 < models.forward_flops(resnet) < 7.76e9

@@ -224,3 +224,21 @@ def count_params(name, **options):
     del model
     keras.backend.clear_session()
     return count
+
+
+def forward_flops(model):
+    """Floating-point operations of one forward pass of one image through ``model``: two per
+    multiply-add of its convolutions and dense layers (nested models included), the usual
+    count (BN, activations and pooling are a few percent more and left out). Needs the
+    layers' output shapes, so the model must be built at a fixed input size."""
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            if height is None or width is None:
+                raise ValueError(f"{model.name}: forward_flops needs a fixed input size; {layer.name} has none")
+            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+            total += 2 * height * width * kernel_h * kernel_w * channels_in * channels_out
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)
