@@ -20,10 +20,17 @@ The paper's numbers (val top-1 = 100 - val top-1 error; val top-5 error, test to
     VGG-16            52.78   (25.20, 51.93)
 
 Recipe (section 3):
+- The mean training image is subtracted (a layer of the model): the paper loads the data
+  with CS231n's ``utils.py`` (footnote 1), whose ``load_tiny_imagenet`` subtracts it.
+  Augmentation runs before it, on 0..255 pixels, which is what lets contrast clip to
+  [0, 255] as the text says. ``--no-mean-image`` feeds raw pixels instead.
 - Random 56x56 crops in training, the centre crop at evaluation (a layer of the model).
-- Each of horizontal flip, translation, rotation, contrast scaling by U[0.9, 1.08] with
-  clipping to [0, 255], and gamma correction with gamma in U[0.9, 1.08] is applied at
-  random (probability 1/2 each, our reading of "in a random fashion").
+- Horizontal flip of half the images; each of translation, rotation, contrast scaling by
+  U[0.9, 1.08] with clipping to [0, 255], and gamma correction with gamma in U[0.9, 1.08]
+  is applied at random (probability 1/2 each, our reading of "in a random fashion").
+- ResNets: stages 2-4 down-sample and stage 1 keeps the stem's 56x56 (the evidence is
+  in ``tiny_keras.models.paper2.build_resnet``); ``--resnet-downsample-first-stage`` gives
+  the other reading (56 -> 28 -> 14 -> 7 -> 4).
 - ResNets: SGD with Nesterov momentum 0.9, lr 0.1 divided by 10 when the validation
   error plateaus (ReduceLROnPlateau on val top-1, patience 3: ours), weight decay 2e-4
   (the best of the paper's study, the builder's default).
@@ -43,7 +50,7 @@ EXPONENTIAL = {"name": "exponential", "rate": 0.9}  # decay_steps defaults to on
 def augmentation():
     half = lambda t: augment.RandomApply(t, p=0.5)  # noqa: E731
     return augment.serialize(augment.Compose([
-        half(augment.RandomFlip(horizontal=True)),
+        augment.RandomFlip(horizontal=True),  # flips half the images by itself
         half(augment.Augmenter(width_shift_range=0.1, height_shift_range=0.1, fill_mode="nearest")),
         half(augment.Augmenter(rotation_range=10, fill_mode="nearest")),
         half(augment.RandomContrast(0.9, 1.08)),
@@ -56,6 +63,7 @@ def recipe(model, optimizer, paper_top1=None, **stage):
         paper="paper2",
         model=f"paper2_{model}",
         crop=56,
+        preprocessing={"mean_image": True},
         stages=[Stage(name="train", epochs=EPOCHS, batch_size=BATCH, optimizer=optimizer, augment=augmentation(),
                       **stage)],
         paper_results={"train": paper_top1} if paper_top1 is not None else {},
@@ -73,5 +81,28 @@ RECIPES = {
     "vgg19": recipe("vgg19", {"name": "adam", "learning_rate": 1e-3}, 54.69, schedule=EXPONENTIAL),
 }
 
+RESNETS = ("resnet18", "resnet10")
+
+
+def extra_flags(parser):
+    parser.add_argument("--no-mean-image", action="store_true",
+                        help="feed raw 0..255 pixels instead of subtracting the mean training image")
+    parser.add_argument("--resnet-downsample-first-stage", action="store_true",
+                        help="ResNets: stride 2 in the first stage too (56 -> 28 -> 14 -> 7 -> 4)")
+
+
+def configure(recipes, args):
+    changed = {}
+    for name, r in recipes.items():
+        if args.no_mean_image:
+            r = r.replace(preprocessing={})
+        if args.resnet_downsample_first_stage and name in RESNETS:
+            r = r.replace(model_options=dict(r.model_options, downsample_first_stage=True))
+        changed[name] = r
+    return changed
+
+
+DEFAULT_RUNS = ["resnet18", "inception_resnet", "vgg16", "vgg19"]
+
 if __name__ == "__main__":
-    reproduce.main("paper2", RECIPES, __doc__, default_runs=["resnet18", "inception_resnet", "vgg16", "vgg19"])
+    reproduce.main("paper2", RECIPES, __doc__, default_runs=DEFAULT_RUNS, extra=extra_flags, configure=configure)

@@ -52,6 +52,8 @@ RECIPES = {
                                 reduce_lr_on_plateau={"monitor": "val_loss", "factor": 0.5, "patience": 5}),
 }
 
+DEFAULT_RUNS = ["vgg_z", "vgg_f", "vgg_y"]
+ENSEMBLES = [Ensemble("ensemble of 3 VGGs", ["vgg_z", "vgg_f", "vgg_y"])]
+
 if __name__ == "__main__":
-    reproduce.main("paper3", RECIPES, __doc__, default_runs=["vgg_z", "vgg_f", "vgg_y"],
-                   ensembles=[Ensemble("ensemble of 3 VGGs", ["vgg_z", "vgg_f", "vgg_y"])])
+    reproduce.main("paper3", RECIPES, __doc__, default_runs=DEFAULT_RUNS, ensembles=ENSEMBLES)

@@ -68,5 +68,7 @@ def configure(_, args):
     return recipes(weights, args.freeze_backbone)
 
 
+RECIPES = recipes()
+
 if __name__ == "__main__":
-    reproduce.main("paper4", recipes(), __doc__, extra=extra_flags, configure=configure)
+    reproduce.main("paper4", RECIPES, __doc__, extra=extra_flags, configure=configure)

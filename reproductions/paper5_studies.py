@@ -4,15 +4,18 @@
 Paper: "Tiny ImageNet classification with convolutional neural networks (Caffe)", sections
 5.2, 5.5 and the table of section 6 (text in shared/papers/paper5_caffe_8layer_cnn_ensemble.txt).
 
-Command (six 8-layer models of 30 epochs each):
+Command (six 8-layer models of 70,000 iterations each):
 
     python reproductions/paper5_studies.py --data tiny-imagenet-200.zip [--workdir runs/paper5_l2_dropout] \
         [--model wd_5e-4_dropout_0.5 --model wd_5e-4_no_dropout ...]
 
 Every run is ``paper5_caffe_cnn.py``'s 8-layer recipe (mean image, 56px crops, mirror, tint,
-contrast and noise; SGD momentum 0.9, lr 1e-3 / 10 every 10 epochs, 30 epochs; Xavier; one
-seed) without the fine-tune stage or snapshots (the table's rows are single models), with
-Caffe's lambda and the FC layers' dropout set by ``tiny_keras.studies.paper5_l2_dropout``.
+contrast and noise; SGD momentum 0.9; 40,000 iterations at lambda 1e-3, then 30,000 at the
+run's lambda, lr 1e-3 then 1e-4; Xavier; one seed) without the fine-tune stage or snapshots
+(the table's rows are single models), with Caffe's lambda and the FC layers' dropout set by
+``tiny_keras.studies.paper5_l2_dropout``. The paper continued every lambda from one shared
+40,000-iteration snapshot; ours trains that first stage once per run (same seed, so the
+same weights). ``--lambda-history scratch`` trains each lambda from scratch instead.
 
 Runs and the paper's val top-1 (100 - val error, section 6):
 
@@ -32,18 +35,19 @@ import paper5_caffe_cnn as paper5
 from tiny_keras import reproduce, studies
 
 
-def base_recipe(pool_strides=2):
-    """paper5's 8-layer recipe, one training stage, no snapshots (the study's base)."""
+def base_recipe(pool_strides=2, history="paper"):
+    """paper5's 8-layer recipe without the fine-tune stage or snapshots (the study's base)."""
+    stages = paper5.lambda_history if history == "paper" else paper5.from_scratch
     return paper5.recipe("cnn8", {"pool_strides": pool_strides, "weight_decay": 5e-4},
-                         [paper5.train_stage(snapshots=False)], seed=0)
+                         stages(5e-4, snapshots=False), seed=0)
 
 
-def recipes(pool_strides=2):
-    return studies.paper5_l2_dropout(base_recipe(pool_strides))
+def recipes(pool_strides=2, history="paper"):
+    return studies.paper5_l2_dropout(base_recipe(pool_strides, history))
 
 
 def configure(_, args):
-    return recipes(args.pool_strides)
+    return recipes(args.pool_strides, args.lambda_history)
 
 
 def main(argv=None):

@@ -27,8 +27,8 @@ BATCH = 2
 # paper gives a figure it is in the registry (``paper_params``).
 EXPECTED_PARAMS = {
     "paper1_resnet": 11_282_248,
-    "paper2_resnet18": 11_293_064,
-    "paper2_resnet10": 5_018_504,
+    "paper2_resnet18": 11_288_712,
+    "paper2_resnet10": 5_014_152,
     "paper2_inception_resnet": 8_728_360,
     "paper2_vgg16": 36_133_384,
     "paper2_vgg19": 41_448_200,
@@ -402,13 +402,18 @@ def test_paper2_resnet_depths_and_shortcuts():
         projections = [l for l in convs if l.name.endswith("_0_conv")]
         dense = [l for l in model.layers if isinstance(l, layers.Dense)]
         assert len(convs) - len(projections) + len(dense) == depth
-        assert len(projections) == 4  # every stage down-samples, with a 1x1 stride-2 conv
+        # Stages 2-4 down-sample, each with a 1x1 stride-2 projection; stage 1 keeps 56x56.
+        assert [p.name for p in projections] == [f"stage{i}_block1_0_conv" for i in (2, 3, 4)]
         for conv in projections:
             assert conv.kernel_size == (1, 1) and conv.strides == (2, 2)
             assert isinstance(model.get_layer(conv.name.replace("_conv", "_bn")), layers.BatchNormalization)
-        assert tuple(model.get_layer("avg_pool").input.shape) == (None, 4, 4, 128)
-    standard = models.build("paper2_resnet18", filters=(16, 32, 64, 128), downsample_first_stage=False)
-    assert tuple(standard.get_layer("avg_pool").input.shape) == (None, 7, 7, 128)
+        assert tuple(model.get_layer("stage1_block1_out").output.shape) == (None, 56, 56, 16)
+        assert tuple(model.get_layer("avg_pool").input.shape) == (None, 7, 7, 128)
+    # The other reading of "down-sampling ... at the first layer of each building block".
+    literal = models.build("paper2_resnet18", filters=(16, 32, 64, 128), downsample_first_stage=True)
+    assert tuple(literal.get_layer("avg_pool").input.shape) == (None, 4, 4, 128)
+    assert literal.count_params() - models.build("paper2_resnet18", filters=(16, 32, 64, 128)).count_params() == (
+        16 * 16 + 4 * 16)  # stage 1's projection: a 1x1 conv 16 -> 16 and its BN
     assert models.build("paper2_resnet18").get_layer("stem_conv").kernel_regularizer.l2 == pytest.approx(1e-4)
 
 

@@ -19,10 +19,12 @@ CASES = {
                [("resnet18", "train"), ("inception_resnet", "train")]),
     "paper3": ("paper3_vgg.py", [],
                [("vgg_z", "train"), ("vgg_f", "train"), ("vgg_y", "train"), ("ensemble of 3 VGGs", "ensemble")]),
-    "paper4": ("paper4_cnn_transfer.py", ["--model", "model2", "--model", "model5", "--weights", "none"],
+    # model5's default is the ImageNet weights: --smoke must not download them (no network here).
+    "paper4": ("paper4_cnn_transfer.py", ["--model", "model2", "--model", "model5"],
                [("model2", "train"), ("model5", "train")]),
     "paper5": ("paper5_caffe_cnn.py", [],
-               [("cnn8", "train"), ("cnn8", "fine_tune"), ("cnn8_b", "train"), ("cnn8_c", "train"),
+               [("cnn8", "lambda_1e-3"), ("cnn8", "train"), ("cnn8", "fine_tune"), ("cnn8_b", "lambda_1e-3"),
+                ("cnn8_b", "train"), ("cnn8_c", "lambda_1e-3"), ("cnn8_c", "train"),
                 ("ensemble of 3", "ensemble"), ("ensemble of 9 snapshots", "ensemble")]),
 }
 PAPER_TOP1 = {("paper1", "clr"): 62.57, ("paper2", "inception_resnet"): 62.44, ("paper4", "model2"): 22.72,
@@ -53,6 +55,9 @@ def test_smoke_run_writes_valid_results(paper, fixture_zip, tmp_path):
         model = keras.models.load_model(workdir / run / "model.keras")
         logits = model.predict(np.zeros((2, 64, 64, 3), np.float32), verbose=0)
         assert logits.shape == (2, 200) and np.isfinite(logits).all()
+    if paper == "paper4":
+        assert "--smoke: paper4_model5 built with {'weights': None} (random initial weights, no download" in out.stdout
+        assert results["recipe"]["model5"]["model_options"]["weights"] is None
     # The printed table puts the paper's figure beside ours.
     assert "paper top-1" in out.stdout and (workdir / "results.txt").read_text().splitlines()[0] in out.stdout
 
@@ -70,7 +75,12 @@ def test_smoke_uses_every_class_with_few_images():
     assert not reproduce.smoke_recipe(paper1.recipe().replace(jit_compile=True)).run_eagerly
     full = paper1.recipe()
     assert [s.epochs for s in full.stages] == [145, 100, 100, 65, 50, 16]
-    assert [s.batch_size for s in full.stages] == [128, 70, 128, 128, 128, 128]
+    # Stages 3-5 keep the 40px stage's configuration but for lr and size (section IV).
+    assert [s.batch_size for s in full.stages] == [128, 70, 70, 70, 70, 128]
+    assert [s.restore_best for s in full.stages] == [False, True, True, True, True, False]
+    assert [s.optimizer["learning_rate"] for s in full.stages] == [0.1, 0.01, 0.1, 0.1, 0.1, 0.1]
+    other = paper1.recipe(later_batch_size=128, keep_best=False)
+    assert [(s.batch_size, s.restore_best) for s in other.stages[2:5]] == [(128, False)] * 3
     assert full.stages[-1].schedule == {"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 782,
                                         "mode": "triangular"}
 
@@ -88,3 +98,68 @@ def test_flags_override_every_stage(tmp_path):
     assert {s.epochs for s in recipe.stages} == {3} and {s.batch_size for s in recipe.stages} == {16}
     assert recipe.seed == 7 and recipe.mixed_precision and recipe.jit_compile
     assert recipe.strategy == "mirrored" and recipe.tensorboard_histograms == 2
+
+
+def _script(name):
+    sys.path.insert(0, str(REPO / "reproductions"))
+    return __import__(name)
+
+
+def test_paper2_flips_half_the_images_and_subtracts_the_mean_image():
+    import tensorflow as tf
+
+    from tiny_keras import augment
+
+    paper2 = _script("paper2_resnet_inception")
+    chain = augment.deserialize(paper2.augmentation())
+    flips = [i for i, t in enumerate(chain.transforms)
+             if isinstance(getattr(t, "transform", t), augment.RandomFlip)]
+    assert flips == [0]
+    # A batch of images bright on the left: count how many come out bright on the right.
+    images = np.zeros((4000, 8, 8, 3), np.float32)
+    images[:, :, :4] = 255.0
+    out = chain.transforms[0](tf.constant(images), tf.constant([3, 4])).numpy()
+    flipped = (out[:, :, 4:].mean(axis=(1, 2, 3)) == 255.0).mean()
+    assert abs(flipped - 0.5) < 0.025, flipped  # RandomApply(RandomFlip, 0.5) gave 0.25
+    for name, recipe in paper2.RECIPES.items():
+        assert recipe.preprocessing == {"mean_image": True}, name
+
+
+def test_paper2_flags_give_the_other_readings():
+    from tiny_keras import models, reproduce
+
+    paper2 = _script("paper2_resnet_inception")
+    parser = reproduce.build_parser("x", list(paper2.RECIPES), extra=paper2.extra_flags)
+    args = parser.parse_args(["--no-mean-image", "--resnet-downsample-first-stage"])
+    recipes = paper2.configure(dict(paper2.RECIPES), args)
+    assert recipes["resnet18"].model_options == {"downsample_first_stage": True}
+    assert recipes["vgg16"].model_options == {} and recipes["vgg16"].preprocessing == {}
+    default = models.build("paper2_resnet18", filters=(8, 8, 8, 8))
+    literal = models.build("paper2_resnet18", filters=(8, 8, 8, 8), **recipes["resnet18"].model_options)
+    assert default.get_layer("avg_pool").input.shape[1] == 7 and literal.get_layer("avg_pool").input.shape[1] == 4
+
+
+def test_paper5_lambda_history_and_snapshots():
+    """Sections 5.3, 5.4 and 7: 40,000 iterations at lambda 1e-3, then 30,000 at the model's
+    own lambda (lr 1e-3, then 1e-4 for the last 10,000), snapshots 10,000 iterations apart,
+    all taken at the model's own lambda; the best model then fine-tunes at 5e-6."""
+    from tiny_keras import schedules
+
+    paper5 = _script("paper5_caffe_cnn")
+    recipes = paper5.recipes()
+    for name, wd in (("cnn8", 5e-4), ("cnn8_b", 3e-4), ("cnn8_c", 1e-4)):
+        first, train = recipes[name].stages[:2]
+        assert (first.name, first.weight_decay, first.epochs * first.steps_per_epoch) == ("lambda_1e-3", 1e-3, 40_000)
+        assert first.optimizer == {"name": "sgd", "learning_rate": 1e-3, "momentum": 0.9} and first.schedule is None
+        assert (train.name, train.weight_decay, train.epochs * train.steps_per_epoch) == ("train", wd, 30_000)
+        assert train.snapshot_every_epochs * train.steps_per_epoch == 10_000
+        assert first.snapshot_every_epochs is None
+        lr = schedules.make_schedule(train.schedule, 1e-3, train.steps_per_epoch)
+        assert [lr(step) for step in (0, 19_999, 20_000, 29_999)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert [(s.name, s.optimizer["learning_rate"], s.weight_decay, s.epochs) for s in recipes["cnn8"].stages[2:]] == [
+        ("fine_tune", 5e-6, 1e-4, 5)]
+    for baseline in ("shallow", "cnn5"):
+        (stage,) = recipes[baseline].stages
+        assert (stage.epochs, stage.steps_per_epoch, stage.weight_decay) == (30, None, None)
+    scratch = paper5.recipes(history="scratch")["cnn8_b"].stages
+    assert [(s.name, s.weight_decay, s.epochs, s.snapshot_every_epochs) for s in scratch] == [("train", 3e-4, 30, 10)]

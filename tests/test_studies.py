@@ -1,5 +1,6 @@
 """The papers' ablation studies: each variant is its base recipe with one change, builds the
 network that change asks for, and every study script runs end to end with --smoke."""
+import dataclasses
 import json
 import sys
 
@@ -78,11 +79,16 @@ def test_paper2_depth_and_width_variants():
 def test_every_variant_changes_only_the_model():
     """Data, augmentation, optimizer, schedule, epochs and seed are the base's in every run."""
     bases = [(paper2_base(), studies.paper2_study(s, paper2_base())) for s in studies.PAPER2_STUDIES]
-    bases.append((paper5_studies.base_recipe(), paper5_studies.recipes()))
     for base, runs in bases:
         for name, recipe in runs.items():
             assert set(studies.changes(recipe, base)) <= {"model", "model_options"}, name
             assert recipe.stages == base.stages and recipe.seed == base.seed
+    # paper5's lambda is the last stage's weight decay (after 40k iterations at 1e-3): only that changes.
+    base = paper5_studies.base_recipe()
+    for name, recipe in paper5_studies.recipes().items():
+        assert set(studies.changes(recipe, base)) <= {"model_options", "stages"}, name
+        assert recipe.stages[0] == base.stages[0] and recipe.seed == base.seed
+        assert dataclasses.replace(recipe.stages[1], weight_decay=base.stages[1].weight_decay) == base.stages[1]
 
 
 def test_paper5_l2_dropout_sweep():
@@ -96,7 +102,13 @@ def test_paper5_l2_dropout_sweep():
         assert recipe.model == "paper5_cnn8"
         assert recipe.model_options == {"pool_strides": 2, "weight_decay": wd, "dropout": dropout}
         assert recipe.paper_results == ({"train": top1} if top1 else {})
-        assert [s.name for s in recipe.stages] == ["train"] and recipe.stages[0].snapshot_every_epochs is None
+        # 40,000 iterations at lambda 1e-3, then 30,000 at the run's lambda (paper5 sections 5.3 and 7).
+        assert [(s.name, s.weight_decay, s.epochs * s.steps_per_epoch) for s in recipe.stages] == [
+            ("lambda_1e-3", 1e-3, 40_000), ("train", wd, 30_000)]
+        assert all(s.snapshot_every_epochs is None for s in recipe.stages)
+    scratch = paper5_studies.recipes(history="scratch")["wd_3e-4_dropout_0.5"]
+    assert [(s.name, s.weight_decay, s.epochs, s.steps_per_epoch) for s in scratch.stages] == [
+        ("train", 3e-4, 30, None)]
     network = train.build_network(runs["wd_1e-4_no_dropout"])
     assert not [layer for layer in network.layers if isinstance(layer, keras.layers.Dropout)]
     network = train.build_network(runs["wd_1e-4_dropout_0.5"])
@@ -139,7 +151,8 @@ def test_study_smoke_run_prints_one_table(study, fixture_zip, tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["paper"] == study and results["smoke"] is True
-    assert [(r["model"], r["stage"]) for r in results["runs"]] == [(name, "train") for name in expected]
+    stages = ["lambda_1e-3", "train"] if study.startswith("paper5") else ["train"]
+    assert [(r["model"], r["stage"]) for r in results["runs"]] == [(n, s) for n in expected for s in stages]
     assert {r["model"]: r["paper_val_top1"] for r in results["runs"]} == expected
     assert list(results["recipe"]) == list(expected)
     for row in results["runs"]:

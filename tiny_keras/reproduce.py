@@ -44,7 +44,12 @@ class Ensemble:
 def smoke_recipe(recipe):
     """The same recipe, cut down to seconds: a few images per class, two steps per stage,
     run eagerly (compiling each stage's train step would take longer than its two steps;
-    unless XLA or a distribution strategy was asked for, which need the compiled step)."""
+    unless XLA or a distribution strategy was asked for, which need the compiled step),
+    and built offline: a model that would download weights (paper 4's ResNet50) starts
+    from random ones, since a smoke run checks the pipeline, not the weights."""
+    from tiny_keras import models
+
+    offline = dict(models.get_entry(recipe.model).offline_options)
     stages = []
     for stage in recipe.stages:
         changes = dict(epochs=SMOKE["epochs"], steps_per_epoch=SMOKE["steps_per_epoch"],
@@ -57,7 +62,8 @@ def smoke_recipe(recipe):
             changes["schedule"] = dict(stage.schedule, step_size=1)
         stages.append(dataclasses.replace(stage, **changes))
     return recipe.replace(stages=stages, per_class=SMOKE["per_class"], val_per_class=SMOKE["val_per_class"],
-                          run_eagerly=not recipe.jit_compile and recipe.strategy == "default")
+                          run_eagerly=not recipe.jit_compile and recipe.strategy == "default",
+                          model_options={**recipe.model_options, **offline})
 
 
 def build_parser(description, run_names, default_runs=None, extra=None):
@@ -105,7 +111,12 @@ def apply_flags(recipe, args):
     if changes:
         recipe = recipe.replace(**changes)
     if args.smoke:
-        recipe = smoke_recipe(recipe)
+        smoke = smoke_recipe(recipe)
+        if smoke.model_options != recipe.model_options:
+            changed = {k: v for k, v in smoke.model_options.items() if recipe.model_options.get(k) != v}
+            print(f"--smoke: {recipe.model} built with {changed} (random initial weights, no download: "
+                  "a smoke run checks the pipeline, not the weights)")
+        recipe = smoke
     return recipe
 
 

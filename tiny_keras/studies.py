@@ -42,11 +42,17 @@ def accuracy(error):
     return None if error is None else round(100.0 - error, 2)
 
 
-def variant(base, model=None, model_options=None, paper_top1=None, seed=None):
+def variant(base, model=None, model_options=None, paper_top1=None, seed=None, stage_changes=None):
     """``base`` with one change: another registered ``model``, builder options merged into
-    its ``model_options``, another ``seed``; ``paper_top1`` (percent) is the paper's figure
-    for this variant, shown beside the last stage's result (None: no figure)."""
+    its ``model_options``, another ``seed``, or ``stage_changes`` (stage name -> field
+    changes, such as the weight decay of one stage); ``paper_top1`` (percent) is the
+    paper's figure for this variant, shown beside the last stage's result (None: no figure)."""
     changes = {"paper_results": {} if paper_top1 is None else {base.stages[-1].name: paper_top1}}
+    if stage_changes:
+        unknown = set(stage_changes) - {s.name for s in base.stages}
+        if unknown:
+            raise ValueError(f"no stages named {sorted(unknown)} in the base recipe")
+        changes["stages"] = [dataclasses.replace(s, **stage_changes.get(s.name, {})) for s in base.stages]
     if model is not None:
         changes["model"] = model
     if model_options:
@@ -114,16 +120,20 @@ def paper2_study(name, base):
 # -- paper5: the 8-layer CNN -----------------------------------------------------------------
 def paper5_l2_dropout(base, weight_decays=PAPER5_WEIGHT_DECAYS, dropouts=(PAPER5_DROPOUT, 0.0)):
     """The 8-layer CNN with Caffe's lambda ``weight_decays``, each with and without dropout
-    on the hidden FC layers (the builder's ``weight_decay`` and ``dropout``)."""
+    on the hidden FC layers (the builder's ``weight_decay`` and ``dropout``). Where the
+    base's last stage sets its own weight decay (paper 5's lambda history: lambda 1e-3
+    first, then the model's own), the variant's lambda is that stage's."""
     if base.model != "paper5_cnn8":
         raise ValueError(f"the paper5 study varies paper5_cnn8; received a recipe for {base.model!r}")
+    last = base.stages[-1]
     runs = {}
     for dropout in dropouts:
         for wd in weight_decays:
             paper = PAPER5_DROPOUT_ERROR.get(wd) if dropout == PAPER5_DROPOUT else None
             name = f"wd_{_number(wd)}_" + (f"dropout_{dropout:g}" if dropout else "no_dropout")
+            stages = {last.name: {"weight_decay": wd}} if last.weight_decay is not None else None
             runs[name] = variant(base, model_options={"weight_decay": wd, "dropout": dropout},
-                                 paper_top1=accuracy(paper))
+                                 paper_top1=accuracy(paper), stage_changes=stages)
     return runs
 
 
