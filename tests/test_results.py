@@ -1,0 +1,108 @@
+"""Published results (``results/``) and the papers table the README shows."""
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import REPO
+from tiny_keras import published, train
+from tiny_keras.recipe import Recipe, Stage
+
+sys.path.insert(0, str(REPO / "tools"))
+import results as results_tool  # noqa: E402
+
+
+def test_readme_papers_table_matches_results_folder():
+    """The README's table is what ``tools/results.py readme`` makes from ``results/``."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    _, generated = results_tool.generated_table()
+    assert results_tool.readme_block(readme) == generated, "run: python tools/results.py readme"
+
+
+def test_catalogue_lists_every_figure_the_papers_report():
+    rows = results_tool.catalogue(with_costs=False)
+    figures = {(r.paper, r.run, r.stage): r.paper_top1 for r in rows}
+    assert figures[("paper1", "resnet", "clr")] == 62.57 and figures[("paper1", "resnet", "32px")] == 43.91
+    assert figures[("paper2", "inception_resnet", "train")] == 62.44
+    assert figures[("paper4", "model2", "train")] == 22.72 and figures[("paper4", "model5", "train")] == 43.14
+    assert figures[("paper5", "cnn8", "fine_tune")] == 42.0 and figures[("paper5", "ensemble of 3", "ensemble")] == 43.1
+    assert figures[("paper5", "shallow", "train")] == 17.5
+    assert [r.run for r in rows if r.paper == "paper3"] == ["vgg_z", "vgg_f", "vgg_y"]  # no figures survive
+    assert len(rows) == 6 + 4 + 3 + 5 + 6
+
+
+def test_training_cost_counts_images_and_flops():
+    paper4 = results_tool.script("paper4")
+    images, flops = results_tool.training_cost(paper4.RECIPES["model2"])
+    assert images == 15 * (100_000 // 32) * 32  # 15 epochs of 3,125 batches of 32
+    from tiny_keras import models
+
+    forward = models.forward_flops(models.build("paper4_model2"))
+    assert flops == pytest.approx(3 * forward * images)
+    row = published.Row("paper4", "model2", "train", 22.72, training_images=images, training_flops=flops)
+    expected = max(flops / published.GPU_FLOPS_PER_SECOND, images / published.GPU_MAX_IMAGES_PER_SECOND) / 3600
+    assert published.estimate_gpu_hours(row) == pytest.approx(expected)
+
+
+def test_first_epoch_reaching_the_papers_figure():
+    history = [{"epoch": "0", "val_top1": "0.101"}, {"epoch": "1", "val_top1": "0.2272"},
+               {"epoch": "2", "val_top1": "0.25"}]
+    assert published.first_epoch_reaching(history, 22.72) == 2  # epochs are 1-based
+    assert published.first_epoch_reaching(history, 10.0) == 1
+    assert published.first_epoch_reaching(history, 30.0) is None
+
+
+def _finished_run(fixture_zip, folder, **recipe_changes):
+    recipe = Recipe(paper="paper4", model="paper4_model2", preprocessing={"rescale": 1 / 255}, tensorboard=False,
+                    activation_samples=0, paper_results={"train": 1.0},
+                    stages=[Stage(epochs=2, batch_size=4, optimizer={"name": "adam", "learning_rate": 1e-3})],
+                    **recipe_changes)
+    return train.train(recipe, folder, data=fixture_zip, verbose=0)
+
+
+def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path):
+    run = tmp_path / "runs" / "model2"
+    result = _finished_run(fixture_zip, run)
+    target = published.publish(run, tmp_path / "results", note="Fixture data: not a real result.")
+    assert target == str(tmp_path / "results" / "paper4" / "model2")
+    copied = sorted(os.path.relpath(os.path.join(d, f), target) for d, _, fs in os.walk(target) for f in fs)
+    assert copied == ["note.md", "recipe.json", "results.json", "run.json", os.path.join("stages", "train",
+                                                                                          "history.csv")]
+    assert not [f for f in copied if f.endswith(".keras")]  # never weights
+    # Not again without overwrite; with it, replaced.
+    with pytest.raises(published.PublishError, match="exists; pass overwrite=True"):
+        published.publish(run, tmp_path / "results")
+    published.publish(run, tmp_path / "results", overwrite=True)
+    assert not (tmp_path / "results" / "paper4" / "model2" / "note.md").exists()
+
+    measured = result["runs"][0]["val_top1"]
+    rows = [published.Row("paper4", "model2", "train", 1.0), published.Row("paper4", "model1", "train", 14.19,
+                                                                             training_images=10, training_flops=0.0)]
+    table = published.papers_table(rows, tmp_path / "results")
+    assert table[0]["status"] == "measured" and table[0]["ours_top1"] == round(measured, 2)
+    assert table[0]["difference"] == round(measured - 1.0, 2) and table[0]["epochs"] == 2
+    history = published.read_history(target, "train")
+    assert table[0]["first_epoch_at_paper_figure"] == published.first_epoch_reaching(history, 1.0)
+    assert table[0]["machine"].endswith("(tensorflow)") and table[0]["command"].startswith("python")
+    assert table[1]["status"].startswith("not yet run: needs a GPU")
+    markdown = published.markdown(table)
+    assert f"[{measured:.2f}](results/paper4/model2)" in markdown and "| model1 | 14.19 | not yet run" in markdown
+
+
+def test_publish_refuses_unfinished_and_smoke_runs(fixture_zip, tmp_path):
+    with pytest.raises(published.PublishError, match="not a finished run"):
+        published.publish(tmp_path, tmp_path / "results")
+    run = tmp_path / "subset"
+    _finished_run(fixture_zip, run, per_class=2)
+    with pytest.raises(published.PublishError, match="smoke or subset run"):
+        published.publish(run, tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_results_tool_table_prints_markdown_and_json(tmp_path, capsys):
+    out = tmp_path / "table.json"
+    assert results_tool.main(["table", "--json", str(out), "--results", str(tmp_path / "none")]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["status"].split(":")[0] for r in rows} == {"not yet run"}
+    assert capsys.readouterr().out.startswith("| paper | model | paper's val top-1 | ours |")

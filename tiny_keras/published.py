@@ -1,0 +1,225 @@
+"""Published measured runs (``results/``) and the papers table made from them.
+
+A published run is a finished run folder's record, without its weights::
+
+    results/<paper>/<run>/results.json         per-stage val top-1 / top-5 (the run's own)
+                         /recipe.json          the recipe it ran
+                         /run.json             command, commit, backend, versions, machine, time
+                         /stages/<stage>/history.csv
+                         /note.md              optional: what a gap to the paper's figure comes from
+
+It keeps the run folder's names, so ``tools/plot.py curves results/paper4/model2`` works
+on it. :func:`publish` copies a run folder there; :func:`papers_table` puts each row the
+papers report (:class:`Row`, listed by the reproduction scripts) beside what was measured.
+"""
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from typing import Optional
+
+from tiny_keras import files
+
+RECORD_FILES = ("results.json", "recipe.json", "run.json")
+# The estimate for rows not yet run, on one H100-class GPU: training FLOPs (3 x forward) at a
+# sustained 100 TFLOP/s, but no faster than 5,000 images/s, what host-side augmentation on
+# a few CPU cores delivers to small models.
+GPU_FLOPS_PER_SECOND = 100e12
+GPU_MAX_IMAGES_PER_SECOND = 5_000
+TRAIN_IMAGES = 100_000
+
+
+class PublishError(RuntimeError):
+    """A run folder that cannot be published as asked."""
+
+
+@dataclasses.dataclass
+class Row:
+    """One result a paper reports: ``run``'s ``stage`` (or an ensemble) and its val top-1."""
+
+    paper: str
+    run: str
+    stage: str
+    paper_top1: Optional[float]
+    title: str = ""
+    training_images: Optional[int] = None  # for the estimate, where not yet run
+    training_flops: Optional[float] = None
+
+
+# -- publishing ---------------------------------------------------------------------------
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note=None):
+    """Copy a finished run's record (no weights) to ``results_dir/<paper>/<run>/``; return that path.
+
+    ``paper`` defaults to the recipe's, ``run`` to the folder's name. A smoke or subset run,
+    an unfinished run, or an existing published run (unless ``overwrite``) is refused.
+    """
+    run_folder = os.path.abspath(run_folder)
+    missing = [name for name in RECORD_FILES if not os.path.isfile(os.path.join(run_folder, name))]
+    if missing:
+        raise PublishError(f"{run_folder}: not a finished run (no {', '.join(missing)}); "
+                           "only finished runs are published")
+    recipe = _read_json(os.path.join(run_folder, "recipe.json"))
+    subset = {k: recipe.get(k) for k in ("classes", "per_class", "val_per_class") if recipe.get(k)}
+    if subset or recipe.get("run_eagerly"):
+        raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'run eagerly'}) is not a measured "
+                           "result; publish runs of the full recipe")
+    paper = paper or recipe["paper"]
+    run = run or os.path.basename(run_folder)
+    target = os.path.join(results_dir, paper, run)
+    if os.path.exists(target):
+        if not overwrite:
+            raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+        shutil.rmtree(target)
+    staging = target + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for name in RECORD_FILES:
+        files.copy(os.path.join(run_folder, name), os.path.join(staging, name))
+    for stage in recipe["stages"]:
+        history = os.path.join(run_folder, "stages", stage["name"], "history.csv")
+        if os.path.isfile(history):
+            files.copy(history, os.path.join(staging, "stages", stage["name"], "history.csv"))
+    if note:
+        with files.atomic_open(os.path.join(staging, "note.md"), encoding="utf-8") as f:
+            f.write(note.strip() + "\n")
+    os.replace(staging, target)  # all or nothing
+    return target
+
+
+# -- reading --------------------------------------------------------------------------------
+def read_history(folder, stage):
+    path = os.path.join(folder, "stages", stage, "history.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def first_epoch_reaching(history, top1):
+    """The first epoch (1-based) whose val top-1 (percent) is at least ``top1``, or None."""
+    for row in history:
+        if 100.0 * float(row["val_top1"]) >= top1:
+            return int(row["epoch"]) + 1
+    return None
+
+
+def read_published(results_dir):
+    """``{(paper, run): {"folder", "results", "recipe", "run", "note"}}`` for every published run."""
+    found = {}
+    if not os.path.isdir(results_dir):
+        return found
+    for paper in sorted(os.listdir(results_dir)):
+        paper_dir = os.path.join(results_dir, paper)
+        if not os.path.isdir(paper_dir):
+            continue
+        for run in sorted(os.listdir(paper_dir)):
+            folder = os.path.join(paper_dir, run)
+            if not os.path.isfile(os.path.join(folder, "results.json")):
+                continue
+            note_path = os.path.join(folder, "note.md")
+            found[(paper, run)] = {
+                "folder": folder,
+                "results": _read_json(os.path.join(folder, "results.json")),
+                "recipe": _read_json(os.path.join(folder, "recipe.json")),
+                "run": _read_json(os.path.join(folder, "run.json")),
+                "note": open(note_path, encoding="utf-8").read().strip() if os.path.isfile(note_path) else None,
+            }
+    return found
+
+
+def machine_of(run_record):
+    """``"AMD EPYC, 2 cores (tensorflow)"``: where the run's last session ran."""
+    from tiny_keras import provenance
+
+    env = run_record["sessions"][-1]["environment"]
+    return f"{provenance.describe_machine(env)} ({env['backend']})"
+
+
+def estimate_gpu_hours(row):
+    if not row.training_images:
+        return None
+    seconds = max((row.training_flops or 0.0) / GPU_FLOPS_PER_SECOND,
+                  row.training_images / GPU_MAX_IMAGES_PER_SECOND)
+    return seconds / 3600.0
+
+
+# -- the table ------------------------------------------------------------------------------
+def papers_table(rows, results_dir):
+    """Each catalogue row with what was measured: a list of dicts (JSON-ready)."""
+    published = read_published(results_dir)
+    table = []
+    for row in rows:
+        entry = dict(paper=row.paper, run=row.run, stage=row.stage, title=row.title, paper_top1=row.paper_top1,
+                     ours_top1=None, difference=None, epochs=None, first_epoch_at_paper_figure=None,
+                     machine=None, wall_hours=None, date=None, command=None, commit=None, note=None,
+                     folder=None)
+        record = published.get((row.paper, row.run))
+        measured = None
+        if record is not None:
+            measured = next((r for r in record["results"]["runs"] if r["stage"] == row.stage), None)
+        if measured is None:
+            hours = estimate_gpu_hours(row)
+            entry["status"] = "not yet run" + (
+                f": needs a GPU, about {_hours(hours)} on one H100-class GPU "
+                f"({row.training_images / 1e6:.1f}M training images)" if hours is not None else "")
+        else:
+            session = record["run"]["sessions"][-1]
+            entry.update(
+                status="measured",
+                ours_top1=round(measured["val_top1"], 2),
+                difference=None if row.paper_top1 is None else round(measured["val_top1"] - row.paper_top1, 2),
+                epochs=measured.get("epochs"),
+                machine=machine_of(record["run"]),
+                wall_hours=round(record["run"].get("train_seconds", 0.0) / 3600.0, 2),
+                date=(record["run"].get("finished") or session["started"])[:10],
+                command=session["command"],
+                commit=session["environment"]["source"].get("commit"),
+                note=record["note"],
+                folder=os.path.relpath(record["folder"], os.path.dirname(os.path.abspath(results_dir))),
+            )
+            if row.paper_top1 is not None:
+                entry["first_epoch_at_paper_figure"] = first_epoch_reaching(
+                    read_history(record["folder"], row.stage), row.paper_top1)
+        table.append(entry)
+    return table
+
+
+def _hours(hours):
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def _number(value, sign=False):
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
+
+
+def markdown(table):
+    """The papers table as Markdown, as the README shows it."""
+    lines = ["| paper | model | paper's val top-1 | ours | difference | epochs | reached the paper's figure "
+             "| machine, date | training time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    previous = (None, None)
+    for e in table:
+        model = f"{e['run']} ({e['stage']})" if e["stage"] not in ("train", "ensemble") else e["run"]
+        paper = "" if e["paper"] == previous[0] else (f"{e['paper']}: {e['title']}" if e["title"] else e["paper"])
+        status = "not yet run" if (e["paper"], e["run"]) == previous else e["status"]
+        previous = (e["paper"], e["run"])
+        if e["status"] != "measured":
+            lines.append(f"| {paper} | {model} | {_number(e['paper_top1'])} | {status} | | | | | |")
+            continue
+        reached = "-" if e["paper_top1"] is None else (
+            f"epoch {e['first_epoch_at_paper_figure']}" if e["first_epoch_at_paper_figure"] else "not reached")
+        ours = f"[{_number(e['ours_top1'])}]({e['folder']})"
+        if e["note"]:
+            notes.append(f"{len(notes) + 1}. {e['paper']} {model}: {e['note']}")
+            ours += f" ({len(notes)})"
+        lines.append(f"| {paper} | {model} | {_number(e['paper_top1'])} | {ours} | {_number(e['difference'], True)} "
+                     f"| {e['epochs']} | {reached} | {e['machine']}, {e['date']} | {_hours(e['wall_hours'])} |")
+    return "\n".join(lines + ([""] + notes if notes else []))
