@@ -58,6 +58,8 @@ def test_smoke_run_writes_valid_results(paper, fixture_zip, tmp_path):
     if paper == "paper4":
         assert "--smoke: paper4_model5 built with {'weights': None} (random initial weights, no download" in out.stdout
         assert results["recipe"]["model5"]["model_options"]["weights"] is None
+    # stdout is not a terminal here: one line per epoch, no progress bars.
+    assert "━" not in out.stdout and "' epoch 1/1: loss " in out.stdout
     # The printed table puts the paper's figure beside ours.
     assert "paper top-1" in out.stdout and (workdir / "results.txt").read_text().splitlines()[0] in out.stdout
 

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -297,3 +298,26 @@ def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_p
         warnings.filterwarnings("ignore", message=".*shuffle.*")
         result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     assert result["runs"][0]["epochs"] == 2
+
+
+EPOCH_LINE = re.compile(r"stage 'train' epoch (\d)/3: loss [\d.]+ top1 [\d.]+% top5 [\d.]+% \| val_loss [\d.]+ "
+                        r"val_top1 [\d.]+% val_top5 [\d.]+% \| lr ([\d.e-]+) \| [\d,]+ images/s \| \d+ s$")
+
+
+def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_path, capsys):
+    recipe = tiny_recipe()
+    train.train(recipe, tmp_path / "lines", data=fixture_zip, verbose=2)
+    out = capsys.readouterr().out
+    epochs = [EPOCH_LINE.search(line) for line in out.splitlines() if "epoch" in line and "stage '" in line]
+    assert [int(m.group(1)) for m in epochs] == [1, 2, 3]
+    assert [float(m.group(2)) for m in epochs] == pytest.approx([0.1, 0.05, 0.025])
+    assert "━" not in out and "\b" not in out and len(out) < 3000  # no progress bars: a few lines in all
+    log = (tmp_path / "lines" / "train.log").read_text().splitlines()
+    assert [EPOCH_LINE.search(line).group(1) for line in log if "' epoch " in line] == ["1", "2", "3"]
+    assert log[0].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px")
+    # Quiet: nothing printed, the log still written.
+    train.train(recipe, tmp_path / "quiet", data=fixture_zip, verbose=0)
+    assert capsys.readouterr().out == ""
+    assert sum("' epoch " in line for line in (tmp_path / "quiet" / "train.log").read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or 'auto'"):
+        train.train(recipe, tmp_path / "bad", data=fixture_zip, verbose=3)

@@ -44,6 +44,57 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = current_lr(self.model)
 
 
+def log_line(path, text, echo=True):
+    """Append ``text`` (one or more lines) to the run's plain-text log ``path`` and, with
+    ``echo``, print it: what ``tail -f WORKDIR/train.log`` shows of a background run."""
+    if echo:
+        print(text, flush=True)
+    if path is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(f"{stamp} {line}\n" for line in text.splitlines()))
+
+
+def format_epoch(stage, epoch, epochs, logs, images_per_second, seconds):
+    """``stage 'train' epoch 3/15: loss 4.2423 top1 10.90% ... | lr 0.001 | 2,041 images/s | 190 s``."""
+    def metric(name):
+        value = float(logs[name])
+        return f"{name} {100 * value:.2f}%" if name.endswith(("top1", "top5")) else f"{name} {value:.4f}"
+
+    train = [metric(k) for k in ("loss", "top1", "top5") if k in logs]
+    val = [metric(k) for k in ("val_loss", "val_top1", "val_top5") if k in logs]
+    lr = f" | lr {float(logs['learning_rate']):.3g}" if "learning_rate" in logs else ""
+    return (f"stage '{stage}' epoch {epoch}/{epochs}: {' '.join(train)}" + (f" | {' '.join(val)}" if val else "")
+            + f"{lr} | {images_per_second:,.0f} images/s | {seconds:.0f} s")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch (stage, epoch, metrics, learning rate, training images/s, seconds)
+    appended to ``path`` and, with ``echo``, printed: the output of runs whose stdout is not
+    a terminal, where a progress bar would write a line per step. Put it after
+    ``LearningRateLogger`` so the line has the learning rate."""
+
+    def __init__(self, path, stage, epochs, images_per_epoch, echo=True):
+        super().__init__()
+        self.path, self.stage, self.epochs = path, stage, epochs
+        self.images_per_epoch = images_per_epoch
+        self.echo = echo
+        self._start = self._train_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_end is None:  # validation inside fit
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_seconds = max((self._train_end or now) - self._start, 1e-9)
+        log_line(self.path, format_epoch(self.stage, epoch + 1, self.epochs, logs or {},
+                                         self.images_per_epoch / train_seconds, now - self._start), self.echo)
+
+
 class Snapshots(keras.callbacks.Callback):
     """Saves ``snapshot-eNNN.keras`` every ``every_epochs`` epochs, or ``snapshot-sNNNNNN.keras``
     every ``every_steps`` steps (paper 5's snapshot ensembles)."""

@@ -14,7 +14,7 @@ absent), ``--workdir DIR``, ``--epochs N`` (every stage), ``--batch-size N``,
 ``--model NAME`` (where a paper has several), ``--smoke`` (all classes, a few images of
 each, two steps per stage: the whole script in well under a minute on a CPU),
 ``--overwrite``, ``--seed``, ``--mixed-precision``, ``--xla``, ``--strategy``,
-``--tensorboard-histograms N``.
+``--verbose 0|1|2``, ``--tensorboard-histograms N``.
 """
 import argparse
 import dataclasses
@@ -84,6 +84,9 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--xla", action="store_true", help="compile the train step with XLA (jit_compile)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
                         help="tf.distribute strategy; --batch-size stays the global batch")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                        help="1: progress bars; 2: one line per epoch; 0: quiet (default: 1 on a terminal, else 2). "
+                             "The per-epoch lines always go to WORKDIR/<model>/train.log")
     parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",
                         help="also write TensorBoard weight/activation histograms every N epochs")
     if extra is not None:
@@ -164,7 +167,8 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     runs = []
     for i, (name, recipe) in enumerate(recipes.items()):
         print(f"\n=== {paper}: {name} ({i + 1}/{len(recipes)}) ===")
-        result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite)
+        result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite,
+                             verbose="auto" if args.verbose is None else args.verbose)
         runs += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
     for ensemble in ensembles:
         if all(m in recipes for m in ensemble.members):

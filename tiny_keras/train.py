@@ -10,6 +10,8 @@ What a run folder holds (``workdir``)::
     tensorboard/<name>/    TensorBoard logs
     model.keras            the final model (preprocessing included: feed it 0..255 images)
     results.json           per-stage results beside the paper's numbers
+    train.log              one line per epoch (and per stage), appended as the run goes:
+                           ``tail -f WORKDIR/train.log`` follows a background run
     run.json               where the run came from: each session's command, date, commit,
                            backend, library versions and machine; the training time
 
@@ -27,6 +29,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 import time
 
 import keras
@@ -48,6 +51,18 @@ OPTIMIZER_CLASSES = {
 }
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 PREPROCESSING_LAYERS = ("imagenet_preprocessing", "mean_image", "standardize")
+
+
+LOG = "train.log"
+
+
+def resolve_verbose(verbose):
+    """Keras's verbosity, with ``"auto"``: progress bars on a terminal, else a line per epoch."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto'. Received: {verbose=}")
+    return verbose
 
 
 class RunFolderError(RuntimeError):
@@ -251,6 +266,11 @@ def _record_finish(workdir, final):
 def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callbacks=()):
     """Train ``recipe`` in ``workdir`` on ``data`` (zip, folder, or None for TFDS).
 
+    ``verbose`` as in Keras: 1 progress bars (for a terminal), 2 one line per epoch (for
+    logs: stage, epoch, metrics, learning rate, images/s), 0 silent. ``"auto"``: 1 when
+    stdout is a terminal, else 2. Whatever it is, the per-epoch lines go to
+    ``workdir/train.log``.
+
     Returns the results dict (also written to ``workdir/results.json``):
     ``{"paper", "model", "runs": [per-stage rows], "recipe"}``. A finished run in the same
     folder returns its saved results without training again.
@@ -258,6 +278,7 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     recipe.validate()
+    verbose = resolve_verbose(verbose)
     _prepare_folder(workdir, recipe, overwrite)
     results_path = os.path.join(workdir, "results.json")
     finished = _read_json(results_path)
@@ -281,9 +302,9 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
     strategy = make_strategy(recipe.strategy)
 
     train_split = data_lib.load_split(data, "train", classes=recipe.classes, per_class=recipe.per_class,
-                                      progress=bool(verbose))
+                                      progress=verbose == 1)
     val_split = data_lib.load_split(data, "val", classes=recipe.classes, per_class=recipe.val_per_class,
-                                    progress=bool(verbose))
+                                    progress=verbose == 1)
     for split in (train_split, val_split):
         if split.labels.max() >= recipe.num_classes:
             raise ValueError(f"{split.split} labels go up to {split.labels.max()}, but {recipe.num_classes=}")
@@ -313,8 +334,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
     if os.path.exists(os.path.join(workdir, "state.json")):
         os.remove(os.path.join(workdir, "state.json"))
     cbs.remove_checkpoints(workdir)
-    if verbose:
-        print(format_table(final["runs"]))
+    cbs.log_line(os.path.join(workdir, LOG), format_table(final["runs"]), echo=bool(verbose))
     return final
 
 
@@ -353,6 +373,8 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     if schedule is not None:
         keras_callbacks.append(cbs.LearningRateSchedule(schedule, steps))
     keras_callbacks.append(cbs.LearningRateLogger())
+    log = os.path.join(workdir, LOG)
+    keras_callbacks.append(cbs.EpochLog(log, stage.name, stage.epochs, steps * stage.batch_size, echo=verbose == 2))
     if stage.reduce_lr_on_plateau:
         keras_callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
@@ -376,13 +398,14 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                                              restore=(resume or {}).get("callbacks")))
     keras_callbacks += list(extra_callbacks)
 
-    if verbose:
-        print(f"Stage {index + 1}/{len(recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} steps, "
-              f"batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else ""))
+    cbs.log_line(log, f"Stage {index + 1}/{len(recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} "
+                      f"steps, batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else "")
+                      + (f" (resumed after epoch {initial_epoch})" if initial_epoch else ""), echo=bool(verbose))
     history = None
     if initial_epoch < stage.epochs:
         history = model.fit(train_ds, epochs=stage.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                            validation_data=val_ds, callbacks=keras_callbacks, verbose=verbose, shuffle=False)
+                            validation_data=val_ds, callbacks=keras_callbacks, verbose=1 if verbose == 1 else 0,
+                            shuffle=False)
     epochs = history.epoch[-1] + 1 if history is not None and history.epoch else stage.epochs  # early stopping
     if stage.restore_best and os.path.exists(best.filepath):
         model.set_weights(keras.models.load_model(best.filepath).get_weights())
@@ -402,6 +425,6 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         files.save_model(model, os.path.join(stage_dir, "model.keras"))
     progress["runs"].append(row)
     files.write_json(progress, os.path.join(workdir, "progress.json"))
-    if verbose:
-        print(f"Stage '{stage.name}': val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%")
+    cbs.log_line(log, f"Stage '{stage.name}': val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%",
+                 echo=bool(verbose))
     return model
