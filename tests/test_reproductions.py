@@ -1,5 +1,6 @@
 """Every reproduction script runs end to end with --smoke on the fixture dataset."""
 import json
+import os
 import sys
 
 import keras
@@ -165,3 +166,35 @@ def test_paper5_lambda_history_and_snapshots():
         assert (stage.epochs, stage.steps_per_epoch, stage.weight_decay) == (30, None, None)
     scratch = paper5.recipes(history="scratch")["cnn8_b"].stages
     assert [(s.name, s.weight_decay, s.epochs, s.snapshot_every_epochs) for s in scratch] == [("train", 3e-4, 30, 10)]
+
+
+def _readme_command(marker):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split(marker, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [part.strip() for part in block.strip().split("&&")]
+
+
+def test_readme_first_command_installs_what_exists_and_passes_flags_the_script_takes():
+    import configparser
+    import shlex
+
+    from tiny_keras import reproduce
+
+    parts = _readme_command("<!-- reproduce-command -->")
+    install = shlex.split(parts[2])
+    assert install[:3] == ["pip", "install", "-e"] and install[-2:] == ["-c", "constraints.txt"]
+    assert (REPO / "constraints.txt").is_file()
+    extras = configparser.ConfigParser()
+    extras.read(REPO / "setup.cfg")
+    assert install[3].split("[")[1].rstrip("]") in extras["options.extras_require"]
+    run = shlex.split(parts[3])
+    assert run[0] == "python" and run[1].startswith("reproductions/")
+    script = _script(os.path.basename(run[1])[:-3])
+    parser = reproduce.build_parser("x", list(script.RECIPES), extra=getattr(script, "extra_flags", None))
+    args = parser.parse_args(run[2:])  # exits (fails the test) on a flag the script does not take
+    assert args.data is None  # the first command gets the data itself
+
+
+def test_readme_test_command_uses_the_constraints():
+    parts = _readme_command("<!-- test-command -->")
+    assert parts[2] == 'pip install -e ".[test]" -c constraints.txt' and parts[3] == "python -m pytest -n 2"
