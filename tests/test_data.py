@@ -1,4 +1,5 @@
 """The Tiny ImageNet data layer: layout reading, decoding, caching, pipelines, TFDS, verify CLI."""
+import hashlib
 import json
 import os
 import shutil
@@ -358,6 +359,7 @@ def test_tfds_builder_downloads_over_http(fixture_zip, tmp_path, monkeypatch):
     thread.start()
     try:
         monkeypatch.setenv("TINY_IMAGENET_URL", f"http://127.0.0.1:{server.server_address[1]}/tiny-imagenet-200.zip")
+        monkeypatch.setenv("TINY_IMAGENET_SHA256", hashlib.sha256(fixture_zip.read_bytes()).hexdigest())
         monkeypatch.delenv("HTTP_PROXY", raising=False)
         monkeypatch.delenv("http_proxy", raising=False)
         val = list(tfds.as_numpy(tfds.load("tiny_imagenet", split="validation", data_dir=str(tmp_path / "tfds"))))

@@ -495,17 +495,6 @@ def test_paper4_model5_freeze_backbone():
     assert not frozen.get_layer("resnet50").trainable
 
 
-def test_paper4_model5_imagenet_without_network_says_what_to_do(monkeypatch):
-    from keras.src.utils import file_utils
-
-    def offline_get_file(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- no network")
-
-    monkeypatch.setattr(file_utils, "get_file", offline_get_file)
-    with pytest.raises(RuntimeError, match="weights='/path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'"):
-        models.build("paper4_model5", weights="imagenet")
-
-
 # --- oneDNN's 1x1 strided filter gradient (AVX-512 CPUs) ---------------------------
 
 

@@ -14,13 +14,15 @@ absent), ``--workdir DIR``, ``--epochs N`` (every stage), ``--batch-size N``,
 ``--model NAME`` (where a paper has several), ``--smoke`` (all classes, a few images of
 each, two steps per stage: the whole script in well under a minute on a CPU),
 ``--overwrite``, ``--seed``, ``--mixed-precision``, ``--xla``, ``--strategy``,
-``--verbose 0|1|2``, ``--tensorboard-histograms N``.
+``--verbose 0|1|2``, ``--tensorboard-histograms N``, ``--debug`` (a failed download
+shows its traceback instead of the paragraph saying what to do).
 """
 import argparse
 import dataclasses
 import glob
 import json
 import os
+import sys
 import time
 
 
@@ -87,6 +89,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="1: progress bars; 2: one line per epoch; 0: quiet (default: 1 on a terminal, else 2). "
                              "The per-epoch lines always go to WORKDIR/<model>/train.log")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of a failed download instead of what to do about it")
     parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",
                         help="also write TensorBoard weight/activation histograms every N epochs")
     if extra is not None:
@@ -162,6 +166,18 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     workdir = args.workdir or os.path.join("runs", paper)
     os.makedirs(workdir, exist_ok=True)
 
+    from tiny_keras import download
+
+    try:
+        return _run(paper, recipes, ensembles, workdir, args)
+    except download.DownloadError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(paper, recipes, ensembles, workdir, args):
     from tiny_keras import train
 
     runs = []

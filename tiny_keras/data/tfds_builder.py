@@ -6,7 +6,9 @@ Importing ``tiny_keras.data`` registers it, so ``tfds.load("tiny_imagenet")`` wo
     ds = tfds.load("tiny_imagenet", split="validation")
 
 Online, the official archive is downloaded (``$TINY_IMAGENET_URL`` overrides the
-address, for a mirror). Offline, put ``tiny-imagenet-200.zip`` or the extracted
+address, for a mirror) and checked against its SHA-256 (``$TINY_IMAGENET_SHA256``
+overrides it, for a different archive); a download that fails or arrives damaged raises
+``tiny_keras.download.DownloadError`` saying what failed and the other ways to get the data. Offline, put ``tiny-imagenet-200.zip`` or the extracted
 ``tiny-imagenet-200/`` folder in TFDS's manual-download folder
 (``<data_dir>/downloads/manual/`` by default, or pass
 ``download_config=tfds.download.DownloadConfig(manual_dir=...)``); it is used instead
@@ -25,15 +27,31 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tiny_keras import download
 from tiny_keras.data import decode, layout
 from tiny_keras.data.classes import official_classes
 
 DEFAULT_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+OFFICIAL_SHA256 = "f0284c213219678a8ae8ebda2161995fc8b18e7005a78e505fdf20d0632ba95f"
 TFDS_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
 def download_url():
     return os.environ.get("TINY_IMAGENET_URL") or DEFAULT_URL
+
+
+def expected_sha256():
+    return os.environ.get("TINY_IMAGENET_SHA256") or OFFICIAL_SHA256
+
+
+def unavailable(url, why, manual_dir):
+    """The :class:`~tiny_keras.download.DownloadError` for a failed download of the archive."""
+    return download.DownloadError(
+        f"Could not download Tiny ImageNet from {url}: {why}. Get the data one of three ways: "
+        f"(1) run again when {download.host(url)} can be reached (or set $TINY_IMAGENET_URL to a mirror); "
+        f"(2) get {layout.ARCHIVE_NAME} yourself and pass --data PATH (the zip or its extracted "
+        f"{layout.ROOT_NAME}/ folder; data=PATH in Python); (3) put the zip or the folder in TFDS's manual "
+        f"directory, {manual_dir}, where tfds.load('tiny_imagenet') finds it.")
 
 
 class TinyImagenet(tfds.core.GeneratorBasedBuilder):
@@ -75,7 +93,14 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
             raise layout.DatasetError(
                 f"{manual}: the manual directory holds neither {layout.ARCHIVE_NAME} nor {layout.ROOT_NAME}/"
             )
-        return os.fspath(dl_manager.download(download_url()))
+        # Downloaded with keras.utils.get_file, not dl_manager.download: TFDS retries a
+        # refused connection ten times with exponential backoff, over three minutes.
+        url = download_url()
+        downloads = os.fspath(dl_manager.download_dir)
+        try:
+            return download.fetch(url, os.path.join(downloads, layout.ARCHIVE_NAME), expected_sha256())
+        except download.DownloadError as error:
+            raise unavailable(url, str(error), os.path.join(downloads, "manual")) from None
 
     def _split_generators(self, dl_manager):
         dataset = layout.TinyImageNet(self._source_path(dl_manager))

@@ -208,6 +208,28 @@ def build_model4(
 
 
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_WEIGHTS_FILE
+IMAGENET_WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # keras.applications.resnet's hash of the file
+
+
+def imagenet_weights():
+    """The path of ResNet50's ImageNet weights (no top), downloaded once into
+    ``~/.keras/models`` (``$KERAS_HOME/models``) from ``$TINY_KERAS_RESNET50_WEIGHTS_URL``
+    or Keras's address and checked against Keras's MD5; a failure raises
+    :class:`tiny_keras.download.DownloadError` saying what to do instead."""
+    from tiny_keras import download
+
+    url = os.environ.get("TINY_KERAS_RESNET50_WEIGHTS_URL") or IMAGENET_WEIGHTS_URL
+    cache = os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "models")
+    target = os.path.join(cache, IMAGENET_WEIGHTS_FILE)
+    try:
+        return download.fetch(url, target, IMAGENET_WEIGHTS_MD5, algorithm="md5")
+    except download.DownloadError as error:
+        raise download.DownloadError(
+            f"Could not get ResNet50's ImageNet weights from {url}: {error}. Instead: run again when "
+            f"{download.host(url)} can be reached (or set $TINY_KERAS_RESNET50_WEIGHTS_URL to a mirror); or "
+            f"get {IMAGENET_WEIGHTS_FILE} yourself and pass --weights PATH (weights=PATH in Python), or put it "
+            f"in {cache}/; or use --weights none (weights=None) for random initial weights.") from None
 
 
 def build_model5(
@@ -249,7 +271,8 @@ def build_model5(
 
     Raises:
         ValueError: bad arguments, or a weights path that does not exist.
-        RuntimeError: ``weights="imagenet"`` could not be downloaded.
+        tiny_keras.download.DownloadError: ``weights="imagenet"`` could not be
+            downloaded (a ``RuntimeError``).
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=32)
@@ -265,20 +288,10 @@ def build_model5(
     dense_units = blocks.check_positive_int(dense_units, "dense_units")
     blocks.check_initializer(kernel_initializer)
 
-    try:
-        # Keras names this model "resnet50" (older Keras 3 releases take no `name`).
-        backbone = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=input_shape)
-    except Exception as err:  # Keras raises a bare Exception for download failures.
-        if weights != "imagenet":
-            raise
-        raise RuntimeError(
-            "Could not get the ImageNet weights of ResNet50 (no network access?). "
-            f"Download {IMAGENET_WEIGHTS_FILE} from "
-            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/ on a machine "
-            "with network access and pass its path as weights='/path/to/"
-            f"{IMAGENET_WEIGHTS_FILE}' (or put it in ~/.keras/models/), or use weights=None "
-            f"for random initialisation. Original error: {err}"
-        ) from err
+    if weights == "imagenet":
+        weights = imagenet_weights()
+    # Keras names this model "resnet50".
+    backbone = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=input_shape)
     backbone.trainable = not freeze_backbone
 
     # === Functional Model ===
