@@ -40,6 +40,10 @@ Readings of ambiguous text (PAPERS.md):
 - "Dropouts at a later stage": the figure with the network is lost, and the text gives no
   rate or stage, so no dropout is added (``--dropout RATE`` builds the head with one).
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 from tiny_keras import augment, reproduce
 from tiny_keras.recipe import Recipe, Stage
 

@@ -39,6 +39,10 @@ Recipe (section 3):
 - VGG-16/19: Adam, lr 1e-3 with the same per-step decay.
 Not stated, so ours: 40 epochs, batch 128, translation 0.1 of the size, rotation 10 degrees.
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 from tiny_keras import augment, reproduce
 from tiny_keras.recipe import Recipe, Stage
 

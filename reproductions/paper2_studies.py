@@ -30,6 +30,10 @@ Each study writes WORKDIR (default ``runs/paper2_<study>``)/results.json and res
 ``python tools/plot.py curves WORKDIR --out study.png`` draws its runs' curves together, as
 figures 11-13 do.
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 import argparse
 import sys
 

@@ -24,6 +24,10 @@ Recipe (sections 3-4):
 Not stated, so ours: 60 epochs for the VGGs, batch 128, ReduceLROnPlateau factor 0.5,
 patience 5.
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 from tiny_keras import augment, reproduce
 from tiny_keras.recipe import Recipe, Stage
 

@@ -25,6 +25,10 @@ Not stated, so ours: the amounts (shear 0.2, zoom 0.2, rotation 20 degrees, brig
 pretrained weights), batch 32 (Keras's default), EarlyStopping patience 3 and
 ReduceLROnPlateau factor 0.2 patience 2, both on the validation loss.
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 from tiny_keras import augment, reproduce
 from tiny_keras.recipe import Recipe, Stage
 

@@ -48,6 +48,10 @@ Recipe (sections 4-5 and 7):
   the literal Caffe default.
 Not stated, so ours: batch 128.
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 from tiny_keras import augment, reproduce
 from tiny_keras.recipe import Recipe, Stage
 from tiny_keras.reproduce import Ensemble

@@ -28,6 +28,10 @@ does not give, so no row carries it; the text says it "does about 4 percent wors
 ones with dropout". Pools have stride 2 as in ``paper5_caffe_cnn.py`` (``--pool-strides 1``:
 the literal Caffe default).
 """
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
+
 import sys
 
 import paper5_caffe_cnn as paper5

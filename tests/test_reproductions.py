@@ -59,6 +59,9 @@ def test_smoke_run_writes_valid_results(paper, fixture_zip, tmp_path):
     if paper == "paper4":
         assert "--smoke: paper4_model5 built with {'weights': None} (random initial weights, no download" in out.stdout
         assert results["recipe"]["model5"]["model_options"]["weights"] is None
+    # TensorFlow's start-up notices are held back (TF_CPP_MIN_LOG_LEVEL=2, the scripts' default).
+    for notice in ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard", "cudart_stub"):
+        assert notice not in out.stderr
     # stdout is not a terminal here: one line per epoch, no progress bars.
     assert "━" not in out.stdout and "' epoch 1/1: loss " in out.stdout
     # The printed table puts the paper's figure beside ours.
@@ -198,3 +201,22 @@ def test_readme_first_command_installs_what_exists_and_passes_flags_the_script_t
 def test_readme_test_command_uses_the_constraints():
     parts = _readme_command("<!-- test-command -->")
     assert parts[2] == 'pip install -e ".[test]" -c constraints.txt' and parts[3] == "python -m pytest -n 2"
+
+
+def test_startup_notices_are_filtered_and_other_messages_kept():
+    from tiny_keras import _startup
+
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795434317.652195   10829 port.cc:153] oneDNN custom operations are on. You may see ...",
+        "I0000 00:00:1795434317.656625   10829 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.",
+        "I0000 00:00:1795434317.763108   10829 cpu_feature_guard.cc:227] This TensorFlow binary is optimized ...",
+        "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, ...",
+        "E0000 00:00:1795434324.450591   10829 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
+        "E0000 00:00:1795434324.450591   10829 something.cc:1] a real error",
+        "Traceback (most recent call last):",
+    ]
+    assert list(_startup._notice_filter(lines)) == lines[-2:]
+    # With a driver present, a failing cuInit is news, not a notice.
+    assert list(_startup._notice_filter([lines[5]])) == [lines[5]]

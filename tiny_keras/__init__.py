@@ -12,6 +12,10 @@ Mechanisms live in one place each:
 
 __version__ = "0.1.0"
 
+from tiny_keras import _startup  # noqa: E402
+
+_startup.import_tensorflow()  # before Keras: TensorFlow's start-up notices held back where asked
+
 # Importing the package registers its Keras objects (preprocessing and augmentation
 # layers, model blocks, losses), so saved models load with keras.models.load_model.
 from tiny_keras import augment, losses, models  # noqa: E402,F401
