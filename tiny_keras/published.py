@@ -72,10 +72,8 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     paper = paper or recipe["paper"]
     run = run or os.path.basename(run_folder)
     target = os.path.join(results_dir, paper, run)
-    if os.path.exists(target):
-        if not overwrite:
-            raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(target)
+    if os.path.exists(target) and not overwrite:
+        raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     staging = target + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     for name in RECORD_FILES:
@@ -87,7 +85,9 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     if note:
         with files.atomic_open(os.path.join(staging, "note.md"), encoding="utf-8") as f:
             f.write(note.strip() + "\n")
-    os.replace(staging, target)  # all or nothing
+    if os.path.exists(target):  # replaced only once the new record is complete
+        shutil.rmtree(target)
+    os.replace(staging, target)
     return target
 
 
