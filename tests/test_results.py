@@ -85,7 +85,7 @@ def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path)
     history = published.read_history(target, "train")
     assert table[0]["first_epoch_at_paper_figure"] == published.first_epoch_reaching(history, 1.0)
     assert table[0]["machine"].endswith("(tensorflow)") and table[0]["command"].startswith("python")
-    assert table[1]["status"].startswith("not yet run: needs a GPU")
+    assert table[1]["status"] == "not yet run (0.0M training images; est. 0 min on one H100-class GPU)"
     markdown = published.markdown(table)
     assert f"[{measured:.2f}](results/paper4/model2)" in markdown and "| model1 | 14.19 | not yet run" in markdown
 
@@ -104,5 +104,5 @@ def test_results_tool_table_prints_markdown_and_json(tmp_path, capsys):
     out = tmp_path / "table.json"
     assert results_tool.main(["table", "--json", str(out), "--results", str(tmp_path / "none")]) == 0
     rows = json.loads(out.read_text())
-    assert {r["status"].split(":")[0] for r in rows} == {"not yet run"}
+    assert {r["status"].split(" (")[0] for r in rows} == {"not yet run"}
     assert capsys.readouterr().out.startswith("| paper | model | paper's val top-1 | ours |")

@@ -165,8 +165,8 @@ def papers_table(rows, results_dir):
         if measured is None:
             hours = estimate_gpu_hours(row)
             entry["status"] = "not yet run" + (
-                f": needs a GPU, about {_hours(hours)} on one H100-class GPU "
-                f"({row.training_images / 1e6:.1f}M training images)" if hours is not None else "")
+                f" ({row.training_images / 1e6:.1f}M training images; est. {_hours(hours)} on one H100-class GPU)"
+                if hours is not None else "")
         else:
             session = record["run"]["sessions"][-1]
             entry.update(
