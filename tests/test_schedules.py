@@ -62,30 +62,71 @@ def test_bad_schedule_arguments():
     assert schedules.make_schedule(None, 0.1, 10) is None
 
 
-def _fit_with_schedule(schedule, steps, epochs, initial_epoch=0, model=None):
-    """Train a one-weight model and record the learning rate at every step."""
+SPECS = [
+    ({"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 782, "mode": "triangular"}, 0.1, 782),
+    ({"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 782, "mode": "triangular2"}, 0.1, 782),
+    ({"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 782, "mode": "exp_range", "gamma": 0.99994},
+     0.1, 782),
+    ({"name": "exponential", "rate": 0.9}, 0.05, 781),
+    ({"name": "step", "every_epochs": 20, "factor": 0.5}, 1e-3, 781),
+    ({"name": "step", "every_epochs": 10, "factor": 0.1}, 1e-3, 1000),
+    ({"name": "constant"}, 0.01, 100),
+]
+
+
+@pytest.mark.parametrize("spec, lr, steps", SPECS, ids=lambda v: v["name"] if isinstance(v, dict) else "")
+def test_in_graph_schedule_matches_the_tables(spec, lr, steps):
+    """``StageSchedule`` (keras.ops, float32, what the optimizer evaluates) against the pure
+    functions pinned by the tables above, over two cycles / decays and across boundaries."""
+    reference = schedules.make_schedule(spec, lr, steps)
+    graph = schedules.StageSchedule(spec, lr, steps)
+    positions = sorted({0, 1, 390, 391, 781, 782, 783, 1563, 1564, 2345, 3128, 7809, 7810, 15620, 31239, 31240})
+    got = [float(keras.ops.convert_to_numpy(graph(step))) for step in positions]
+    np.testing.assert_allclose(got, [reference(step) for step in positions], rtol=2e-6)  # float32
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(graph))
+    assert restored.get_config() == graph.get_config()
+
+
+def _fit(epochs, steps=5, initial_epoch=0, model=None, steps_per_execution=1, spec=None):
+    """Train a one-weight model with an in-graph schedule; record the rate at every step."""
+    spec = spec or {"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 3}
     if model is None:
+        keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        model.compile(optimizer=keras.optimizers.SGD(schedules.StageSchedule(spec, 0.1, steps)), loss="mse",
+                      steps_per_execution=steps_per_execution)
     seen = []
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
-    x = np.ones((steps * 2, 1), np.float32)
-    model.fit(x, x, batch_size=2, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
-              callbacks=[callbacks.LearningRateSchedule(schedule, steps), Record()])
+    x = np.linspace(-1, 1, steps * 2, dtype=np.float32)[:, None]
+    model.fit(x, 3 * x + 1, batch_size=2, epochs=epochs, initial_epoch=initial_epoch, verbose=0, shuffle=False,
+              callbacks=[Record(), callbacks.LearningRateLogger(model.optimizer._learning_rate)])
     return seen, model
 
 
-def test_schedule_callback_applies_the_table_and_continues_across_a_resume():
-    steps = 5
-    fn = schedules.make_schedule({"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 3}, 0.1, steps)
-    whole, _ = _fit_with_schedule(fn, steps, epochs=4)
+def test_in_graph_schedule_continues_across_a_saved_and_reloaded_model(tmp_path):
     expected = [schedules.cyclic(t, 0.001, 0.1, 3) for t in range(20)]
+    whole, _ = _fit(epochs=4)
     np.testing.assert_allclose(whole, expected, rtol=1e-6)
-    # Stopped after 2 epochs and resumed with initial_epoch=2: the same positions.
-    first, model = _fit_with_schedule(fn, steps, epochs=2)
-    rest, _ = _fit_with_schedule(fn, steps, epochs=4, initial_epoch=2, model=model)
+    # Stopped after 2 epochs, saved (the optimizer's step with it), reloaded, resumed.
+    first, model = _fit(epochs=2)
+    model.save(tmp_path / "checkpoint.keras")
+    reloaded = keras.models.load_model(tmp_path / "checkpoint.keras")
+    assert isinstance(reloaded.optimizer._learning_rate, schedules.StageSchedule)
+    rest, _ = _fit(epochs=4, initial_epoch=2, model=reloaded)
     np.testing.assert_allclose(first + rest, expected, rtol=1e-6)
+
+
+def test_several_steps_per_execution_follow_the_schedule_step_by_step():
+    """With 5 steps per execution the rate still changes at every step: the weights are those
+    of one step per execution, which a per-batch Python callback could not give."""
+    _, one = _fit(epochs=3, steps=5, steps_per_execution=1)
+    _, five = _fit(epochs=3, steps=5, steps_per_execution=5)
+    for a, b in zip(one.get_weights(), five.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # ... and the rate logged for each epoch is that of its last step.
+    history = one.history.history["learning_rate"] if "learning_rate" in one.history.history else None
+    assert history == pytest.approx([schedules.cyclic(t, 0.001, 0.1, 3) for t in (4, 9, 14)], rel=1e-6)

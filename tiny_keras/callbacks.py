@@ -1,4 +1,4 @@
-"""Thin Keras callbacks over the package's mechanisms: schedules, snapshots, run state.
+"""Thin Keras callbacks over the package's mechanisms: learning-rate logs, snapshots, run state.
 
 Every file written here goes through ``tiny_keras.files`` (a temporary name, then a
 rename), so an interrupted run never leaves a half-written checkpoint.
@@ -16,32 +16,25 @@ def current_lr(model):
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
-class LearningRateSchedule(keras.callbacks.Callback):
-    """Sets the learning rate before every batch from ``schedule(step)``, a pure function.
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate of each epoch's last step to the logs (``learning_rate``).
 
-    ``step = epoch * steps_per_epoch + batch`` is computed from Keras's own epoch counter,
-    so a run resumed with ``initial_epoch`` continues the schedule exactly where it was.
-    """
+    With ``schedule`` (the optimizer's ``LearningRateSchedule``), the rate is the schedule
+    at the optimizer's last step, read once per epoch; without one, the optimizer's rate
+    (which ReduceLROnPlateau may have changed)."""
 
-    def __init__(self, schedule, steps_per_epoch):
+    def __init__(self, schedule=None):
         super().__init__()
         self.schedule = schedule
-        self.steps_per_epoch = int(steps_per_epoch)
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.model.optimizer.learning_rate = self.schedule(self._epoch * self.steps_per_epoch + batch)
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the learning rate in use at the end of each epoch to the logs (``learning_rate``)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is None:
+            return
+        if self.schedule is None:
             logs["learning_rate"] = current_lr(self.model)
+        else:
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) - 1
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.schedule(max(step, 0))))
 
 
 def log_line(path, text, echo=True):

@@ -37,7 +37,8 @@ class Stage:
       optimizer: ``{"name": "sgd"|"adam"|"rmsprop"|"adagrad", "learning_rate": ..., ...}``;
         other keys go to the Keras optimizer (``momentum``, ``nesterov``, ``rho``,
         ``epsilon``, ``beta_1`` ...).
-      schedule: a learning-rate schedule (``tiny_keras.schedules.make_schedule``), or None.
+      schedule: a learning-rate schedule (``tiny_keras.schedules.make_schedule``; in training
+        a ``schedules.StageSchedule`` in the optimizer), or None.
       weight_decay: L2 on every conv and dense kernel (see the module docstring); None
         keeps the model builder's own regularizers.
       augment: a serialized ``tiny_keras.augment`` transform (``augment.serialize``)

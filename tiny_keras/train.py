@@ -76,10 +76,21 @@ def make_metrics():
     ]
 
 
-def make_optimizer(spec):
+def make_optimizer(spec, schedule=None):
+    """The Keras optimizer of a stage's ``optimizer`` spec; with ``schedule`` (a Keras
+    ``LearningRateSchedule``) as its learning rate, evaluated in the train step."""
     spec = dict(spec)
     name = spec.pop("name")
+    if schedule is not None:
+        spec["learning_rate"] = schedule
     return OPTIMIZER_CLASSES[name](**spec)
+
+
+def stage_schedule(stage, steps_per_epoch):
+    """The stage's learning-rate schedule as a ``schedules.StageSchedule``, or None."""
+    if not stage.schedule:
+        return None
+    return schedules.StageSchedule(stage.schedule, stage.optimizer["learning_rate"], steps_per_epoch)
 
 
 def make_strategy(name):
@@ -172,10 +183,10 @@ def split_model(model):
     return network, [layer for layer in front if layer.name in PREPROCESSING_LAYERS]
 
 
-def compile_model(model, recipe, stage):
+def compile_model(model, recipe, stage, steps_per_epoch):
     set_weight_decay(split_model(model)[0], stage.weight_decay)
     model.compile(
-        optimizer=make_optimizer(stage.optimizer),
+        optimizer=make_optimizer(stage.optimizer, stage_schedule(stage, steps_per_epoch)),
         loss=make_loss(recipe.label_smoothing),
         metrics=make_metrics(),
         jit_compile=recipe.jit_compile,
@@ -360,7 +371,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
             network, preprocessing = split_model(model)
         model = assemble(network, preprocessing, crop=recipe.crop, image_size=stage.image_size,
                          seed=recipe.seed)
-        compile_model(model, recipe, stage)
+        compile_model(model, recipe, stage, steps)
 
     augment = augment_lib.deserialize(stage.augment) if stage.augment else None
     stream_seed = recipe.seed * 1000 + index
@@ -368,11 +379,10 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                                      repeat=True, skip_batches=initial_epoch * steps)
     val_ds = data_lib.make_dataset(val_split, "val", batch_size=stage.batch_size)
 
-    keras_callbacks = []
-    schedule = schedules.make_schedule(stage.schedule, stage.optimizer["learning_rate"], steps)
-    if schedule is not None:
-        keras_callbacks.append(cbs.LearningRateSchedule(schedule, steps))
-    keras_callbacks.append(cbs.LearningRateLogger())
+    # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
+    # its step, so a resumed run continues it); the logger reports the rate of each
+    # epoch's last step.
+    keras_callbacks = [cbs.LearningRateLogger(stage_schedule(stage, steps))]
     log = os.path.join(workdir, LOG)
     keras_callbacks.append(cbs.EpochLog(log, stage.name, stage.epochs, steps * stage.batch_size, echo=verbose == 2))
     if stage.reduce_lr_on_plateau:
