@@ -264,7 +264,8 @@ def test_cli_top1_equals_model_evaluate(trained_run, fixture_zip, tmp_path):
     assert result["models"][0]["top5"] == pytest.approx(100 * expected["top5"], abs=1e-4)
     assert set(result["ensemble"]) >= {"top1", "top5"} and result["per_class_of"] == "ensemble"
     assert [r["wnid"] for r in result["per_class"]] == sorted(FIXTURE_WNIDS)
-    assert "batch" in proc.stdout and "best classes" in proc.stdout and "Most frequent confusions" in proc.stdout
+    assert "[1/3] " in proc.stdout and "best classes" in proc.stdout and "Most frequent confusions" in proc.stdout
+    assert "━" not in proc.stdout and "\b" not in proc.stdout  # stdout is not a terminal: no progress bars
     assert "ensemble of 3" in proc.stdout
     with open(out_csv) as f:
         rows = list(csv.DictReader(f))

@@ -529,13 +529,14 @@ def member_weights(groups, weights):
     return [float(weights[g]) / sizes[g] for g in groups]
 
 
-def predict_members(members, images, tta="none", batch_size=256, progress=False):
-    """Each member's probabilities ``[N, classes]`` (a list, in order)."""
+def predict_members(members, images, tta="none", batch_size=256, progress=False, verbose=None):
+    """Each member's probabilities ``[N, classes]`` (a list, in order). ``progress`` shows a
+    progress bar per member; ``verbose`` (default: as ``progress``) a line naming each."""
     for m in members:
         m.check_tta(tta)
     out = []
     for i, member in enumerate(members):
-        if progress:
+        if progress if verbose is None else verbose:
             print(f"[{i + 1}/{len(members)}] {member.path} (tta={tta})")
         out.append(member.predict(images, tta=tta, batch_size=batch_size, progress=progress))
     check_same_classes(members)

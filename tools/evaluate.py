@@ -70,7 +70,7 @@ def main(argv=None):
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     try:
-        split = data.load_split(args.data, args.split)
+        split = data.load_split(args.data, args.split, progress=sys.stdout.isatty())
     except (data.DatasetError, OSError, ValueError) as err:
         raise SystemExit(f"error: --data {args.data}: {err}") from None
     try:
@@ -81,8 +81,9 @@ def main(argv=None):
         print(f"warning: {err}; classes are named by index")
         classes = None
     print(f"{len(members)} model(s) on {len(split)} {args.split} images from {args.data}, tta={args.tta}")
+    # Progress bars on a terminal only: in a log file each update would be one more line.
     probabilities = ev.predict_members(members, split.images, tta=args.tta, batch_size=args.batch_size,
-                                       progress=True)
+                                       progress=sys.stdout.isatty(), verbose=True)
 
     if args.predict_test:
         final = ev.ensemble_probabilities(probabilities, weights) if args.ensemble else probabilities[0]
