@@ -3,9 +3,9 @@
 TensorFlow 2.20+ prints its start-up notices (oneDNN on, no CUDA driver, CPU features)
 through absl before its log level applies, so ``TF_CPP_MIN_LOG_LEVEL=2`` does not hide
 them. The package's command-line tools and scripts (and ``python -m tiny_keras.data`` /
-``.models``) set that variable to 2 unless the user set it; where it is 1 or more and TensorFlow is not loaded yet, the first import of
-TensorFlow runs with the process's stderr captured, and only the lines that are not
-such notices are written back. Warnings and errors still show; ``TF_CPP_MIN_LOG_LEVEL=0``
+``.models``) set that variable to 2 unless the user set it; where it is 1 or more and
+TensorFlow is not loaded yet, the first import of TensorFlow runs with the process's
+stderr captured, and only the lines that are not such notices are written back. Warnings and errors still show; ``TF_CPP_MIN_LOG_LEVEL=0``
 shows everything.
 """
 import os

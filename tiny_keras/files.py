@@ -34,6 +34,17 @@ def atomic_open(path, mode="w", **kwargs):
         yield f
 
 
+_REQUIRED = object()
+
+
+def read_json(path, default=_REQUIRED):
+    """The JSON document at ``path``; ``default`` where the file does not exist, if given."""
+    if default is not _REQUIRED and not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def write_json(obj, path):
     with atomic_open(path, encoding="utf-8") as f:
         json.dump(obj, f, indent=2, default=float)

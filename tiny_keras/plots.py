@@ -34,12 +34,13 @@ and, through ``tiny_keras.evaluate``, the probabilities behind the per-class plo
 """
 import csv
 import dataclasses
-import json
 import math
 import os
 from typing import Optional
 
 import numpy as np
+
+from tiny_keras import files
 
 DPI = 100  # fixed: a figure of W x H pixels is W / DPI x H / DPI inches
 DEFAULT_SIZE = (1200, 800)  # pixels (width, height)
@@ -97,11 +98,6 @@ def save(fig, path, size=DEFAULT_SIZE):
 
 
 # -- run folders ------------------------------------------------------------------------------
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
 def is_run_folder(path):
     """A folder written by ``tiny_keras.train.train`` (it holds ``recipe.json``)."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "recipe.json"))
@@ -113,7 +109,7 @@ def workdir_runs(path):
     results = os.path.join(path, "results.json")
     if not os.path.isdir(path) or is_run_folder(path) or not os.path.isfile(results):
         return []
-    recipes = _read_json(results).get("recipe")
+    recipes = files.read_json(results).get("recipe")
     if not isinstance(recipes, dict):
         return []
     return [os.path.join(path, name) for name in recipes if is_run_folder(os.path.join(path, name))]
@@ -135,7 +131,7 @@ def stage_names(run):
     """The run's stage names, in training order (from its ``recipe.json``)."""
     if not is_run_folder(run):
         raise _not_a_run(run, "this plot")
-    return [s["name"] for s in _read_json(os.path.join(run, "recipe.json"))["stages"]]
+    return [s["name"] for s in files.read_json(os.path.join(run, "recipe.json"))["stages"]]
 
 
 @dataclasses.dataclass
@@ -167,7 +163,7 @@ class History:
 
 
 def _stage_sizes(run):
-    return {s["name"]: s.get("image_size") for s in _read_json(os.path.join(run, "recipe.json"))["stages"]}
+    return {s["name"]: s.get("image_size") for s in files.read_json(os.path.join(run, "recipe.json"))["stages"]}
 
 
 def read_history(run):
@@ -223,7 +219,7 @@ def read_activations(run):
         path = os.path.join(run, "stages", name, "activations.json")
         if not os.path.isfile(path):
             break
-        data = _read_json(path)
+        data = files.read_json(path)
         records = sorted(data.get("epochs", []), key=lambda e: e["epoch"])
         if not records:
             break

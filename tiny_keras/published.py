@@ -14,7 +14,6 @@ papers report (:class:`Row`, listed by the reproduction scripts) beside what was
 """
 import csv
 import dataclasses
-import json
 import os
 import shutil
 from typing import Optional
@@ -48,11 +47,6 @@ class Row:
 
 
 # -- publishing ---------------------------------------------------------------------------
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note=None):
     """Copy a finished run's record (no weights) to ``results_dir/<paper>/<run>/``; return that path.
 
@@ -64,7 +58,7 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     if missing:
         raise PublishError(f"{run_folder}: not a finished run (no {', '.join(missing)}); "
                            "only finished runs are published")
-    recipe = _read_json(os.path.join(run_folder, "recipe.json"))
+    recipe = files.read_json(os.path.join(run_folder, "recipe.json"))
     subset = {k: recipe.get(k) for k in ("classes", "per_class", "val_per_class") if recipe.get(k)}
     if subset or recipe.get("run_eagerly"):
         raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'run eagerly'}) is not a measured "
@@ -121,15 +115,21 @@ def read_published(results_dir):
             folder = os.path.join(paper_dir, run)
             if not os.path.isfile(os.path.join(folder, "results.json")):
                 continue
-            note_path = os.path.join(folder, "note.md")
             found[(paper, run)] = {
                 "folder": folder,
-                "results": _read_json(os.path.join(folder, "results.json")),
-                "recipe": _read_json(os.path.join(folder, "recipe.json")),
-                "run": _read_json(os.path.join(folder, "run.json")),
-                "note": open(note_path, encoding="utf-8").read().strip() if os.path.isfile(note_path) else None,
+                "results": files.read_json(os.path.join(folder, "results.json")),
+                "recipe": files.read_json(os.path.join(folder, "recipe.json")),
+                "run": files.read_json(os.path.join(folder, "run.json")),
+                "note": _read_note(os.path.join(folder, "note.md")),
             }
     return found
+
+
+def _read_note(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
 
 
 def machine_of(run_record):

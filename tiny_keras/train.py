@@ -220,13 +220,6 @@ def format_table(runs):
     return "\n".join(lines)
 
 
-def _read_json(path, default=None):
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
-
-
 def _truncate_history(path, epochs):
     """Keep the history rows of the first ``epochs`` epochs: a run killed after logging an
     epoch but before checkpointing it trains that epoch again, and logs it once."""
@@ -241,7 +234,7 @@ def _truncate_history(path, epochs):
 def _prepare_folder(workdir, recipe, overwrite):
     os.makedirs(workdir, exist_ok=True)
     recipe_path = os.path.join(workdir, "recipe.json")
-    saved = _read_json(recipe_path)
+    saved = files.read_json(recipe_path, None)
     ours = json.loads(recipe.to_json())
     if saved is not None and overwrite:
         for name in os.listdir(workdir):
@@ -260,7 +253,7 @@ def _prepare_folder(workdir, recipe, overwrite):
 def _record_session(workdir):
     """Add this process (command, date, commit, backend, versions, machine) to ``run.json``."""
     path = os.path.join(workdir, "run.json")
-    run = _read_json(path, {"sessions": []})
+    run = files.read_json(path, {"sessions": []})
     run["sessions"].append({"command": provenance.command(), "cwd": os.getcwd(), "started": provenance.now(),
                             "environment": provenance.environment()})
     files.write_json(run, path)
@@ -268,7 +261,7 @@ def _record_session(workdir):
 
 def _record_finish(workdir, final):
     path = os.path.join(workdir, "run.json")
-    run = _read_json(path, {"sessions": []})
+    run = files.read_json(path, {"sessions": []})
     run.update(finished=provenance.now(), train_seconds=round(sum(r["seconds"] for r in final["runs"]), 1))
     files.write_json(run, path)
 
@@ -292,7 +285,7 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     verbose = resolve_verbose(verbose)
     _prepare_folder(workdir, recipe, overwrite)
     results_path = os.path.join(workdir, "results.json")
-    finished = _read_json(results_path)
+    finished = files.read_json(results_path, None)
     if finished is not None:
         if verbose:
             print(f"{workdir}: this run is finished; its results:")
@@ -320,8 +313,8 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
         if split.labels.max() >= recipe.num_classes:
             raise ValueError(f"{split.split} labels go up to {split.labels.max()}, but {recipe.num_classes=}")
 
-    progress = _read_json(os.path.join(workdir, "progress.json"), {"runs": []})
-    state = _read_json(os.path.join(workdir, "state.json"))
+    progress = files.read_json(os.path.join(workdir, "progress.json"), {"runs": []})
+    state = files.read_json(os.path.join(workdir, "state.json"), None)
     done = {r["stage"] for r in progress["runs"]}
     model = None
     with strategy.scope():
@@ -427,7 +420,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     row = dict(model=recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size,
                **scores, paper_val_top1=recipe.paper_results.get(stage.name),
                seconds=round(time.perf_counter() - start, 1))
-    checkpoint = (_read_json(os.path.join(workdir, "state.json")) or {}).get("checkpoint")
+    checkpoint = (files.read_json(os.path.join(workdir, "state.json"), None) or {}).get("checkpoint")
     if history is not None and not stage.restore_best and not stage.early_stopping and checkpoint:
         # The weights are the last epoch's, already serialized: copy the file.
         files.copy(os.path.join(workdir, checkpoint), os.path.join(stage_dir, "model.keras"))

@@ -72,8 +72,8 @@ def training_cost(recipe):
 
 
 def catalogue(with_costs=True):
-    """Every result the papers report, as :class:`tiny_keras.published.Row` (and the runs
-    of paper 3, which reports none), in script order."""
+    """Every result the papers report, as :class:`tiny_keras.published.Row`, in script order;
+    for a paper that reports none (paper 3), a row for each of its default runs."""
     from tiny_keras.published import Row
 
     rows = []
@@ -81,9 +81,10 @@ def catalogue(with_costs=True):
         module = script(paper)
         recipes = module.RECIPES
         default = getattr(module, "DEFAULT_RUNS", list(recipes))
+        reports_none = not any(r.paper_results for r in recipes.values())
         for name, recipe in recipes.items():
             stages = [s.name for s in recipe.stages if s.name in recipe.paper_results]
-            if not stages and name in default and paper == "paper3":
+            if reports_none and name in default:
                 stages = [recipe.stages[-1].name]
             for stage in stages:
                 images, flops = _training_cost(recipe.to_json()) if with_costs else (None, None)
