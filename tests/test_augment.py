@@ -609,6 +609,44 @@ def test_layers_inside_an_xla_compiled_train_step(images):
     assert np.isfinite(history.history["loss"][0])
 
 
+def recipe_augmentations(paper):
+    """The distinct training augmentations of a paper's reproduction recipes."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "reproductions"))
+    script = {"paper1": "paper1_progressive_resnet", "paper2": "paper2_resnet_inception", "paper3": "paper3_vgg",
+              "paper4": "paper4_cnn_transfer", "paper5": "paper5_caffe_cnn"}[paper]
+    specs = {json.dumps(stage.augment, sort_keys=True) for recipe in __import__(script).RECIPES.values()
+             for stage in recipe.stages if stage.augment}
+    return [json.loads(spec) for spec in sorted(specs)]
+
+
+@pytest.mark.parametrize("paper", ["paper1", "paper2", "paper3", "paper4", "paper5"])
+def test_paper_augmentation_inside_a_compiled_model_matches_eager(images, paper):
+    """Training augmentation runs in the model (tiny_keras.models.ImageClassifier's augmenter):
+    inside a tf.function and an XLA-compiled one it gives what the transform gives eagerly
+    with the layer's seed. Tolerance: 1e-3 in tf.function (the same kernels); under XLA
+    5e-3 (fused float arithmetic in the resampling), but for the rare value that the legacy
+    brightness step truncates to the other integer."""
+    x = tf.constant(images)
+    for spec in recipe_augmentations(paper):
+        transform = augment.deserialize(spec)
+        expected = transform(x, keras.random.SeedGenerator(5).next()).numpy()  # the layer's first seed
+        assert np.abs(expected - images).max() > 1.0  # it does change the images
+        for jit_compile in (False, True):
+            inputs = keras.Input((None, None, 3))
+            model = keras.Model(inputs, AugmentationLayer(transform, seed=5)(inputs))
+            got = tf.function(lambda v: model(v, training=True), jit_compile=jit_compile)(x).numpy()
+            if jit_compile:
+                assert_equal_but_for_rare_truncations(got, expected, atol=5e-3)
+            else:
+                np.testing.assert_allclose(got, expected, atol=1e-3)
+            # at inference the augmentation does nothing (paper 2's crops are the model's own layer)
+            np.testing.assert_array_equal(model(x, training=False).numpy(), images)
+
+
 # --- the pipeline hook (tiny_keras.data.make_dataset) --------------------------------------
 
 def test_make_dataset_hook_is_seeded_and_evaluates_deterministically(fixture_root):

@@ -163,7 +163,7 @@ def test_pipeline_shapes_order_and_determinism(fixture_zip):
         return [(x.numpy(), y.numpy()) for x, y in ds]
 
     a, b, c = batches(1), batches(1), batches(2)
-    assert len(a) == 3 and a[0][0].shape == (4, 64, 64, 3) and a[0][0].dtype == np.float32
+    assert len(a) == 3 and a[0][0].shape == (4, 64, 64, 3) and a[0][0].dtype == np.uint8  # the model casts
     assert all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
     assert not all(np.array_equal(y1, y2) for (_, y1), (_, y2) in zip(a, c))
     labels = np.concatenate([y for _, y in a])

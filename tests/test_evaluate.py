@@ -40,7 +40,7 @@ def standardize_layer():
 
 def crop_model(seed=0, num_classes=200):
     """Paper 5's shape: mean image -> centre crop 56 -> fixed-size 56px network."""
-    return train.assemble(small_network("paper5_cnn8", num_classes, seed), [mean_image_layer()], crop=56)
+    return models.ImageClassifier(small_network("paper5_cnn8", num_classes, seed), [mean_image_layer()], crop=56)
 
 
 def images(n=6, seed=1):
@@ -174,15 +174,15 @@ def test_crops10_feeds_ten_crops_of_the_preprocessed_images(kind):
     std = standardize_layer()
     if kind == "crop_layer":  # papers 2 and 5: 56px crops fed straight to the network
         network = small_network("paper5_cnn8", num_classes=10)
-        model = train.assemble(network, [mean_image_layer()], crop=56)
+        model = models.ImageClassifier(network, [mean_image_layer()], crop=56)
         expected = _reference_crops10(x, lambda v: v - MEAN_IMAGE, network, 56)
     elif kind == "size_agnostic":  # papers 1 and 3: 56px crops at their own size
         network = small_network("paper3_vgg_z", num_classes=10)
-        model = train.assemble(network, [std])
+        model = models.ImageClassifier(network, [std])
         expected = _reference_crops10(x, lambda v: (v - [120.0, 110.0, 100.0]) / [60.0, 55.0, 50.0], network, 56)
     else:  # paper 4's 64px-only networks: crops resized back to 64
         network = small_network("paper4_model2", num_classes=10)
-        model = train.assemble(network, [mean_image_layer()])
+        model = models.ImageClassifier(network, [mean_image_layer()])
         expected = _reference_crops10(x, lambda v: v - MEAN_IMAGE, network, 56, feed_size=64)
     got = keras_member(model).predict(x, tta="crops10", batch_size=20)  # 2 images per step
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
@@ -192,7 +192,7 @@ def test_crops10_feeds_ten_crops_of_the_preprocessed_images(kind):
 def test_crops10_on_constant_images_equals_plain_evaluation():
     # Every crop of a constant image (with per-channel standardisation) is the centre crop.
     x = np.broadcast_to(np.array([200, 90, 30], np.float32), (2, 64, 64, 3)).copy()
-    model = train.assemble(small_network("paper2_vgg16"), [standardize_layer()], crop=56)
+    model = models.ImageClassifier(small_network("paper2_vgg16"), [standardize_layer()], crop=56)
     member = keras_member(model)
     np.testing.assert_allclose(member.predict(x, tta="crops10"), member.predict(x), atol=1e-6)
 

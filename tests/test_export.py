@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import FIXTURE_WNIDS, REPO
-from tiny_keras import augment, data, evaluate, export, models, train
+from tiny_keras import augment, data, evaluate, export, models
 from tiny_keras.data.decode import decode_jpeg
 
 MEAN_IMAGE = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.float32)
@@ -48,7 +48,7 @@ def build_model(name, pre, crop=None, image_size=None, num_classes=200, seed=0):
     shape = (None, None, 3) if entry.size_agnostic else entry.input_shape
     network = models.build(name, num_classes=num_classes, input_shape=shape, **entry.offline_options,
                            **entry.small_options)
-    return train.assemble(network, preprocessing(pre), crop=crop, image_size=image_size)
+    return models.ImageClassifier(network, preprocessing(pre), crop=crop, image_size=image_size)
 
 
 def keras_probabilities(model, images):

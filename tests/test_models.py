@@ -594,3 +594,72 @@ def test_forward_flops_counts_multiply_adds_twice():
     # published for v1 (torchvision's v1.5, stride in the 3x3 conv, is the 4.1 GMACs often quoted).
     resnet = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3))
     assert 7.68e9 < models.forward_flops(resnet) < 7.76e9
+
+
+# -- ImageClassifier: the model a run trains -------------------------------------------------------
+def test_every_network_has_the_head_the_classifier_names(small_model):
+    """ImageClassifier finds the head by the names every builder keeps to, not by searching."""
+    name, network = small_model
+    classifier = models.ImageClassifier(network)
+    start = classifier.head_start
+    assert start.name in models.HEAD_START_LAYERS
+    assert len(start.input.shape) == 4 and len(start.output.shape) == 2, name
+    assert classifier.classifier.name == models.CLASSIFIER_LAYER
+    assert network.layers[-1].name == "logits"
+    maps, logits = classifier.backbone_probe("feature_maps", "logits").outputs
+    assert maps.shape[-1] == start.input.shape[-1] and logits.shape[-1] == NUM_CLASSES
+
+
+def _paper5_classifier(seed=0, name="paper5_cnn8"):
+    from tiny_keras import augment
+
+    keras.utils.set_random_seed(seed)
+    network = models.build(name, num_classes=NUM_CLASSES, input_shape=(56, 56, 3), **models.get_entry(name).small_options)
+    mean = np.random.default_rng(seed).uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    chain = augment.Compose([augment.RandomFlip(), augment.RandomApply(augment.RandomTint(20.0)),
+                             augment.GaussianNoise(1.0)])
+    model = models.ImageClassifier(network, preprocessor=[augment.MeanImageSubtraction(mean, name="mean_image")],
+                                   augmenter=chain, crop=56, seed=seed)
+    return model, network, mean
+
+
+def test_classifier_inference_is_the_centre_crop_of_the_preprocessed_image_and_training_augments():
+    model, network, mean = _paper5_classifier()
+    images = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    expected = network((images.astype(np.float32) - mean)[:, 4:60, 4:60, :], training=False)
+    got = model.predict(images, verbose=0)  # uint8 in: the model casts
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(expected), atol=1e-5)
+    np.testing.assert_array_equal(got, model.predict(images, verbose=0))  # deterministic
+    np.testing.assert_array_equal(got, model.predict(images.astype(np.float32), verbose=0))
+    a, b = (keras.ops.convert_to_numpy(model.prepare(images, training=True)) for _ in range(2))
+    assert a.shape == (4, 56, 56, 3) and not np.array_equal(a, b)  # fresh draws at every step
+
+
+def test_classifier_with_augmentation_saves_and_reloads(tmp_path):
+    model, _, _ = _paper5_classifier(name="paper5_shallow")  # no dropout: its seed state is Keras's own
+    model.compile(optimizer=keras.optimizers.SGD(1e-6), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(2).integers(0, 256, (8, 64, 64, 3)).astype(np.uint8)
+    labels = np.arange(8) % NUM_CLASSES
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    again = keras.models.load_model(tmp_path / "model.keras")
+    assert isinstance(again, models.ImageClassifier)
+    assert (again.crop_size, again.image_size, again.seed) == (56, None, 0)
+    assert type(again.augmenter.transform).__name__ == "Compose"
+    np.testing.assert_array_equal(again.predict(images, verbose=0), model.predict(images, verbose=0))
+    # The augmentation stream continues where it stood (its seed state is saved): the same
+    # next training step, so a run resumed from this file trains exactly as it would have.
+    for m in (model, again):
+        m.fit(images, labels, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    for w1, w2 in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(w1, w2)
+
+
+def test_classifier_rejects_bad_crop_and_size():
+    network = models.build("paper5_shallow", num_classes=NUM_CLASSES, input_shape=(56, 56, 3))
+    with pytest.raises(ValueError, match="crop must be a positive int"):
+        models.ImageClassifier(network, crop=0)
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
+        models.ImageClassifier(network, image_size="64")
+    with pytest.raises(ValueError, match="outputs must be among"):
+        models.ImageClassifier(network).backbone_probe("pooled")

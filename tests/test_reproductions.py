@@ -102,8 +102,16 @@ def test_flags_override_every_stage(tmp_path):
                               "--xla", "--strategy", "mirrored", "--tensorboard-histograms", "2"])
     recipe = reproduce.apply_flags(paper1.recipe(), args)
     assert {s.epochs for s in recipe.stages} == {3} and {s.batch_size for s in recipe.stages} == {16}
-    assert recipe.seed == 7 and recipe.mixed_precision and recipe.jit_compile
+    assert recipe.seed == 7 and recipe.precision == "mixed_float16" and recipe.jit_compile is True
     assert recipe.strategy == "mirrored" and recipe.tensorboard_histograms == 2
+    assert (recipe.steps_per_execution, paper1.recipe().precision) == ("auto", "auto")  # the run decides
+    args = parser.parse_args(["--precision", "mixed_bfloat16", "--no-xla", "--steps-per-execution", "8"])
+    recipe = reproduce.apply_flags(paper1.recipe(), args)
+    assert (recipe.precision, recipe.jit_compile, recipe.steps_per_execution) == ("mixed_bfloat16", False, 8)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--xla", "--no-xla"])
+    with pytest.raises(SystemExit, match="mixed_float16"):
+        reproduce.apply_flags(paper1.recipe(), parser.parse_args(["--mixed-precision", "--precision", "float32"]))
 
 
 def _script(name):

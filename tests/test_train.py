@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tiny_keras import augment, losses, train
+from tiny_keras import augment, losses, models, train
 from tiny_keras.recipe import Recipe, Stage
 
 TINY = {"filters": (4, 8, 8, 8)}
@@ -32,7 +32,7 @@ def tiny_recipe(**changes):
 
 
 def network_weights(model):
-    return [w.copy() for w in train.split_model(model)[0].get_weights()]
+    return [w.copy() for w in model.backbone.get_weights()]
 
 
 class Interrupt(Exception):
@@ -159,18 +159,22 @@ def test_saved_model_carries_its_preprocessing(fixture_zip, tmp_path):
     recipe = tiny_recipe(stage={"epochs": 1}, crop=None)
     train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
-    std = model.get_layer("standardize")
+    assert isinstance(model, models.ImageClassifier) and model.augmenter is not None
+    std = model.preprocessor.get_layer("standardize")
     images = np.asarray(data.load_split(fixture_zip, "train", progress=False).images, np.float64)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(std.mean), images.mean(axis=(0, 1, 2)), rtol=1e-4)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(std.std), images.std(axis=(0, 1, 2)), rtol=1e-4)
     # 64px input straight from the dataset: the model resizes to its 32px itself.
     val = data.load_split(fixture_zip, "val", progress=False)
     assert model.predict(np.asarray(val.images, np.float32), verbose=0).shape == (6, 200)
+    # uint8 as the pipeline feeds it, or float: the same predictions.
+    np.testing.assert_array_equal(model.predict(np.asarray(val.images), verbose=0),
+                                  model.predict(np.asarray(val.images, np.float32), verbose=0))
 
 
 def test_weight_decay_regularizes_every_kernel(fixture_zip):
-    model = train.assemble(train.build_network(tiny_recipe()), [], image_size=32)
-    network = train.split_model(model)[0]
+    model = models.ImageClassifier(train.build_network(tiny_recipe()), image_size=32)
+    network = model.backbone
     train.set_weight_decay(network, 2e-4)
     x = np.zeros((1, 32, 32, 3), np.float32)
     model(x)
@@ -275,11 +279,11 @@ def test_tensorboard_logs_with_optional_histograms(fixture_zip, tmp_path):
 
 
 def test_mixed_precision_and_xla_run(fixture_zip, tmp_path):
-    recipe = tiny_recipe(stage={"epochs": 1}, mixed_precision=True, jit_compile=True)
+    recipe = tiny_recipe(stage={"epochs": 1}, precision="mixed_float16", jit_compile=True)
     result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for the caller
     model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)  # for inference
-    network = train.split_model(model)[0]
+    network = model.backbone
     assert network.get_layer("stem_conv").dtype_policy.name == "mixed_float16"
     history = read_history(tmp_path / "run" / "stages" / "train" / "history.csv")
     assert np.isfinite(float(history[0]["loss"])) and 0 <= result["runs"][0]["val_top1"] <= 100
@@ -290,7 +294,7 @@ def test_mixed_precision_and_xla_run(fixture_zip, tmp_path):
 def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_path):
     import warnings
 
-    recipe = tiny_recipe(stage={"epochs": 2}, mixed_precision=True)
+    recipe = tiny_recipe(stage={"epochs": 2}, precision="mixed_float16")
     with pytest.raises(Interrupt):
         train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     with warnings.catch_warnings():
@@ -321,3 +325,49 @@ def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_
     assert sum("' epoch " in line for line in (tmp_path / "quiet" / "train.log").read_text().splitlines()) == 3
     with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or 'auto'"):
         train.train(recipe, tmp_path / "bad", data=fixture_zip, verbose=3)
+
+
+# -- fast defaults -----------------------------------------------------------------------------------
+def test_auto_precision_xla_and_steps_per_execution_follow_the_device():
+    recipe = tiny_recipe()
+    assert (recipe.precision, recipe.jit_compile, recipe.steps_per_execution) == ("auto", "auto", "auto")
+    cpu = train.resolve_performance(recipe, None)
+    assert (cpu.precision, cpu.jit_compile, cpu.steps_per_execution) == ("float32", False, 1)
+    h100 = train.resolve_performance(recipe, (9, 0))
+    assert (h100.precision, h100.jit_compile, h100.steps_per_execution) == ("mixed_bfloat16", True, 32)
+    v100 = train.resolve_performance(recipe, (7, 0))
+    assert v100.precision == "mixed_float16"  # no bfloat16 arithmetic before compute capability 8.0
+    # What the user chose stays, on any device.
+    chosen = train.resolve_performance(recipe.replace(precision="float32", jit_compile=False, steps_per_execution=4),
+                                       (9, 0))
+    assert (chosen.precision, chosen.jit_compile, chosen.steps_per_execution) == ("float32", False, 4)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        recipe.replace(precision="float16").validate()
+    with pytest.raises(ValueError, match="steps_per_execution must be"):
+        recipe.replace(steps_per_execution=0).validate()
+
+
+def test_steps_per_execution_divide_epochs_and_snapshot_intervals():
+    assert train.stage_steps_per_execution(32, 3125) == 25      # paper 4: 100,000 / 32
+    assert train.stage_steps_per_execution(32, 781) == 11       # 781 = 11 * 71
+    assert train.stage_steps_per_execution(32, 1000, every_steps=10000) == 25
+    assert train.stage_steps_per_execution(32, 1000, every_steps=7) == 1
+    assert train.stage_steps_per_execution(1, 3125) == 1
+
+
+def test_recipes_written_before_precision_still_read(tmp_path):
+    old = json.loads(tiny_recipe().to_json())
+    del old["precision"]
+    old["mixed_precision"] = True
+    assert Recipe.from_dict(old).precision == "mixed_float16"
+
+
+def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixture_zip, tmp_path):
+    recipe = tiny_recipe(stage={"epochs": 2, "steps_per_epoch": 4}, steps_per_execution=2)
+    result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert (saved["precision"], saved["jit_compile"], saved["steps_per_execution"]) == ("float32", False, 2)
+    assert result["recipe"]["precision"] == "float32"
+    assert "float32, XLA off, 2 steps per execution" in (tmp_path / "run" / "train.log").read_text()
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 8  # 2 epochs of 4 steps, 2 per call

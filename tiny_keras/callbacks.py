@@ -163,34 +163,17 @@ class ActivationPercentiles(keras.callbacks.Callback):
         self.path = path
         self._probe = None
 
-    def _front_and_probe(self):
-        """The layers before the network (preprocessing, crop, resize) and a model giving the
-        network's last 4-D output and its logits."""
-        from tiny_keras.train import split_front  # train imports this module
-
-        front, network = split_front(self.model)
-        # The last conv block's output is what the head (global pooling or flatten) takes:
-        # read it as that layer's input, a tensor of the network's own graph even when the
-        # block is a nested model (paper 4's ResNet50 backbone).
-        heads = [layer for layer in network.layers[1:]
-                 if not isinstance(layer.input, (list, tuple))
-                 and len(layer.input.shape) == 4 and len(layer.output.shape) == 2]
-        if not heads:
-            raise ValueError(f"{network.name}: no layer turns 4-D feature maps into vectors; "
-                             "cannot find its last conv block")
-        block = heads[-1].input
-        probe = keras.Model(network.inputs, [block, network.outputs[0]])
-        return front, probe, {"last_block": f"{heads[-1].name} input", "logits": network.layers[-1].name}
-
     def on_epoch_end(self, epoch, logs=None):
         import numpy as np
 
+        # The model is an ImageClassifier: its backbone's input for these images, and a probe
+        # giving the backbone's last conv block (the input of its head) and its logits.
         if self._probe is None:
-            self._probe = self._front_and_probe()
-        front, probe, names = self._probe
-        x = keras.ops.convert_to_tensor(self.images, "float32")
-        for layer in front:
-            x = layer(x, training=False)
+            head = self.model.head_start
+            self._probe = (self.model.backbone_probe("feature_maps", "logits"),
+                           {"last_block": f"{head.name} input", "logits": self.model.backbone.layers[-1].name})
+        probe, names = self._probe
+        x = self.model.prepare(keras.ops.convert_to_tensor(self.images), training=False)
         block, logits = probe(x, training=False)
         record = {"epoch": epoch}
         for key, value in (("last_block", block), ("logits", logits)):

@@ -22,7 +22,7 @@ Test-time augmentation (``tta``), probabilities averaged over the views:
   mirror is taken of the raw image, as the training pipeline's ``RandomFlip`` does).
 - ``"crops10"``: ten crops (4 corners + centre, of the image and of its mirror), the
   test-time augmentation of paper 5 (section 5.1). The crops are taken *after* the
-  model's preprocessing layers and fed to what follows them, so a mean image (fitted at
+  model's preprocessor and fed to what follows it, so a mean image (fitted at
   64x64) is subtracted at full size exactly as in training. Crop size and what the
   network then receives depend on the model:
 
@@ -34,18 +34,16 @@ Test-time augmentation (``tta``), probabilities averaged over the views:
   * no crop layer, fixed-size network (``paper4_model1..4``, 64px only): the ten 56x56
     crops are resized back to the network's input size (crop-and-resize; a change of
     scale the network never saw in training, so expect less from it);
-  * a Keras model not made by ``tiny_keras.train.assemble`` with a ``(None, None, 3)``
+  * a Keras model that is not a ``tiny_keras.models.ImageClassifier``, with a ``(None, None, 3)``
     input: ten 56x56 crops of the raw images; any other model (a fixed-size plain Keras
     model, a SavedModel member) cannot be cropped after its preprocessing: error.
 
   ``batch_size`` counts network inputs, so a crops10 step holds ``batch_size // 10`` images.
 """
 import collections
-import dataclasses
 import functools
 import glob
 import os
-from typing import Any, Optional
 
 import numpy as np
 
@@ -216,80 +214,35 @@ class ModelLoadError(ValueError):
     """A model path that cannot be read: missing, not a model, or corrupt."""
 
 
-@dataclasses.dataclass
-class _Parts:
-    """A model made by ``tiny_keras.train.assemble``: preprocessing, crop, resize, network."""
+def _classifier(model):
+    """``model`` if it is a ``tiny_keras.models.ImageClassifier`` (its parts are attributes), else None."""
+    from tiny_keras.models import ImageClassifier
 
-    preprocessing: list
-    crop: Optional[tuple]
-    resize: Any
-    network: Any
+    return model if isinstance(model, ImageClassifier) else None
 
 
-def _model_parts(model):
-    """:class:`_Parts` of ``model`` if it is the chain ``assemble`` builds, else None.
-
-    The chain: input -> preprocessing layers (whatever comes before the crop or resize:
-    mean image, standardisation, ImageNet conventions) -> optional crop -> optional resize
-    -> one nested network, whose output is the model's output."""
-    import keras
-
-    from tiny_keras import augment
-
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if not layers or not isinstance(layers[-1], keras.Model) or not _is_chain(model, layers):
-        return None
-    preprocessing, crop, resize = [], None, None
-    for layer in layers[:-1]:
-        transform = getattr(layer, "transform", None)
-        if isinstance(transform, (augment.RandomCrop, augment.CenterCrop)) and crop is None and resize is None:
-            crop = tuple(transform.size)
-        elif isinstance(transform, augment.Resize) and resize is None:
-            resize = layer
-        elif crop is None and resize is None and not isinstance(layer, keras.Model):
-            preprocessing.append(layer)
-        else:
-            return None
-    return _Parts(preprocessing, crop, resize, layers[-1])
-
-
-def _is_chain(model, layers):
-    """Whether ``layers`` run one after the other from the model's input to its output."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        return False
-    current = model.inputs[0]
-    for layer in layers:
-        # A layer can be called in several models (a network reused by the next training
-        # stage): find its call in this one.
-        nodes = [n for n in getattr(layer, "_inbound_nodes", [])
-                 if len(n.input_tensors) == 1 and n.input_tensors[0] is current and len(n.output_tensors) == 1]
-        if len(nodes) != 1:
-            return False
-        current = nodes[0].output_tensors[0]
-    return current is model.outputs[0]
-
-
-def _views_for_crops10(images, parts):
-    """``[B * 10, h, w, 3]`` inputs for the rest of the model after the crop (see the module docstring)."""
+def _views_for_crops10(images, classifier):
+    """``[B * 10, h, w, 3]`` inputs for the classifier's backbone (see the module docstring)."""
     import tensorflow as tf
 
     from tiny_keras import augment
 
     mirrored = tf.reverse(images, axis=[2])
-    if parts is None:  # a plain size-agnostic model: crops of the raw images
+    if classifier is None:  # a plain size-agnostic model: crops of the raw images
         views = augment.ten_crop(images, CROPS10_SIZE)
         return tf.reshape(views, (-1, CROPS10_SIZE, CROPS10_SIZE, images.shape[-1]))
-    size = parts.crop or (CROPS10_SIZE, CROPS10_SIZE)
+    size = (classifier.crop_size,) * 2 if classifier.crop_size else (CROPS10_SIZE, CROPS10_SIZE)
     both = []
     for x in (images, mirrored):
-        for layer in parts.preprocessing:
-            x = layer(x, training=False)
+        x = tf.cast(x, tf.float32)
+        if classifier.preprocessor is not None:
+            x = classifier.preprocessor(x, training=False)
         both.append(augment.five_crop(tf.cast(x, tf.float32), size))
     views = tf.reshape(tf.concat(both, axis=1), (-1, size[0], size[1], images.shape[-1]))
-    if parts.resize is not None:
-        views = parts.resize(views, training=False)
+    if classifier.resize is not None:
+        views = classifier.resize(views, training=False)
     else:
-        wanted = tuple(parts.network.input_shape[1:3])
+        wanted = tuple(classifier.backbone.input_shape[1:3])
         if None not in wanted and wanted != size:
             views = tf.image.resize(views, wanted, method="bilinear")
     return views
@@ -309,7 +262,7 @@ class Member:
         self._loaded = loaded  # the loaded SavedModel: keeps the signature's variables alive
         self._functions = {}
         self._output = None  # for a SavedModel signature: (output key, "logits" | "probabilities")
-        self.parts = _model_parts(model) if kind == "keras" else None
+        self.classifier = _classifier(model) if kind == "keras" else None
 
     def __repr__(self):
         return f"Member({self.path!r}, kind={self.kind!r}, num_classes={self.num_classes})"
@@ -323,8 +276,8 @@ class Member:
         if self.kind != "keras":
             raise ValueError(f"{self.path}: crops10 needs the Keras model (the crops are taken after its "
                              "preprocessing); a SavedModel cannot be split. Use the .keras file, or tta='flip'")
-        if self.parts is None and tuple(self.model.input_shape[1:3]) != (None, None):
-            raise ValueError(f"{self.path}: crops10 needs a model made by tiny_keras.train.assemble or a "
+        if self.classifier is None and tuple(self.model.input_shape[1:3]) != (None, None):
+            raise ValueError(f"{self.path}: crops10 needs a tiny_keras ImageClassifier or a "
                              f"size-agnostic one; this one takes {self.model.input_shape[1:3]} inputs only")
 
     # -- one batch ---------------------------------------------------------------------------
@@ -368,13 +321,13 @@ class Member:
         return np.asarray(values, np.float64) if is_probabilities else softmax(values)
 
     def _crops10(self, images):
-        parts = self.parts
+        classifier = self.classifier
 
         def run(x):
-            views = _views_for_crops10(x, parts)
-            if parts is None:
+            views = _views_for_crops10(x, classifier)
+            if classifier is None:
                 return self.model(views, training=False)
-            return parts.network(views, training=False)
+            return classifier.backbone(views, training=False)
 
         logits = self._function("crops10", images.shape, run)(images).numpy()
         return softmax(logits).reshape(len(images), 10, -1).mean(axis=1)

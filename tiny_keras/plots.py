@@ -274,15 +274,12 @@ def load_model(path):
         raise PlotError(f"{file}: not a readable Keras model ({type(err).__name__}: {str(err)[:200]})") from err
 
 
-def split_network(model):
-    """``(front layers, network)``: a model made by ``tiny_keras.train.assemble`` is
-    ``images -> preprocessing -> crop/resize -> network``; any other model is its own network."""
-    from tiny_keras.train import split_front
+def network_of(model):
+    """The network inside ``model``: an ``ImageClassifier``'s backbone; any other model is
+    its own network."""
+    from tiny_keras.models import ImageClassifier
 
-    try:
-        return split_front(model)
-    except ValueError:
-        return [], model
+    return model.backbone if isinstance(model, ImageClassifier) else model
 
 
 def _walk(layer):
@@ -299,18 +296,26 @@ def first_conv_layer(model):
     """The first ``Conv2D`` of the model's network, in the order the network runs its layers."""
     import keras
 
-    _, network = split_network(model)
-    for layer in _walk(network):
+    for layer in _walk(network_of(model)):
         if isinstance(layer, keras.layers.Conv2D):
             return layer
     raise PlotError(f"{model.name}: no Conv2D layer: the filters plot needs a convolutional network")
 
 
 def penultimate_layer(network):
-    """The network's last ``Dense`` layer (its classifier): its input is the penultimate features."""
+    """The network's final ``Dense`` (its classifier): its input is the penultimate features.
+
+    A registered network names it ``tiny_keras.models.CLASSIFIER_LAYER``; for another
+    network, its last top-level ``Dense``."""
     import keras
 
-    dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
+    from tiny_keras.models import CLASSIFIER_LAYER
+
+    names = {layer.name: layer for layer in network.layers}
+    if CLASSIFIER_LAYER in names:
+        dense = [names[CLASSIFIER_LAYER]] if isinstance(names[CLASSIFIER_LAYER], keras.layers.Dense) else []
+    else:
+        dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
     if not dense:
         raise PlotError(f"{network.name}: no Dense classifier, so no penultimate layer to take features from")
     return dense[-1]
@@ -321,15 +326,13 @@ def feature_model(model):
     paper 5's 400-d last hidden layer), through the model's preprocessing, centre crop and resize."""
     import keras
 
-    front, network = split_network(model)
+    network = network_of(model)
     probe = keras.Model(network.inputs, penultimate_layer(network).input, name=f"{network.name}_features")
-    if not front:
+    if network is model:
         return probe
     inputs = keras.Input((None, None, 3), name="images")
-    x = inputs
-    for layer in front:
-        x = layer(x)
-    return keras.Model(inputs, probe(x), name=f"{network.name}_features_with_preprocessing")
+    return keras.Model(inputs, probe(model.prepare(inputs, training=False)),
+                       name=f"{network.name}_features_with_preprocessing")
 
 
 def penultimate_features(model, images, batch_size=256):

@@ -19,9 +19,11 @@ Units, once: ``epochs`` and ``every_epochs`` count epochs, ``step_size`` and
 import copy
 import dataclasses
 import json
-from typing import Optional
+from typing import Any, Optional
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+AUTO_STEPS_PER_EXECUTION = 32  # the most train steps per host call "auto" picks on a GPU
 
 
 @dataclasses.dataclass
@@ -101,9 +103,18 @@ class Recipe:
       label_smoothing: for the cross-entropy loss.
       seed: seeds weights, shuffling and augmentation.
       classes, per_class, val_per_class: data subsets for quick runs.
-      mixed_precision, jit_compile, strategy ("default", "mirrored", "multi_worker"),
+      precision: "float32", "mixed_float16", "mixed_bfloat16" or "auto" (the run picks:
+        bfloat16 on a GPU that computes in it, compute capability 8.0 and up; float16,
+        with loss scaling, on an older GPU; float32 on a CPU).
+      jit_compile: compile the train step with XLA: True, False or "auto" (on with a GPU,
+        off on a CPU).
+      steps_per_execution: train steps per call from the host: an int, or "auto" (on a
+        GPU the largest divisor of the steps per epoch, and of the snapshot interval, up
+        to ``AUTO_STEPS_PER_EXECUTION``; 1 on a CPU).
+      strategy: "default", "mirrored" or "multi_worker".
       run_eagerly: Keras's compile option: train step by step without compiling the train
         step (for debugging, and for ``--smoke``, where tracing costs more than two steps).
+    The run writes the values it chose for the "auto" ones into its ``recipe.json``.
       tensorboard: run options; ``tensorboard_histograms`` N > 0 also writes weight and
         activation histograms every N epochs (TensorBoard's ``histogram_freq``).
       activation_samples: record percentiles of the last conv block's and the logits'
@@ -123,8 +134,9 @@ class Recipe:
     classes: Optional[list] = None
     per_class: Optional[int] = None
     val_per_class: Optional[int] = None
-    mixed_precision: bool = False
-    jit_compile: bool = False
+    precision: str = "auto"
+    jit_compile: Any = "auto"
+    steps_per_execution: Any = "auto"
     strategy: str = "default"
     run_eagerly: bool = False
     tensorboard: bool = True
@@ -146,7 +158,14 @@ class Recipe:
             raise ValueError(f"recipe for {self.model}: stage names must be unique. Received: {names=}")
         for stage in self.stages:
             stage.validate()
-        if self.run_eagerly and self.jit_compile:
+        if self.precision not in PRECISIONS + ("auto",):
+            raise ValueError(f"precision must be one of {PRECISIONS + ('auto',)}. Received: {self.precision=}")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ValueError(f"jit_compile must be True, False or 'auto'. Received: {self.jit_compile=}")
+        spe = self.steps_per_execution
+        if spe != "auto" and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
+            raise ValueError(f"steps_per_execution must be a positive int or 'auto'. Received: {spe=}")
+        if self.run_eagerly and self.jit_compile is True:
             raise ValueError("run_eagerly and jit_compile exclude each other; choose one")
         if self.strategy not in ("default", "mirrored", "multi_worker"):
             raise ValueError(f"strategy must be default, mirrored or multi_worker. Received: {self.strategy=}")
@@ -160,7 +179,10 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**copy.deepcopy(d))
+        d = copy.deepcopy(d)
+        if "mixed_precision" in d:  # recipes written before ``precision``
+            d.setdefault("precision", "mixed_float16" if d.pop("mixed_precision") else "float32")
+        return cls(**d)
 
     @classmethod
     def from_json(cls, text):

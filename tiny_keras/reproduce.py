@@ -13,7 +13,9 @@ Common flags: ``--data PATH`` (zip or folder; default: the TFDS dataset, downloa
 absent), ``--workdir DIR``, ``--epochs N`` (every stage), ``--batch-size N``,
 ``--model NAME`` (where a paper has several), ``--smoke`` (all classes, a few images of
 each, two steps per stage: the whole script in well under a minute on a CPU),
-``--overwrite``, ``--seed``, ``--mixed-precision``, ``--xla``, ``--strategy``,
+``--overwrite``, ``--seed``, ``--precision float32|mixed_float16|mixed_bfloat16``
+(``--mixed-precision``: mixed_float16), ``--xla`` / ``--no-xla``, ``--steps-per-execution N``,
+``--strategy``,
 ``--verbose 0|1|2``, ``--tensorboard-histograms N``, ``--debug`` (a failed download
 shows its traceback instead of the paragraph saying what to do).
 """
@@ -25,6 +27,7 @@ import os
 import sys
 import time
 
+from tiny_keras.recipe import PRECISIONS
 
 SMOKE = dict(per_class=2, val_per_class=1, epochs=1, steps_per_epoch=2, batch_size=4)
 
@@ -64,7 +67,7 @@ def smoke_recipe(recipe):
             changes["schedule"] = dict(stage.schedule, step_size=1)
         stages.append(dataclasses.replace(stage, **changes))
     return recipe.replace(stages=stages, per_class=SMOKE["per_class"], val_per_class=SMOKE["val_per_class"],
-                          run_eagerly=not recipe.jit_compile and recipe.strategy == "default",
+                          run_eagerly=recipe.jit_compile is not True and recipe.strategy == "default",
                           model_options={**recipe.model_options, **offline})
 
 
@@ -82,8 +85,16 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                         help="all classes, 2 images each, 2 steps per stage: checks the whole script in seconds")
     parser.add_argument("--overwrite", action="store_true", help="replace runs already in --workdir")
     parser.add_argument("--seed", type=int, default=None, help="seed for weights, shuffling, augmentation")
-    parser.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
-    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA (jit_compile)")
+    parser.add_argument("--precision", choices=("auto",) + PRECISIONS, default=None,
+                        help="compute dtype policy (default auto: mixed_bfloat16 on a GPU of compute capability "
+                             "8.0 and up, mixed_float16 on an older one, float32 on a CPU)")
+    parser.add_argument("--mixed-precision", action="store_true", help="the same as --precision mixed_float16")
+    xla = parser.add_mutually_exclusive_group()
+    xla.add_argument("--xla", action="store_true", help="compile the train step with XLA (default: on a GPU)")
+    xla.add_argument("--no-xla", action="store_true", help="do not compile the train step with XLA")
+    parser.add_argument("--steps-per-execution", type=int, default=None, metavar="N",
+                        help="at most N train steps per call from the host (default: 32 on a GPU, 1 on a CPU; "
+                             "each stage takes the largest divisor of its steps per epoch up to N)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
                         help="tf.distribute strategy; --batch-size stays the global batch")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -107,10 +118,16 @@ def apply_flags(recipe, args):
     changes = {}
     if args.seed is not None:
         changes["seed"] = args.seed
-    if args.mixed_precision:
-        changes["mixed_precision"] = True
-    if args.xla:
-        changes["jit_compile"] = True
+    if args.precision or args.mixed_precision:
+        if args.precision and args.mixed_precision and args.precision != "mixed_float16":
+            raise SystemExit(f"--mixed-precision means --precision mixed_float16, not {args.precision}")
+        changes["precision"] = args.precision or "mixed_float16"
+    if args.xla or args.no_xla:
+        changes["jit_compile"] = bool(args.xla)
+    if args.steps_per_execution is not None:
+        if args.steps_per_execution < 1:
+            raise SystemExit(f"--steps-per-execution must be at least 1. Received: {args.steps_per_execution}")
+        changes["steps_per_execution"] = args.steps_per_execution
     if args.strategy:
         changes["strategy"] = args.strategy
     if args.tensorboard_histograms:

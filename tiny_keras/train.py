@@ -20,13 +20,16 @@ continues from its last completed epoch: same stage, same learning-rate schedule
 position, same stream of training batches. A folder holding a different run, or a
 finished one, is never overwritten unless ``overwrite=True``.
 
-The model a stage trains is ``preprocessing -> crop/resize -> network``: the mean image
-or featurewise statistics (fitted once on the training images), the random crop
-(centre crop at evaluation) and the stage's resolution are layers of the saved model,
-so evaluation and export need no flags. Augmentation runs in the tf.data pipeline.
+The model a stage trains is a ``tiny_keras.models.ImageClassifier``:
+``augmenter -> preprocessor -> crop -> resize -> backbone``. The stage's augmentation
+(training only), the mean image or featurewise statistics (fitted once on the training
+images), the random crop (centre crop at evaluation) and the stage's resolution are its
+parts, run on the device and saved with it, so evaluation and export need no flags. The
+host pipeline only shuffles, gathers and batches uint8 images.
 """
 import csv
 import json
+import math
 import os
 import shutil
 import sys
@@ -41,7 +44,7 @@ from tiny_keras import callbacks as cbs
 from tiny_keras import data as data_lib
 from tiny_keras import files, models, provenance, schedules
 from tiny_keras.losses import make_loss
-from tiny_keras.recipe import Recipe
+from tiny_keras.recipe import AUTO_STEPS_PER_EXECUTION, Recipe
 
 OPTIMIZER_CLASSES = {
     "sgd": keras.optimizers.SGD,
@@ -50,7 +53,6 @@ OPTIMIZER_CLASSES = {
     "adagrad": keras.optimizers.Adagrad,
 }
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
-PREPROCESSING_LAYERS = ("imagenet_preprocessing", "mean_image", "standardize")
 
 
 LOG = "train.log"
@@ -91,6 +93,38 @@ def stage_schedule(stage, steps_per_epoch):
     if not stage.schedule:
         return None
     return schedules.StageSchedule(stage.schedule, stage.optimizer["learning_rate"], steps_per_epoch)
+
+
+def gpu_compute_capability():
+    """``(major, minor)`` of the first GPU TensorFlow sees, or None without one."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0))
+
+
+def resolve_performance(recipe, compute_capability=None):
+    """``recipe`` with its "auto" precision, XLA and steps per execution made concrete for
+    a machine whose GPU has ``compute_capability`` (None: a CPU). See ``Recipe``."""
+    gpu = compute_capability is not None
+    precision = recipe.precision
+    if precision == "auto":
+        precision = "float32" if not gpu else "mixed_bfloat16" if compute_capability >= (8, 0) else "mixed_float16"
+    jit_compile = recipe.jit_compile
+    if jit_compile == "auto":
+        jit_compile = gpu and not recipe.run_eagerly
+    spe = recipe.steps_per_execution
+    if spe == "auto":
+        spe = AUTO_STEPS_PER_EXECUTION if gpu and not recipe.run_eagerly else 1
+    return recipe.replace(precision=precision, jit_compile=jit_compile, steps_per_execution=spe)
+
+
+def stage_steps_per_execution(bound, steps_per_epoch, every_steps=None):
+    """The steps per execution a stage uses: the largest divisor of its steps per epoch (and
+    of its snapshot interval) not above ``bound``, so that epochs and snapshots fall on
+    execution boundaries."""
+    period = math.gcd(steps_per_epoch, every_steps) if every_steps else steps_per_epoch
+    return max(d for d in range(1, min(bound, period) + 1) if period % d == 0)
 
 
 def make_strategy(name):
@@ -153,43 +187,25 @@ def build_network(recipe):
     return models.build(recipe.model, **options)
 
 
-def assemble(network, preprocessing, crop=None, image_size=None, seed=0):
-    """``images (0..255, any size) -> preprocessing -> crop -> resize -> network`` as one model."""
-    inputs = keras.Input((None, None, 3), name="images")
-    x = inputs
-    for layer in preprocessing:
-        x = layer(x)
-    if crop:
-        x = augment_lib.AugmentationLayer(augment_lib.RandomCrop(crop), seed=seed, name="crop")(x)
-    if image_size:
-        x = augment_lib.AugmentationLayer(augment_lib.Resize(image_size), name=f"resize_{image_size}")(x)
-    outputs = network(x)
-    return keras.Model(inputs, outputs, name=f"{network.name}_with_preprocessing")
+def stage_model(recipe, stage, index, previous=None, train_images=None):
+    """The ``ImageClassifier`` stage ``index`` trains: a new network and preprocessing
+    (fitted on ``train_images``) for the first stage, else ``previous``'s, shared."""
+    augmenter = augment_lib.deserialize(stage.augment) if stage.augment else None
+    seed = recipe.seed * 1000 + index
+    if previous is not None:
+        return previous.with_stage(augmenter, crop=recipe.crop, image_size=stage.image_size, seed=seed)
+    return models.ImageClassifier(build_network(recipe), preprocessor=fit_preprocessing(recipe, train_images),
+                                  augmenter=augmenter, crop=recipe.crop, image_size=stage.image_size, seed=seed)
 
 
-def split_front(model):
-    """``(front layers, network)`` of a model made by :func:`assemble`: the layers that run
-    before the nested network (preprocessing, crop, resize), in order, and the network."""
-    networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(networks) != 1 or model.layers[-1] is not networks[0]:
-        raise ValueError(f"{model.name}: expected one nested network as its last layer, found {len(networks)}")
-    front = [layer for layer in model.layers[:-1] if not isinstance(layer, keras.layers.InputLayer)]
-    return front, networks[0]
-
-
-def split_model(model):
-    """``(network, preprocessing layers)`` of a model made by :func:`assemble`."""
-    front, network = split_front(model)
-    return network, [layer for layer in front if layer.name in PREPROCESSING_LAYERS]
-
-
-def compile_model(model, recipe, stage, steps_per_epoch):
-    set_weight_decay(split_model(model)[0], stage.weight_decay)
+def compile_model(model, recipe, stage, steps_per_epoch, steps_per_execution=1):
+    set_weight_decay(model.backbone, stage.weight_decay)
     model.compile(
         optimizer=make_optimizer(stage.optimizer, stage_schedule(stage, steps_per_epoch)),
         loss=make_loss(recipe.label_smoothing),
         metrics=make_metrics(),
-        jit_compile=recipe.jit_compile,
+        jit_compile=bool(recipe.jit_compile),
+        steps_per_execution=steps_per_execution,
         run_eagerly=recipe.run_eagerly,
     )
 
@@ -281,7 +297,7 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     ``extra_callbacks`` are added to every stage (after the engine's own).
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
-    recipe.validate()
+    recipe = resolve_performance(recipe.validate(), gpu_compute_capability())
     verbose = resolve_verbose(verbose)
     _prepare_folder(workdir, recipe, overwrite)
     results_path = os.path.join(workdir, "results.json")
@@ -295,7 +311,7 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     _record_session(workdir)
     keras.utils.set_random_seed(recipe.seed)
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if recipe.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(recipe.precision)
     try:
         return _train(recipe, workdir, data, verbose, extra_callbacks, results_path)
     finally:  # the global dtype policy is the caller's again
@@ -348,27 +364,27 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     os.makedirs(stage_dir, exist_ok=True)
     start = time.perf_counter()
     steps = stage.steps_per_epoch or max(1, len(train_split) // stage.batch_size)
+    per_execution = stage_steps_per_execution(recipe.steps_per_execution, steps, stage.snapshot_every_steps)
     initial_epoch = 0
     if resume is not None:  # the run was interrupted in this stage: model and optimizer from its checkpoint
         model = keras.models.load_model(os.path.join(workdir, resume["checkpoint"]))
         model.run_eagerly = recipe.run_eagerly
-        set_weight_decay(split_model(model)[0], stage.weight_decay)
+        model.jit_compile = bool(recipe.jit_compile)
+        model.steps_per_execution = per_execution
+        set_weight_decay(model.backbone, stage.weight_decay)
         initial_epoch = int(resume["epochs_done"])
         start -= float(resume.get("seconds", 0.0))
         _truncate_history(os.path.join(stage_dir, "history.csv"), initial_epoch)
     else:
-        if model is None:
-            network = build_network(recipe)
-            preprocessing = fit_preprocessing(recipe, np.asarray(train_split.images))
-        else:
-            network, preprocessing = split_model(model)
-        model = assemble(network, preprocessing, crop=recipe.crop, image_size=stage.image_size,
-                         seed=recipe.seed)
-        compile_model(model, recipe, stage, steps)
+        model = stage_model(recipe, stage, index, model,
+                            None if model is not None else np.asarray(train_split.images))
+        compile_model(model, recipe, stage, steps, per_execution)
 
-    augment = augment_lib.deserialize(stage.augment) if stage.augment else None
+    # The model augments on the device (its augmenter's seed generator is saved with every
+    # checkpoint); the host stream is the shuffled uint8 images, skipped to where a
+    # resumed run stopped.
     stream_seed = recipe.seed * 1000 + index
-    train_ds = data_lib.make_dataset(train_split, batch_size=stage.batch_size, seed=stream_seed, augment=augment,
+    train_ds = data_lib.make_dataset(train_split, batch_size=stage.batch_size, seed=stream_seed,
                                      repeat=True, skip_batches=initial_epoch * steps)
     val_ds = data_lib.make_dataset(val_split, "val", batch_size=stage.batch_size)
 
@@ -403,6 +419,8 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
 
     cbs.log_line(log, f"Stage {index + 1}/{len(recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} "
                       f"steps, batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else "")
+                      + f"; {recipe.precision}, XLA {'on' if recipe.jit_compile else 'off'}, {per_execution} "
+                      f"step{'s' if per_execution > 1 else ''} per execution"
                       + (f" (resumed after epoch {initial_epoch})" if initial_epoch else ""), echo=bool(verbose))
     history = None
     if initial_epoch < stage.epochs:

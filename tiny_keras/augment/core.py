@@ -5,8 +5,8 @@ A transform maps a batch to a batch: ``images = transform(images, seed, training
 to float32 first, so float16 under mixed precision and decoded uint8 both work) and the
 result is float32. ``seed`` is a stateless-RNG seed, an int32/int64 tensor of shape [2]
 (a Python int ``s`` is read as ``[s, 0]``): the same seed gives the same batch, eagerly and
-inside ``tf.data.Dataset.map``, because every random parameter is drawn with
-``tf.random.stateless_*`` from a sub-seed folded out of it. Deterministic transforms ignore
+inside ``tf.data.Dataset.map``, in a model and under XLA, because every random parameter
+is drawn from Philox bits (:func:`uniform`, :func:`normal`) of a sub-seed folded out of it. Deterministic transforms ignore
 the seed. With ``training=False`` a transform does what evaluation needs instead (a random
 crop becomes a centre crop, random photometric changes do nothing, standardisation still
 applies); ``transform.inference`` is that, in the ``fn(images, seed)`` form the data
@@ -44,9 +44,39 @@ def as_seed(seed):
     return tf.cast(seed, tf.int64)
 
 
+# Random numbers are the same eagerly, in a tf.function and under XLA: the Philox generator
+# named explicitly ("auto_select" picks another under XLA) gives the same *bits* everywhere,
+# and the bits are made floats here (TensorFlow's float conversion differs under XLA).
+RNG_ALG = "philox"
+
+
 def fold_seed(seed, index):
     """The sub-seed number ``index`` of ``seed`` (independent streams for each parameter)."""
-    return tf.random.experimental.stateless_fold_in(as_seed(seed), index)
+    return tf.random.experimental.stateless_fold_in(as_seed(seed), index, alg=RNG_ALG)
+
+
+def random_bits(shape, seed):
+    """Uniform uint32 bits of ``shape`` from a stateless ``seed``."""
+    return tf.random.stateless_uniform(shape, as_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALG)
+
+
+def uniform(shape, seed, minval=0.0, maxval=1.0):
+    """Uniform float32 draws in ``[minval, maxval)`` (24 random bits each)."""
+    unit = tf.cast(tf.bitwise.right_shift(random_bits(shape, seed), 8), tf.float32) * (1.0 / (1 << 24))
+    return minval + (maxval - minval) * unit
+
+
+def uniform_int(shape, seed, minval, maxval):
+    """Uniform int32 draws in ``[minval, maxval)``."""
+    return tf.random.stateless_uniform(shape, as_seed(seed), minval=minval, maxval=maxval, dtype=tf.int32,
+                                       alg=RNG_ALG)
+
+
+def normal(shape, seed):
+    """Standard normal float32 draws (Box-Muller over two :func:`uniform` streams)."""
+    u1 = 1.0 - uniform(shape, fold_seed(seed, 0))  # in (0, 1]: the log stays finite
+    u2 = uniform(shape, fold_seed(seed, 1))
+    return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
 
 
 def to_float32(images):
@@ -64,7 +94,7 @@ def batch_uniform(images, seed, minval, maxval, per_image=True, shape_suffix=())
     """Uniform draws in [minval, maxval): one per image (or one for the whole batch)."""
     n = tf.shape(images)[0] if per_image else 1
     shape = tf.concat([[n], tf.constant(shape_suffix, tf.int32)], axis=0)
-    values = tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval)
+    values = uniform(shape, seed, minval, maxval)
     if not per_image:
         values = tf.repeat(values, tf.shape(images)[0], axis=0)
     return values
@@ -191,7 +221,7 @@ class RandomApply(Transform):
                 f"RandomApply needs a shape-preserving transform; {self.transform!r} maps "
                 f"{images.shape} to {out.shape}."
             )
-        coin = tf.random.stateless_uniform([tf.shape(images)[0]], seed=fold_seed(seed, 1)) < self.p
+        coin = uniform([tf.shape(images)[0]], fold_seed(seed, 1)) < self.p
         return tf.where(coin[:, None, None, None], out, images)
 
     def _eval(self, images):

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tiny_keras.augment.affine import FILL_MODES, GEOMETRIC_KEYS, apply_params, apply_transform, resample
-from tiny_keras.augment.core import Transform, fold_seed, no_autograph, to_float32
+from tiny_keras.augment.core import Transform, fold_seed, no_autograph, to_float32, uniform, uniform_int
 
 _EPSILON = 1e-6  # legacy standardize: x /= std + 1e-6
 _STATS_FORMAT = "tiny_keras.augment.Augmenter.stats/1"
@@ -220,22 +220,18 @@ class Augmenter(Transform):
         n = batch_size
         height, width = (tf.cast(s, tf.float32) for s in image_size)
 
-        def uniform(key, lo, hi):
-            return tf.random.stateless_uniform([n], seed=fold_seed(seed, _SEED_INDEX[key]), minval=lo, maxval=hi)
+        def draw(key, lo, hi):
+            return uniform([n], fold_seed(seed, _SEED_INDEX[key]), lo, hi)
 
         def shift(key, spec, size):
             if not spec:
                 return tf.zeros([n])
             if isinstance(spec, float):
-                value = uniform(key, -spec, spec)
+                value = draw(key, -spec, spec)
             else:
                 choices = tf.range(spec, dtype=tf.float32) if isinstance(spec, int) else tf.constant(spec, tf.float32)
-                pick = tf.random.stateless_uniform(
-                    [n], seed=fold_seed(seed, _SEED_INDEX[key]), minval=0, maxval=tf.shape(choices)[0], dtype=tf.int32
-                )
-                sign = tf.random.stateless_uniform(
-                    [n], seed=fold_seed(seed, _SEED_INDEX[key + "_sign"]), minval=0, maxval=2, dtype=tf.int32
-                )
+                pick = uniform_int([n], fold_seed(seed, _SEED_INDEX[key]), 0, tf.shape(choices)[0])
+                sign = uniform_int([n], fold_seed(seed, _SEED_INDEX[key + "_sign"]), 0, 2)
                 value = tf.gather(choices, pick) * tf.cast(2 * sign - 1, tf.float32)
             if np.max(spec) < 1:
                 value = value * size
@@ -243,25 +239,25 @@ class Augmenter(Transform):
 
         zero = tf.zeros([n])
         params = {
-            "theta": uniform("theta", -self.rotation_range, self.rotation_range) if self.rotation_range else zero,
+            "theta": draw("theta", -self.rotation_range, self.rotation_range) if self.rotation_range else zero,
             # Legacy: tx comes from height_shift_range and the image height, ty from the width.
             "tx": shift("tx", self.height_shift_range, height),
             "ty": shift("ty", self.width_shift_range, width),
-            "shear": uniform("shear", -self.shear_range, self.shear_range) if self.shear_range else zero,
+            "shear": draw("shear", -self.shear_range, self.shear_range) if self.shear_range else zero,
         }
         if self.zoom_range == [1.0, 1.0]:
             params["zx"] = params["zy"] = tf.ones([n])
         else:
-            params["zx"] = uniform("zx", *self.zoom_range)
-            params["zy"] = uniform("zy", *self.zoom_range)
+            params["zx"] = draw("zx", *self.zoom_range)
+            params["zy"] = draw("zy", *self.zoom_range)
         no_flip = tf.zeros([n], tf.bool)
-        params["flip_horizontal"] = uniform("flip_horizontal", 0.0, 1.0) < 0.5 if self.horizontal_flip else no_flip
-        params["flip_vertical"] = uniform("flip_vertical", 0.0, 1.0) < 0.5 if self.vertical_flip else no_flip
+        params["flip_horizontal"] = draw("flip_horizontal", 0.0, 1.0) < 0.5 if self.horizontal_flip else no_flip
+        params["flip_vertical"] = draw("flip_vertical", 0.0, 1.0) < 0.5 if self.vertical_flip else no_flip
         params["channel_shift_intensity"] = (
-            uniform("channel_shift_intensity", -self.channel_shift_range, self.channel_shift_range)
+            draw("channel_shift_intensity", -self.channel_shift_range, self.channel_shift_range)
             if self.channel_shift_range else None
         )
-        params["brightness"] = uniform("brightness", *self.brightness_range) if self.brightness_range else None
+        params["brightness"] = draw("brightness", *self.brightness_range) if self.brightness_range else None
         return params
 
     @no_autograph
@@ -322,9 +318,8 @@ class Augmenter(Transform):
     def _compiled(self):
         """Transform + standardize for given parameters, as one (XLA-)compiled function.
 
-        The random parameters are drawn outside it: XLA's stateless RNG gives different
-        numbers from TensorFlow's, and ``get_random_transform`` must give what we apply.
-        Without XLA the resampling uses TensorFlow's projective-transform kernel, which XLA
+        The random parameters are drawn outside it (``get_random_transform``, the same
+        numbers with or without XLA: see ``core.uniform``). Without XLA the resampling uses TensorFlow's projective-transform kernel, which XLA
         cannot compile: keep ``jit_compile=True`` for models compiled with XLA.
         """
         if getattr(self, "_compiled_fn", None) is None:

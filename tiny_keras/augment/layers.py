@@ -54,6 +54,16 @@ class AugmentationLayer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "transform": serialize(self.transform), "seed": self.seed}
 
+    # Keras saves a layer's variables but not its seed generators' state; the state is
+    # where the augmentation stream stands, so a resumed run needs it: saved with the layer.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store["seed_state"] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        if "seed_state" in store.keys():
+            self.seed_generator.state.assign(store["seed_state"])
+
 
 @keras.saving.register_keras_serializable(package="tiny_keras")
 class Standardization(keras.layers.Layer):
@@ -131,17 +141,25 @@ class MeanImageSubtraction(keras.layers.Layer):
     ``adapt(train_images)``.
     """
 
-    def __init__(self, mean_image=None, **kwargs):
+    def __init__(self, mean_image=None, image_shape=None, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self._initial = None if mean_image is None else np.asarray(mean_image, np.float32)
+        # The mean image's shape, in the config (its values are a weight), so that the layer
+        # builds before it sees an input of known size (a model taking any image size).
+        self.image_shape = None if image_shape is None else tuple(image_shape)
+        if self._initial is not None:
+            self.image_shape = self._initial.shape
 
     def build(self, input_shape):
         shape = tuple(input_shape[1:])
-        if self._initial is not None and shape != self._initial.shape:
-            raise ValueError(f"The mean image is {self._initial.shape} but the inputs are {shape}.")
+        if self.image_shape is not None:  # inputs of unknown size take the mean image's
+            if len(shape) != 3 or any(s not in (None, m) for s, m in zip(shape, self.image_shape)):
+                raise ValueError(f"The mean image is {self.image_shape} but the inputs are {shape}.")
+            shape = self.image_shape
         if None in shape:
             raise ValueError(f"MeanImageSubtraction needs a fixed input size; received input shape {input_shape}.")
+        self.image_shape = tuple(shape)
         self.mean_image = self.add_weight(name="mean_image", shape=shape, initializer="zeros", trainable=False)
         if self._initial is not None:
             self.mean_image.assign(self._initial)
@@ -160,7 +178,8 @@ class MeanImageSubtraction(keras.layers.Layer):
 
     def get_config(self):
         # The mean image itself is a weight, saved with the model, not part of the config.
-        return super().get_config()
+        shape = None if self.image_shape is None else list(self.image_shape)
+        return {**super().get_config(), "image_shape": shape}
 
 
 @keras.saving.register_keras_serializable(package="tiny_keras")

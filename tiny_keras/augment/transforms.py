@@ -20,7 +20,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tiny_keras.augment.core import Transform, batch_uniform, fold_seed, no_autograph, to_float32
+from tiny_keras.augment.core import (
+    Transform, batch_uniform, fold_seed, no_autograph, normal, to_float32, uniform, uniform_int
+)
 
 
 def _pair(size, name="size"):
@@ -123,8 +125,8 @@ class RandomCrop(Transform):
         _check_fits(images, height, width, "A random crop")
         shape = tf.shape(images)
         n = shape[0]
-        top = tf.random.stateless_uniform([n], fold_seed(seed, 0), 0, shape[1] - height + 1, dtype=tf.int32)
-        left = tf.random.stateless_uniform([n], fold_seed(seed, 1), 0, shape[2] - width + 1, dtype=tf.int32)
+        top = uniform_int([n], fold_seed(seed, 0), 0, shape[1] - height + 1)
+        left = uniform_int([n], fold_seed(seed, 1), 0, shape[2] - width + 1)
         return crop(images, top, left, height, width)
 
     def _eval(self, images):
@@ -161,7 +163,7 @@ class RandomFlip(Transform):
         n = tf.shape(images)[0]
         for axis, enabled, index in ((2, self.horizontal, 0), (1, self.vertical, 1)):
             if enabled:
-                coin = tf.random.stateless_uniform([n], fold_seed(seed, index)) < 0.5
+                coin = uniform([n], fold_seed(seed, index)) < 0.5
                 images = tf.where(coin[:, None, None, None], tf.reverse(images, axis=[axis]), images)
         return images
 
@@ -284,7 +286,7 @@ class GaussianNoise(Transform):
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
     def _train(self, images, seed):
-        out = images + self.stddev * tf.random.stateless_normal(tf.shape(images), seed=seed)
+        out = images + self.stddev * normal(tf.shape(images), seed)
         return out if self.clip is None else tf.clip_by_value(out, *self.clip)
 
     def get_config(self):

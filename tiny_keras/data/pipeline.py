@@ -8,10 +8,16 @@ One fixed order, each step for a reason:
    shuffle buffer), reshuffled each epoch;
 3. repeat (optional: Keras ``fit`` can also iterate epoch by epoch);
 4. batch, then gather the batch's images: every later step sees whole batches;
-5. augment the batch: ``augment(images, seed)`` with float32 images in 0..255 and a
-   per-batch stateless seed of shape [2], so the same ``seed`` gives the same batches;
-6. resize to ``image_size`` (progressive resizing trains at 32..64 pixels);
+5. optionally, augment the batch on the host: ``augment(images, seed)`` with float32 images
+   in 0..255 and a per-batch stateless seed of shape [2], so the same ``seed`` gives the
+   same batches;
+6. optionally, resize to ``image_size``;
 7. prefetch, so the accelerator never waits for the CPU.
+
+Training (``tiny_keras.train``) uses steps 1-4 and 7 only: batches stay uint8 (a quarter
+of float32's bytes to the device) and the model augments, crops and resizes them on the
+device (``tiny_keras.models.ImageClassifier``). Steps 5 and 6 serve models without those
+layers.
 """
 import numpy as np
 import tensorflow as tf
@@ -67,7 +73,8 @@ def make_dataset(
         exactly where it stopped.
       classes, per_class, cache, cache_dir, on_error: passed to :func:`load_split`.
 
-    Images come out float32 in 0..255 (then augmented); labels int32.
+    Images come out as stored (uint8, 0..255) or, with ``augment`` or ``image_size``,
+    float32 (augmented, resized); labels int32.
     """
     training = (split == "train") if training is None else training
     shuffle = training if shuffle is None else shuffle
@@ -99,8 +106,11 @@ def make_dataset(
         ds = ds.skip(skip_batches * batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
+    as_float = augment is not None or image_size is not None
+
     def gather(index):
-        return tf.cast(tf.gather(images, index), tf.float32), tf.gather(labels, index)
+        batch = tf.gather(images, index)
+        return (tf.cast(batch, tf.float32) if as_float else batch), tf.gather(labels, index)
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:

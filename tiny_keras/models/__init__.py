@@ -23,8 +23,9 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 import keras
 
 from tiny_keras.models import paper1, paper2, paper3, paper4, paper5
+from tiny_keras.models.classifier import CLASSIFIER_LAYER, HEAD_START_LAYERS, ImageClassifier
 
-__all__ = ["ModelEntry", "build", "count_params", "get_entry", "list_models", "names"]
+__all__ = ["CLASSIFIER_LAYER", "HEAD_START_LAYERS", "ImageClassifier", "ModelEntry", "build", "count_params", "get_entry", "list_models", "names"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,183 @@
+"""The training engine's speed against a bare ``model.fit``, on synthetic data.
+
+For each model (default: paper 4's model 2, the way its recipe trains it, and a narrow
+paper 2 ResNet-18, the registry's small variant, with paper 2's recipe), in one process
+and in alternating rounds:
+
+- ``engine``: ``tiny_keras.train.train`` running the paper's recipe (its optimizer,
+  schedule, augmentation on the device, callbacks, checkpoints, validation) on synthetic
+  uint8 images, once per ``--steps-per-execution`` value;
+- ``bare``: the same model (the same ``ImageClassifier``, augmentation included) compiled
+  with the same optimizer, loss and metrics, fed by ``tf.data.Dataset.from_tensor_slices``
+  and trained by ``model.fit`` with no callbacks.
+
+The figure is training steps per second inside epochs (from the first to the last batch
+of each epoch after the first, so compilation, validation and checkpoints are left out;
+their cost shows in ``epoch_seconds``). Target: the engine within 5% of the bare fit.
+Synthetic data makes the numbers independent of the dataset; use it on machines without
+the data (the model learns nothing from it, which does not change its speed).
+"""
+import dataclasses
+import tempfile
+import time
+
+import numpy as np
+
+DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", action="append", default=None,
+                        help=f"registered model (repeatable; default: {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per timed epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (the best is reported)")
+    parser.add_argument("--steps-per-execution", type=int, nargs="+", default=[1, 4],
+                        help="engine runs with each of these (default: 1 4)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--full-width", action="store_true",
+                        help="paper 2's ResNet-18 at its full width (default: the registry's narrow variant)")
+
+
+class StepTimer:
+    """A Keras callback timing the training batches of every epoch after the first."""
+
+    def __init__(self):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(inner):
+                super().__init__()
+                inner.rates, inner._first, inner._last, inner._steps = [], None, None, 0
+
+            def on_epoch_begin(inner, epoch, logs=None):
+                inner._epoch, inner._first, inner._steps = epoch, None, 0
+
+            def on_train_batch_end(inner, batch, logs=None):
+                now = time.perf_counter()
+                if inner._first is None:
+                    inner._first, inner._first_batch = now, batch
+                inner._last, inner._last_batch = now, batch
+
+            def on_epoch_end(inner, epoch, logs=None):
+                steps = inner._last_batch - inner._first_batch
+                if epoch > 0 and steps > 0:  # the first epoch compiles
+                    inner.rates.append(steps / (inner._last - inner._first))
+
+        self.callback = _Timer()
+
+    @property
+    def best(self):
+        return max(self.callback.rates) if self.callback.rates else float("nan")
+
+
+def paper_recipe(name, full_width=False):
+    """The recipe our reproduction trains ``name`` with, one stage, for timing."""
+    from tiny_keras import augment, models
+    from tiny_keras.recipe import Recipe, Stage
+
+    if name == "paper4_model2":
+        aug = augment.Augmenter(shear_range=0.2, zoom_range=0.2, rotation_range=20, horizontal_flip=True,
+                                brightness_range=[0.8, 1.2], channel_shift_range=10.0)
+        stage = Stage(name="train", epochs=1, batch_size=32, optimizer={"name": "adam", "learning_rate": 1e-3},
+                      augment=augment.serialize(aug))
+        return Recipe(paper="paper4", model=name, stages=[stage], preprocessing={"rescale": 1 / 255})
+    if name.startswith("paper2_"):
+        half = lambda t: augment.RandomApply(t, p=0.5)  # noqa: E731
+        chain = augment.Compose([augment.RandomFlip(), half(augment.Augmenter(width_shift_range=0.1,
+                                                                              height_shift_range=0.1)),
+                                 half(augment.Augmenter(rotation_range=10)), half(augment.RandomContrast(0.9, 1.08)),
+                                 half(augment.RandomGamma(0.9, 1.08))])
+        stage = Stage(name="train", epochs=1, batch_size=128,
+                      optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+                      augment=augment.serialize(chain))
+        options = {} if full_width else dict(models.get_entry(name).small_options)
+        return Recipe(paper="paper2", model=name, model_options=options, crop=56, stages=[stage],
+                      preprocessing={"mean_image": True})
+    entry = models.get_entry(name)
+    stage = Stage(name="train", epochs=1, batch_size=64, optimizer={"name": "sgd", "learning_rate": 0.01})
+    return Recipe(paper=entry.paper, model=name, stages=[stage])
+
+
+def synthetic_split(n, split, seed=0, num_classes=200):
+    from tiny_keras.data import official_classes
+    from tiny_keras.data.arrays import DecodedSplit
+
+    rng = np.random.default_rng(seed)
+    return DecodedSplit(split=split, images=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+                        labels=rng.integers(0, num_classes, n).astype(np.int32),
+                        boxes=np.full((n, 4), -1, np.int32), grayscale=np.zeros(n, bool),
+                        files=[f"synthetic_{i}.JPEG" for i in range(n)], classes=official_classes())
+
+
+def _engine(recipe, splits, spe, steps, epochs, workdir):
+    from tiny_keras import train
+
+    timer = StepTimer()
+    stage = dataclasses.replace(recipe.stages[0], epochs=epochs, steps_per_epoch=steps)
+    run = recipe.replace(stages=[stage], steps_per_execution=spe, tensorboard=False, activation_samples=0)
+    start = time.perf_counter()
+    train.train(run, workdir, data=splits, verbose=0, extra_callbacks=[timer.callback])
+    return timer.best, time.perf_counter() - start
+
+
+def _bare(recipe, splits, steps, epochs):
+    import keras
+    import tensorflow as tf
+
+    from tiny_keras import train
+
+    keras.utils.set_random_seed(recipe.seed)
+    stage = recipe.stages[0]
+    model = train.stage_model(recipe, stage, 0, train_images=splits["train"].images)
+    compile_recipe = train.resolve_performance(recipe, train.gpu_compute_capability())
+    train.compile_model(model, compile_recipe, stage, steps)
+    images, labels = splits["train"].images, splits["train"].labels
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(stage.batch_size, drop_remainder=True)
+    timer = StepTimer()
+    model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, callbacks=[timer.callback],
+              verbose=0)
+    return timer.best
+
+
+def run(args):
+    from tiny_keras import provenance
+
+    names = args.model or list(DEFAULT_MODELS)
+    results = {"machine": provenance.environment().get("machine"), "models": {}}
+    for name in names:
+        recipe = paper_recipe(name, args.full_width)
+        if args.batch_size:
+            recipe = recipe.with_stage_changes(batch_size=args.batch_size)
+        batch = recipe.stages[0].batch_size
+        n = batch * args.steps
+        splits = {"train": synthetic_split(n, "train"), "val": synthetic_split(max(batch, 256), "val", seed=1)}
+        engine = {spe: [] for spe in args.steps_per_execution}
+        bare = []
+        for r in range(args.rounds):
+            bare.append(_bare(recipe, splits, args.steps, args.epochs))
+            for spe in args.steps_per_execution:
+                with tempfile.TemporaryDirectory(prefix="tiny_keras_bench_") as workdir:
+                    rate, seconds = _engine(recipe, splits, spe, args.steps, args.epochs, workdir)
+                engine[spe].append(rate)
+                print(f"{name} round {r + 1}: engine spe={spe} {rate:.2f} steps/s (run {seconds:.1f} s), "
+                      f"bare {bare[-1]:.2f} steps/s", flush=True)
+        row = {"batch_size": batch, "bare_steps_per_s": round(max(bare), 3),
+               "bare_images_per_s": round(max(bare) * batch, 1), "engine": {}}
+        for spe, rates in engine.items():
+            best = max(rates)
+            row["engine"][str(spe)] = {"steps_per_s": round(best, 3), "images_per_s": round(best * batch, 1),
+                                       "slower_than_bare_percent": round(100 * (1 - best / max(bare)), 1)}
+        results["models"][name] = row
+    print()
+    header = f"{'model':<20}{'batch':>6}{'bare steps/s':>14}" + "".join(
+        f"{'engine spe=' + str(s):>16}{'vs bare':>9}" for s in args.steps_per_execution)
+    print(header)
+    print("-" * len(header))
+    for name, row in results["models"].items():
+        line = f"{name:<20}{row['batch_size']:>6}{row['bare_steps_per_s']:>14.2f}"
+        for spe in args.steps_per_execution:
+            e = row["engine"][str(spe)]
+            line += f"{e['steps_per_s']:>16.2f}{-e['slower_than_bare_percent']:>+8.1f}%"
+        print(line)
+    return results
