@@ -25,7 +25,9 @@ def tiny_recipe(**changes):
                  schedule={"name": "step", "every_epochs": 1, "factor": 0.5},
                  augment=augment.serialize(augment.RandomFlip()))
     stage.update(changes.pop("stage", {}))
-    recipe = dict(paper="paper1", model="paper1_resnet", model_options=TINY, tensorboard=False,
+    # Checkpoints after every epoch: the resume tests kill runs at given epochs (the cost rule
+    # would thin out these tiny epochs' checkpoints; it has its own test).
+    recipe = dict(paper="paper1", model="paper1_resnet", model_options=TINY, tensorboard=False, checkpoint_every=1,
                   preprocessing={"featurewise_std_normalization": True}, stages=[Stage(**stage)])
     recipe.update(changes)
     return Recipe(**recipe)
@@ -318,7 +320,7 @@ def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_
     assert "━" not in out and "\b" not in out and len(out) < 3000  # no progress bars: a few lines in all
     log = (tmp_path / "lines" / "train.log").read_text().splitlines()
     assert [EPOCH_LINE.search(line).group(1) for line in log if "' epoch " in line] == ["1", "2", "3"]
-    assert log[0].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px")
+    assert log[0].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px; float32, XLA off, 1 step per execution")
     # Quiet: nothing printed, the log still written.
     train.train(recipe, tmp_path / "quiet", data=fixture_zip, verbose=0)
     assert capsys.readouterr().out == ""
@@ -371,3 +373,84 @@ def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixt
     assert "float32, XLA off, 2 steps per execution" in (tmp_path / "run" / "train.log").read_text()
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert int(model.optimizer.iterations.numpy()) == 8  # 2 epochs of 4 steps, 2 per call
+
+
+def test_resume_checkpoints_thin_out_when_they_cost_more_than_5_percent_of_an_epoch(tmp_path):
+    from tiny_keras import callbacks
+
+    class Clock:  # the times the callback reads: epochs take 100 s, a checkpoint 12 s
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+
+    class Recording(callbacks.RunCheckpoint):
+        def __init__(self, cost, **kwargs):
+            super().__init__(str(tmp_path), 0, "train", clock=clock, **kwargs)
+            self.cost, self.saved = cost, []
+
+        def _save(self, epoch):
+            self.saved.append(epoch + 1)
+            clock.now += self.cost
+
+    cb = Recording(12.0, epochs=10)
+    for epoch in range(10):
+        cb.on_epoch_begin(epoch)
+        clock.now += 100.0
+        cb.on_epoch_end(epoch)
+    # 12 s is 12% of an epoch: after the first, every ceil(12 / 5) = 3 epochs, and the last.
+    assert cb.saved == [1, 4, 7, 10] and cb.every == 3
+    assert cb.report() == "resume checkpoints: 4 written, 12.00 s each, 12.0% of an epoch; now every 3 epochs"
+
+    cheap = Recording(1.0, epochs=4)  # 1% of an epoch: every epoch
+    for epoch in range(2, 4):  # a resumed stage: epochs 3 and 4
+        cheap.on_epoch_begin(epoch)
+        clock.now += 100.0
+        cheap.on_epoch_end(epoch)
+    assert cheap.saved == [3, 4] and cheap.every == 1
+
+
+def test_sharded_input_gives_each_replica_distinct_images():
+    """Two replicas (two logical CPUs, MirroredStrategy): per-replica batches of half the
+    global batch, disjoint, every image once an epoch, a resumed stream continuing the
+    same stream; each replica draws its own augmentation."""
+    code = textwrap.dedent("""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import numpy as np
+        from tiny_keras import augment, train
+        from tiny_keras.data import DecodedSplit, official_classes
+
+        n = 64
+        images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 8, 8, 3)).copy()
+        split = DecodedSplit("train", images, np.arange(n, dtype=np.int32), np.full((n, 4), -1, np.int32),
+                             np.zeros(n, bool), [str(i) for i in range(n)], official_classes())
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        def steps(skip, count):
+            stream = iter(train.train_input(strategy, split, 8, seed=3, skip_batches=skip))
+            return [[p.numpy()[:, 0, 0, 0] for p in strategy.experimental_local_results(next(stream)[0])]
+                    for _ in range(count)]
+
+        first = steps(0, 16)  # two epochs of 8 steps
+        for parts in first:
+            assert [len(p) for p in parts] == [4, 4], parts
+            assert not set(parts[0]) & set(parts[1]), parts  # each replica its own images
+        for epoch in (first[:8], first[8:]):  # every image once an epoch
+            assert sorted(np.concatenate([np.concatenate(parts) for parts in epoch])) == list(range(n))
+        resumed = steps(3, 5)  # a resumed run's stream continues the same stream
+        for a, b in zip(first[3:8], resumed):
+            np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+        layer = augment.AugmentationLayer(augment.GaussianNoise(10.0), seed=0)
+        same = tf.zeros((2, 4, 4, 3))
+        out = strategy.run(lambda: layer(same, training=True))
+        a, b = (v.numpy() for v in strategy.experimental_local_results(out))
+        assert not np.allclose(a, b)  # the replicas' draws differ
+        print("sharded ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0 and "sharded ok" in done.stdout, done.stderr[-3000:]

@@ -4,6 +4,7 @@ Every file written here goes through ``tiny_keras.files`` (a temporary name, the
 rename), so an interrupted run never leaves a half-written checkpoint.
 """
 import json
+import math
 import os
 import time
 
@@ -123,8 +124,10 @@ class Snapshots(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model to ``filepath`` whenever ``monitor`` improves (atomically, unlike
-    ``keras.callbacks.ModelCheckpoint``, whose interrupted write leaves a broken file)."""
+    """Saves the model's weights (no optimizer state: a third of a full checkpoint with
+    Adam) to ``filepath`` (``*.weights.h5``) whenever ``monitor`` improves, atomically
+    (unlike ``keras.callbacks.ModelCheckpoint``, whose interrupted write leaves a broken
+    file). ``model.load_weights(filepath)`` puts them back."""
 
     def __init__(self, filepath, monitor="val_top1", mode="max"):
         super().__init__()
@@ -142,7 +145,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = float(value)
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
-            files.save_model(self.model, self.filepath)
+            files.save_weights(self.model, self.filepath)
 
 
 class ActivationPercentiles(keras.callbacks.Callback):
@@ -215,12 +218,19 @@ def restore_callback_state(callbacks, state):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """At the end of every epoch: the model (with its optimizer) to
+    """The run's resume point: the model (with its optimizer) to
     ``checkpoint-<stage>-<epochs>.keras``, then the run position to ``state.json`` (stage,
     completed epochs, that checkpoint's name, stateful callbacks' state), then the older
     checkpoint is removed. Each file is written atomically and ``state.json`` is written
     last, so whenever a run is killed, ``state.json`` names a complete checkpoint of the
     epoch it records. ``tiny_keras.train`` resumes from these files.
+
+    Written after every epoch while a checkpoint costs at most ``max_cost`` (5%) of an
+    epoch's time; when it costs more (a large model whose epochs take seconds on a GPU),
+    every k epochs, k the smallest that keeps it within ``max_cost``; always after the
+    stage's last epoch (``epochs``). A resumed run so loses at most k - 1 epochs. With
+    ``every`` it is every ``every`` epochs whatever the cost.
+    ``report()`` says what the checkpoints cost.
 
     Put it after the callbacks it records: Keras's callbacks reset their state in
     ``on_train_begin``, so the saved state (``restore``) is put back after them.
@@ -228,19 +238,47 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     PREFIX = "checkpoint-"
 
-    def __init__(self, folder, stage_index, stage_name, callbacks=(), restore=None, start=None):
+    def __init__(self, folder, stage_index, stage_name, callbacks=(), restore=None, start=None, epochs=None,
+                 max_cost=0.05, every=None, clock=time.perf_counter):
         super().__init__()
-        self.start = time.perf_counter() if start is None else start
+        self.clock = clock
+        self.start = clock() if start is None else start
         self.folder = folder
         self.stage_index = stage_index
         self.stage_name = stage_name
         self.callbacks = list(callbacks)
         self.restore = restore or {}
+        self.epochs = epochs
+        self.max_cost = max_cost
+        self.fixed_every = every  # None: adapt to the cost
+        self.every = every or 1
+        self.saves = []  # (seconds to write, seconds of the epoch)
+        self._last_saved = None
+        self._epoch_start = None
 
     def on_train_begin(self, logs=None):
         restore_callback_state(self.callbacks, self.restore)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.clock()
+        if self._last_saved is None:
+            self._last_saved = epoch  # epochs done when the stage (re)started
+
     def on_epoch_end(self, epoch, logs=None):
+        epoch_seconds = self.clock() - (self._epoch_start or self.start)
+        last = self.epochs is not None and epoch + 1 >= self.epochs
+        if not last and epoch + 1 - (self._last_saved or 0) < self.every:
+            return
+        begin = self.clock()
+        self._save(epoch)
+        seconds = self.clock() - begin
+        self.saves.append((seconds, epoch_seconds))
+        self._last_saved = epoch + 1
+        if self.fixed_every is None:
+            budget = self.max_cost * max(epoch_seconds, 1e-9)
+            self.every = 1 if seconds <= budget else int(math.ceil(seconds / budget))
+
+    def _save(self, epoch):
         name = f"{self.PREFIX}{self.stage_index}-{epoch + 1:04d}.keras"
         files.save_model(self.model, os.path.join(self.folder, name))
         files.write_json(
@@ -250,12 +288,21 @@ class RunCheckpoint(keras.callbacks.Callback):
                 epochs_done=epoch + 1,
                 checkpoint=name,
                 learning_rate=current_lr(self.model),
-                seconds=time.perf_counter() - self.start,
+                seconds=self.clock() - self.start,
                 callbacks=callback_state(self.callbacks),
             ),
             os.path.join(self.folder, "state.json"),
         )
         remove_checkpoints(self.folder, keep=name)
+
+    def report(self):
+        """One line: how many checkpoints, their mean write time and share of an epoch."""
+        if not self.saves:
+            return "resume checkpoints: none written"
+        seconds = sum(s for s, _ in self.saves) / len(self.saves)
+        share = 100 * sum(s / max(e, 1e-9) for s, e in self.saves) / len(self.saves)
+        return (f"resume checkpoints: {len(self.saves)} written, {seconds:.2f} s each, {share:.1f}% of an epoch"
+                + (f"; now every {self.every} epochs" if self.every > 1 else ""))
 
 
 def remove_checkpoints(folder, keep=None):

@@ -59,3 +59,9 @@ def save_model(model, path):
     """``model.save(path)`` (a ``.keras`` file), atomically."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+
+
+def save_weights(model, path):
+    """``model.save_weights(path)`` (a ``.weights.h5`` file: no optimizer state), atomically."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)

@@ -111,6 +111,8 @@ class Recipe:
       steps_per_execution: train steps per call from the host: an int, or "auto" (on a
         GPU the largest divisor of the steps per epoch, and of the snapshot interval, up
         to ``AUTO_STEPS_PER_EXECUTION``; 1 on a CPU).
+      checkpoint_every: the resume checkpoint every N epochs, or "auto": every epoch while
+        one costs at most 5% of an epoch, else every k epochs (``callbacks.RunCheckpoint``).
       strategy: "default", "mirrored" or "multi_worker".
       run_eagerly: Keras's compile option: train step by step without compiling the train
         step (for debugging, and for ``--smoke``, where tracing costs more than two steps).
@@ -137,6 +139,7 @@ class Recipe:
     precision: str = "auto"
     jit_compile: Any = "auto"
     steps_per_execution: Any = "auto"
+    checkpoint_every: Any = "auto"
     strategy: str = "default"
     run_eagerly: bool = False
     tensorboard: bool = True
@@ -165,6 +168,9 @@ class Recipe:
         spe = self.steps_per_execution
         if spe != "auto" and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
             raise ValueError(f"steps_per_execution must be a positive int or 'auto'. Received: {spe=}")
+        every = self.checkpoint_every
+        if every != "auto" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"checkpoint_every must be a positive int or 'auto'. Received: {every=}")
         if self.run_eagerly and self.jit_compile is True:
             raise ValueError("run_eagerly and jit_compile exclude each other; choose one")
         if self.strategy not in ("default", "mirrored", "multi_worker"):

@@ -29,6 +29,34 @@ import time
 
 from tiny_keras.recipe import PRECISIONS
 
+# The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
+SCRIPTS = {
+    "paper1": ("paper1_progressive_resnet", "progressive resizing ResNet, cyclic LR"),
+    "paper2": ("paper2_resnet_inception", "ResNet, Inception-ResNet, VGG from scratch"),
+    "paper3": ("paper3_vgg", "small-filter VGGs (no figures survive)"),
+    "paper4": ("paper4_cnn_transfer", "simple CNNs, ResNet50 transfer"),
+    "paper5": ("paper5_caffe_cnn", "8-layer Caffe CNN, ensembles"),
+}
+SCRIPTS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reproductions")
+
+
+def load_script(paper):
+    """The reproduction script of ``paper`` as a module (its ``RECIPES``, ``DEFAULT_RUNS``...),
+    from the ``reproductions/`` folder of the checkout this package runs from."""
+    import importlib
+
+    if paper not in SCRIPTS:
+        raise ValueError(f"paper must be one of {sorted(SCRIPTS)}. Received: {paper=}")
+    if not os.path.isdir(SCRIPTS_FOLDER):
+        raise FileNotFoundError(f"{SCRIPTS_FOLDER}: no reproductions/ folder; the scripts come with a checkout "
+                                "of the repository (pip install -e .)")
+    sys.path.insert(0, SCRIPTS_FOLDER)
+    try:
+        return importlib.import_module(SCRIPTS[paper][0])
+    finally:
+        sys.path.remove(SCRIPTS_FOLDER)
+
+
 SMOKE = dict(per_class=2, val_per_class=1, epochs=1, steps_per_epoch=2, batch_size=4)
 
 

@@ -4,9 +4,11 @@ What a run folder holds (``workdir``)::
 
     recipe.json            the recipe, as run
     state.json,            the position of an unfinished run (stage, epochs done) and
-    checkpoint-*.keras     its model with optimizer state, written after every epoch
+    checkpoint-*.keras     its model with optimizer state, written after every epoch (every k
+                           epochs where one would cost more than 5% of an epoch; see
+                           ``callbacks.RunCheckpoint``) and after each stage's last
     progress.json          the results of the stages already finished
-    stages/<name>/         per stage: history.csv, best.keras, model.keras, snapshots
+    stages/<name>/         per stage: history.csv, best.weights.h5, model.keras, snapshots
     tensorboard/<name>/    TensorBoard logs
     model.keras            the final model (preprocessing included: feed it 0..255 images)
     results.json           per-stage results beside the paper's numbers
@@ -16,7 +18,7 @@ What a run folder holds (``workdir``)::
                            backend, library versions and machine; the training time
 
 An interrupted run (killed at any point) started again with the same recipe and folder
-continues from its last completed epoch: same stage, same learning-rate schedule
+continues from its last checkpointed epoch: same stage, same learning-rate schedule
 position, same stream of training batches. A folder holding a different run, or a
 finished one, is never overwritten unless ``overwrite=True``.
 
@@ -210,6 +212,26 @@ def compile_model(model, recipe, stage, steps_per_epoch, steps_per_execution=1):
     )
 
 
+def train_input(strategy, split, batch_size, seed, skip_batches=0):
+    """The training stream for ``strategy``: one dataset of ``batch_size`` batches, or with
+    several replicas ``distribute_datasets_from_function``, each input pipeline (worker)
+    reading its own shard of the stream in per-replica batches; the global batch stays
+    ``batch_size``, the replicas of a step see distinct images and an epoch every image once."""
+    if strategy.num_replicas_in_sync == 1:
+        return data_lib.make_dataset(split, batch_size=batch_size, seed=seed, repeat=True, skip_batches=skip_batches)
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch size {batch_size} does not split over {strategy.num_replicas_in_sync} replicas")
+
+    def per_pipeline(context):
+        # A step takes one batch per replica: this pipeline's replicas' batches from it.
+        replicas_here = strategy.num_replicas_in_sync // context.num_input_pipelines
+        return data_lib.make_dataset(split, batch_size=context.get_per_replica_batch_size(batch_size), seed=seed,
+                                     repeat=True, skip_batches=skip_batches * replicas_here,
+                                     shard=(context.num_input_pipelines, context.input_pipeline_id))
+
+    return strategy.distribute_datasets_from_function(per_pipeline)
+
+
 # -- results --------------------------------------------------------------------------------
 def val_scores(logs, prefix=""):
     """``{"val_loss", "val_top1", "val_top5"}`` (accuracies in percent) from Keras logs."""
@@ -284,7 +306,9 @@ def _record_finish(workdir, final):
 
 # -- the engine -----------------------------------------------------------------------------
 def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callbacks=()):
-    """Train ``recipe`` in ``workdir`` on ``data`` (zip, folder, or None for TFDS).
+    """Train ``recipe`` in ``workdir`` on ``data``: the zip, the folder, None for TFDS, or
+    ``{"train": DecodedSplit, "val": DecodedSplit}`` already in memory (used as they are:
+    the recipe's class and per-class subsets do not apply).
 
     ``verbose`` as in Keras: 1 progress bars (for a terminal), 2 one line per epoch (for
     logs: stage, epoch, metrics, learning rate, images/s), 0 silent. ``"auto"``: 1 when
@@ -321,10 +345,17 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
 def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
     strategy = make_strategy(recipe.strategy)
 
-    train_split = data_lib.load_split(data, "train", classes=recipe.classes, per_class=recipe.per_class,
-                                      progress=verbose == 1)
-    val_split = data_lib.load_split(data, "val", classes=recipe.classes, per_class=recipe.val_per_class,
-                                    progress=verbose == 1)
+    if isinstance(data, dict):  # splits already in memory
+        missing = {"train", "val"} - set(data)
+        if missing or not all(isinstance(data[k], data_lib.DecodedSplit) for k in ("train", "val")):
+            raise ValueError("data as a dict must map 'train' and 'val' to tiny_keras.data.DecodedSplit objects; "
+                             f"received keys {sorted(data)}")
+        train_split, val_split = data["train"], data["val"]
+    else:
+        train_split = data_lib.load_split(data, "train", classes=recipe.classes, per_class=recipe.per_class,
+                                          progress=verbose == 1)
+        val_split = data_lib.load_split(data, "val", classes=recipe.classes, per_class=recipe.val_per_class,
+                                        progress=verbose == 1)
     for split in (train_split, val_split):
         if split.labels.max() >= recipe.num_classes:
             raise ValueError(f"{split.split} labels go up to {split.labels.max()}, but {recipe.num_classes=}")
@@ -384,8 +415,8 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # checkpoint); the host stream is the shuffled uint8 images, skipped to where a
     # resumed run stopped.
     stream_seed = recipe.seed * 1000 + index
-    train_ds = data_lib.make_dataset(train_split, batch_size=stage.batch_size, seed=stream_seed,
-                                     repeat=True, skip_batches=initial_epoch * steps)
+    train_ds = train_input(tf.distribute.get_strategy(), train_split, stage.batch_size, stream_seed,
+                           skip_batches=initial_epoch * steps)
     val_ds = data_lib.make_dataset(val_split, "val", batch_size=stage.batch_size)
 
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
@@ -398,7 +429,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         keras_callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
         keras_callbacks.append(keras.callbacks.EarlyStopping(**stage.early_stopping))
-    best = cbs.BestCheckpoint(os.path.join(stage_dir, "best.keras"), monitor="val_top1", mode="max")
+    best = cbs.BestCheckpoint(os.path.join(stage_dir, "best.weights.h5"), monitor="val_top1", mode="max")
     keras_callbacks.append(best)
     if stage.snapshot_every_epochs or stage.snapshot_every_steps:
         keras_callbacks.append(cbs.Snapshots(os.path.join(stage_dir, "snapshots"), stage.snapshot_every_epochs,
@@ -413,8 +444,10 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     if recipe.activation_samples:
         keras_callbacks.append(cbs.ActivationPercentiles(np.asarray(val_split.images[:recipe.activation_samples]),
                                                          os.path.join(stage_dir, "activations.json")))
-    keras_callbacks.append(cbs.RunCheckpoint(workdir, index, stage.name, callbacks=keras_callbacks, start=start,
-                                             restore=(resume or {}).get("callbacks")))
+    run_checkpoint = cbs.RunCheckpoint(workdir, index, stage.name, callbacks=keras_callbacks, start=start,
+                                       restore=(resume or {}).get("callbacks"), epochs=stage.epochs,
+                                       every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every)
+    keras_callbacks.append(run_checkpoint)
     keras_callbacks += list(extra_callbacks)
 
     cbs.log_line(log, f"Stage {index + 1}/{len(recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} "
@@ -429,7 +462,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                             shuffle=False)
     epochs = history.epoch[-1] + 1 if history is not None and history.epoch else stage.epochs  # early stopping
     if stage.restore_best and os.path.exists(best.filepath):
-        model.set_weights(keras.models.load_model(best.filepath).get_weights())
+        model.load_weights(best.filepath)
     if history is not None and epochs == stage.epochs and not stage.restore_best and not stage.early_stopping:
         # The last epoch's validation already measured these very weights.
         scores = val_scores({k: v[-1] for k, v in history.history.items()}, prefix="val_")
@@ -444,6 +477,8 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         files.copy(os.path.join(workdir, checkpoint), os.path.join(stage_dir, "model.keras"))
     else:
         files.save_model(model, os.path.join(stage_dir, "model.keras"))
+    if history is not None:
+        cbs.log_line(log, f"Stage '{stage.name}': {run_checkpoint.report()}", echo=verbose == 2)
     progress["runs"].append(row)
     files.write_json(progress, os.path.join(workdir, "progress.json"))
     cbs.log_line(log, f"Stage '{stage.name}': val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%",

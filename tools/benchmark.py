@@ -3,6 +3,8 @@
 
     python tools/benchmark.py data    --data PATH [--json OUT]
     python tools/benchmark.py augment --data PATH [--json OUT]
+    python tools/benchmark.py train   [--model NAME ...] [--steps-per-execution N ...] [--json OUT]
+    python tools/benchmark.py pipeline [--data PATH] [--json OUT]
 
 Each subcommand prints a table and, with ``--json OUT``, writes its numbers as JSON.
 """
@@ -16,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SUBCOMMANDS = {
     "data": ("tiny_keras.benchmarks.data", "decode-and-cache time and cached epoch throughput"),
     "augment": ("tiny_keras.benchmarks.augment", "paper 1's augmentation: ours vs ImageDataGenerator"),
+    "train": ("tiny_keras.benchmarks.train", "the training engine against a bare model.fit, synthetic data"),
+    "pipeline": ("tiny_keras.benchmarks.pipeline", "host input images/s per core, device- vs host-side augmentation"),
 }
 
 

@@ -15,7 +15,6 @@ histories; never weights) to ``results/<paper>/<run>/``.
 """
 import argparse
 import functools
-import importlib
 import os
 import sys
 
@@ -25,21 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
 README = os.path.join(REPO, "README.md")
 BEGIN, END = "<!-- papers-table -->", "<!-- /papers-table -->"
-SCRIPTS = {
-    "paper1": ("paper1_progressive_resnet", "progressive resizing ResNet, cyclic LR"),
-    "paper2": ("paper2_resnet_inception", "ResNet, Inception-ResNet, VGG from scratch"),
-    "paper3": ("paper3_vgg", "small-filter VGGs (no figures survive)"),
-    "paper4": ("paper4_cnn_transfer", "simple CNNs, ResNet50 transfer"),
-    "paper5": ("paper5_caffe_cnn", "8-layer Caffe CNN, ensembles"),
-}
 
 
 def script(paper):
-    sys.path.insert(0, os.path.join(REPO, "reproductions"))
-    try:
-        return importlib.import_module(SCRIPTS[paper][0])
-    finally:
-        sys.path.pop(0)
+    from tiny_keras.reproduce import load_script
+
+    return load_script(paper)
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,6 +65,7 @@ def catalogue(with_costs=True):
     """Every result the papers report, as :class:`tiny_keras.published.Row`, in script order;
     for a paper that reports none (paper 3), a row for each of its default runs."""
     from tiny_keras.published import Row
+    from tiny_keras.reproduce import SCRIPTS
 
     rows = []
     for paper, (_, title) in SCRIPTS.items():

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tiny_keras.augment.core import deserialize, serialize
+from tiny_keras.augment.core import RNG_ALG, deserialize, serialize
 from tiny_keras.augment.generator import Augmenter, standardize
 from tiny_keras.augment.transforms import SubtractMeanImage
 
@@ -46,7 +46,12 @@ class AugmentationLayer(keras.layers.Layer):
     def call(self, inputs, training=None):
         images = tf.cast(inputs, tf.float32)
         if training and self.transform.random:
-            out = self.transform(images, self.seed_generator.next(), training=True)
+            seed = self.seed_generator.next()
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:  # each replica draws its own
+                seed = tf.random.experimental.stateless_fold_in(
+                    tf.cast(seed, tf.int64), replica.replica_id_in_sync_group, alg=RNG_ALG)
+            out = self.transform(images, seed, training=True)
         else:
             out = self.transform(images, None, training=False)
         return tf.cast(out, self.compute_dtype)

@@ -1,8 +1,8 @@
 """The training engine's speed against a bare ``model.fit``, on synthetic data.
 
-For each model (default: paper 4's model 2, the way its recipe trains it, and a narrow
-paper 2 ResNet-18, the registry's small variant, with paper 2's recipe), in one process
-and in alternating rounds:
+For each model (default: paper 4's model 2 and a narrow paper 2 ResNet-18, the registry's
+small variant; ``--model main``: every paper's main model), trained with the first stage
+of its reproduction script's recipe, in one process and in alternating rounds:
 
 - ``engine``: ``tiny_keras.train.train`` running the paper's recipe (its optimizer,
   schedule, augmentation on the device, callbacks, checkpoints, validation) on synthetic
@@ -28,7 +28,8 @@ DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
 
 def add_arguments(parser):
     parser.add_argument("--model", action="append", default=None,
-                        help=f"registered model (repeatable; default: {', '.join(DEFAULT_MODELS)})")
+                        help=f"registered model (repeatable; default: {', '.join(DEFAULT_MODELS)}; "
+                             "'main': every paper's main model)")
     parser.add_argument("--steps", type=int, default=60, help="training steps per timed epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (the best is reported)")
@@ -71,32 +72,27 @@ class StepTimer:
         return max(self.callback.rates) if self.callback.rates else float("nan")
 
 
-def paper_recipe(name, full_width=False):
-    """The recipe our reproduction trains ``name`` with, one stage, for timing."""
-    from tiny_keras import augment, models
-    from tiny_keras.recipe import Recipe, Stage
+# The run of each paper's script that trains its main model.
+MAIN_RUNS = {"paper1": "resnet", "paper2": "resnet18", "paper3": "vgg_y", "paper4": "model2", "paper5": "cnn8"}
 
-    if name == "paper4_model2":
-        aug = augment.Augmenter(shear_range=0.2, zoom_range=0.2, rotation_range=20, horizontal_flip=True,
-                                brightness_range=[0.8, 1.2], channel_shift_range=10.0)
-        stage = Stage(name="train", epochs=1, batch_size=32, optimizer={"name": "adam", "learning_rate": 1e-3},
-                      augment=augment.serialize(aug))
-        return Recipe(paper="paper4", model=name, stages=[stage], preprocessing={"rescale": 1 / 255})
-    if name.startswith("paper2_"):
-        half = lambda t: augment.RandomApply(t, p=0.5)  # noqa: E731
-        chain = augment.Compose([augment.RandomFlip(), half(augment.Augmenter(width_shift_range=0.1,
-                                                                              height_shift_range=0.1)),
-                                 half(augment.Augmenter(rotation_range=10)), half(augment.RandomContrast(0.9, 1.08)),
-                                 half(augment.RandomGamma(0.9, 1.08))])
-        stage = Stage(name="train", epochs=1, batch_size=128,
-                      optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
-                      augment=augment.serialize(chain))
-        options = {} if full_width else dict(models.get_entry(name).small_options)
-        return Recipe(paper="paper2", model=name, model_options=options, crop=56, stages=[stage],
-                      preprocessing={"mean_image": True})
+
+def paper_recipe(name, full_width=False):
+    """The first stage of the recipe the paper's reproduction script trains model ``name``
+    with (its optimizer, schedule, augmentation, preprocessing), as run by the script;
+    paper 2's ResNet-18 narrow (the registry's small variant) unless ``full_width``."""
+    from tiny_keras import models
+    from tiny_keras.reproduce import load_script
+
     entry = models.get_entry(name)
-    stage = Stage(name="train", epochs=1, batch_size=64, optimizer={"name": "sgd", "learning_rate": 0.01})
-    return Recipe(paper=entry.paper, model=name, stages=[stage])
+    recipes = [r for r in load_script(entry.paper).RECIPES.values() if r.model == name]
+    if not recipes:
+        raise ValueError(f"no recipe of {entry.paper}'s script trains {name}")
+    recipe = recipes[0]
+    recipe = recipe.replace(stages=recipe.stages[:1])
+    if name == "paper2_resnet18" and not full_width:
+        recipe = recipe.replace(model_options={**recipe.model_options, **entry.small_options})
+    offline = {k: v for k, v in entry.offline_options.items() if recipe.model_options.get(k) != v}
+    return recipe.replace(model_options={**recipe.model_options, **offline})
 
 
 def synthetic_split(n, split, seed=0, num_classes=200):
@@ -136,7 +132,7 @@ def _bare(recipe, splits, steps, epochs):
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(stage.batch_size, drop_remainder=True)
     timer = StepTimer()
     model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, callbacks=[timer.callback],
-              verbose=0)
+              verbose=0, shuffle=False)
     return timer.best
 
 
@@ -144,6 +140,8 @@ def run(args):
     from tiny_keras import provenance
 
     names = args.model or list(DEFAULT_MODELS)
+    if names == ["main"]:
+        names = [f"{paper}_{run}" for paper, run in MAIN_RUNS.items()]
     results = {"machine": provenance.environment().get("machine"), "models": {}}
     for name in names:
         recipe = paper_recipe(name, args.full_width)

@@ -52,6 +52,7 @@ def make_dataset(
     cache_dir=None,
     on_error="raise",
     progress=True,
+    shard=None,
 ):
     """A ``tf.data.Dataset`` of ``(images, labels)`` batches from Tiny ImageNet.
 
@@ -72,6 +73,11 @@ def make_dataset(
         images and augmentation seeds it would have had there: a resumed run continues
         exactly where it stopped.
       classes, per_class, cache, cache_dir, on_error: passed to :func:`load_split`.
+      shard: ``(num_shards, index)``: this input pipeline's share of the stream (one
+        worker's under multi-worker training). Every shard shuffles with the same seed and
+        takes every ``num_shards``-th image of the stream, after ``skip_batches`` batches of
+        all shards, so the shards are disjoint and together read each epoch once;
+        ``batch_size`` is then this pipeline's batch (``InputContext.get_per_replica_batch_size``).
 
     Images come out as stored (uint8, 0..255) or, with ``augment`` or ``image_size``,
     float32 (augmented, resized); labels int32.
@@ -100,10 +106,15 @@ def make_dataset(
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    num_shards, shard_index = shard or (1, 0)
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard must be (num_shards, index) with 0 <= index < num_shards. Received: {shard=}")
     if skip_batches:
         if not repeat:
             raise ValueError(f"skip_batches needs repeat=True. Received: {skip_batches=}")
-        ds = ds.skip(skip_batches * batch_size)
+        ds = ds.skip(skip_batches * batch_size * num_shards)
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     as_float = augment is not None or image_size is not None

@@ -1,0 +1,32 @@
+"""tools/benchmark.py's train and pipeline benchmarks run end to end and write their numbers
+(small settings; the numbers themselves are measured, not asserted: tests never time)."""
+import json
+
+from conftest import REPO, run_python
+
+
+def test_pipeline_benchmark_covers_every_paper(tmp_path):
+    out = tmp_path / "pipeline.json"
+    done = run_python(REPO / "tools" / "benchmark.py", "pipeline", "--images", "512", "--seconds", "0.2",
+                      "--json", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert sorted(result["papers"]) == ["paper1", "paper2", "paper3", "paper4", "paper5"]
+    assert result["papers"]["paper4"]["batch_size"] == 32  # the recipe's own batch
+    for row in result["papers"].values():
+        assert row["device_aug_images_per_s_per_core"] > 0 and row["host_aug_images_per_s_per_core"] > 0
+
+
+def test_train_benchmark_compares_the_engine_with_a_bare_fit(tmp_path):
+    out = tmp_path / "train.json"
+    done = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--steps", "4",
+                      "--epochs", "2", "--rounds", "1", "--steps-per-execution", "1", "2", "--batch-size", "8",
+                      "--json", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "engine spe=2" in done.stdout
+    row = json.loads(out.read_text())["models"]["paper5_shallow"]
+    assert row["batch_size"] == 8 and row["bare_steps_per_s"] > 0
+    assert sorted(row["engine"]) == ["1", "2"] and all(e["steps_per_s"] > 0 for e in row["engine"].values())
+    # Writing over an existing file needs --overwrite.
+    again = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--json", out)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
