@@ -30,3 +30,13 @@ def test_train_benchmark_compares_the_engine_with_a_bare_fit(tmp_path):
     # Writing over an existing file needs --overwrite.
     again = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--json", out)
     assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_augment_benchmark_measures_the_augmentation_share_of_a_step(tmp_path):
+    out = tmp_path / "augment.json"
+    done = run_python(REPO / "tools" / "benchmark.py", "augment", "--paper", "paper5", "--steps", "3", "--epochs", "2",
+                      "--rounds", "1", "--json", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(out.read_text())["papers"]["paper5"]
+    assert row["model"] == "paper5_cnn8" and row["batch_size"] == 128
+    assert row["step_ms_with"] > 0 and row["step_ms_without"] > 0

@@ -2,7 +2,8 @@
 """Speed benchmarks that print numbers.
 
     python tools/benchmark.py data    --data PATH [--json OUT]
-    python tools/benchmark.py augment --data PATH [--json OUT]
+    python tools/benchmark.py generator --data PATH [--json OUT]
+    python tools/benchmark.py augment [--paper P ...] [--json OUT]
     python tools/benchmark.py train   [--model NAME ...] [--steps-per-execution N ...] [--json OUT]
     python tools/benchmark.py pipeline [--data PATH] [--json OUT]
 
@@ -17,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SUBCOMMANDS = {
     "data": ("tiny_keras.benchmarks.data", "decode-and-cache time and cached epoch throughput"),
-    "augment": ("tiny_keras.benchmarks.augment", "paper 1's augmentation: ours vs ImageDataGenerator"),
+    "generator": ("tiny_keras.benchmarks.generator", "paper 1's augmentation: ours vs ImageDataGenerator"),
+    "augment": ("tiny_keras.benchmarks.augment", "device-side augmentation's share of a train step, per paper"),
     "train": ("tiny_keras.benchmarks.train", "the training engine against a bare model.fit, synthetic data"),
     "pipeline": ("tiny_keras.benchmarks.pipeline", "host input images/s per core, device- vs host-side augmentation"),
 }

@@ -218,7 +218,7 @@ def affine_sample(images, matrices, fill_mode="nearest", cval=0.0, interpolation
     """Resample a batch through per-image output->input matrices [B, 3, 3] (see module doc).
 
     ``jit_compile=True``: our gather compiled with XLA; ``False``: TensorFlow's
-    projective-transform kernel, 3-4x slower in ``tools/benchmark.py augment`` on 2 CPU
+    projective-transform kernel, 3-4x slower in ``tools/benchmark.py generator`` on 2 CPU
     cores (and the uncompiled gather for ``fill_mode="wrap"``, slower still).
     """
     if fill_mode not in FILL_MODES:

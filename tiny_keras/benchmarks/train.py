@@ -117,7 +117,7 @@ def _engine(recipe, splits, spe, steps, epochs, workdir):
     return timer.best, time.perf_counter() - start
 
 
-def _bare(recipe, splits, steps, epochs):
+def bare_fit(recipe, splits, steps, epochs):
     import keras
     import tensorflow as tf
 
@@ -153,7 +153,7 @@ def run(args):
         engine = {spe: [] for spe in args.steps_per_execution}
         bare = []
         for r in range(args.rounds):
-            bare.append(_bare(recipe, splits, args.steps, args.epochs))
+            bare.append(bare_fit(recipe, splits, args.steps, args.epochs))
             for spe in args.steps_per_execution:
                 with tempfile.TemporaryDirectory(prefix="tiny_keras_bench_") as workdir:
                     rate, seconds = _engine(recipe, splits, spe, args.steps, args.epochs, workdir)
