@@ -228,3 +228,18 @@ def test_startup_notices_are_filtered_and_other_messages_kept():
     assert list(_startup._notice_filter(lines)) == lines[-2:]
     # With a driver present, a failing cuInit is news, not a notice.
     assert list(_startup._notice_filter([lines[5]])) == [lines[5]]
+
+
+def test_paper4_model1_l2_flag_gives_the_other_reading():
+    from tiny_keras import models, reproduce
+
+    paper4 = _script("paper4_cnn_transfer")
+    parser = reproduce.build_parser("x", list(paper4.RECIPES), extra=paper4.extra_flags)
+    default = paper4.configure(None, parser.parse_args([]))["model1"]
+    weaker = paper4.configure(None, parser.parse_args(["--model1-l2", "0.001"]))["model1"]
+    assert default.model_options == {"weight_decay": 0.02}  # Keras's L2() default factor 0.01
+    assert weaker.model_options == {"weight_decay": 0.002}
+    network = models.build(weaker.model, **weaker.model_options)
+    assert network.get_layer("fc1").kernel_regularizer.l2 == pytest.approx(0.001)
+    with pytest.raises(SystemExit):
+        paper4.configure(None, parser.parse_args(["--model1-l2", "-1"]))
