@@ -189,11 +189,16 @@ def build_network(recipe):
     return models.build(recipe.model, **options)
 
 
+def stage_seed(recipe, index):
+    """The seed of stage ``index``'s training stream and augmentation draws."""
+    return recipe.seed * 1000 + index
+
+
 def stage_model(recipe, stage, index, previous=None, train_images=None):
     """The ``ImageClassifier`` stage ``index`` trains: a new network and preprocessing
     (fitted on ``train_images``) for the first stage, else ``previous``'s, shared."""
     augmenter = augment_lib.deserialize(stage.augment) if stage.augment else None
-    seed = recipe.seed * 1000 + index
+    seed = stage_seed(recipe, index)
     if previous is not None:
         return previous.with_stage(augmenter, crop=recipe.crop, image_size=stage.image_size, seed=seed)
     return models.ImageClassifier(build_network(recipe), preprocessor=fit_preprocessing(recipe, train_images),
@@ -414,8 +419,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # The model augments on the device (its augmenter's seed generator is saved with every
     # checkpoint); the host stream is the shuffled uint8 images, skipped to where a
     # resumed run stopped.
-    stream_seed = recipe.seed * 1000 + index
-    train_ds = train_input(tf.distribute.get_strategy(), train_split, stage.batch_size, stream_seed,
+    train_ds = train_input(tf.distribute.get_strategy(), train_split, stage.batch_size, stage_seed(recipe, index),
                            skip_batches=initial_epoch * steps)
     val_ds = data_lib.make_dataset(val_split, "val", batch_size=stage.batch_size)
 

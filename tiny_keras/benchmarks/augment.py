@@ -10,7 +10,7 @@ run all five; a smaller network makes the augmentation's share larger, not small
 """
 import dataclasses
 
-from tiny_keras.benchmarks.train import MAIN_RUNS, bare_fit, paper_recipe, synthetic_split
+from tiny_keras.benchmarks.train import MAIN_RUNS, bare_fit, paper_recipe, print_table, synthetic_split
 
 
 def add_arguments(parser):
@@ -45,10 +45,8 @@ def run(args):
                                     "step_ms_without": round(step_without, 2),
                                     "augmentation_share_percent": round(100 * (1 - step_without / step_with), 1)}
     print()
-    header = f"{'paper':<8}{'model':<18}{'batch':>6}{'step, augmenting':>18}{'step, without':>15}{'share':>8}"
-    print(header)
-    print("-" * len(header))
-    for paper, row in results["papers"].items():
-        print(f"{paper:<8}{row['model']:<18}{row['batch_size']:>6}{row['step_ms_with']:>15.1f} ms"
-              f"{row['step_ms_without']:>12.1f} ms{row['augmentation_share_percent']:>7.1f}%")
+    print_table([("paper", 8, "s"), ("model", 18, "s"), ("batch", 6, "d"), ("step ms, augmenting", 21, ".1f"),
+                 ("step ms, without", 18, ".1f"), ("share %", 9, ".1f")],
+                [(paper, row["model"], row["batch_size"], row["step_ms_with"], row["step_ms_without"],
+                  row["augmentation_share_percent"]) for paper, row in results["papers"].items()])
     return results

@@ -15,7 +15,7 @@ default (``--images``), or the training split of ``--data``.
 import os
 import time
 
-from tiny_keras.benchmarks.train import MAIN_RUNS, paper_recipe, synthetic_split
+from tiny_keras.benchmarks.train import MAIN_RUNS, paper_recipe, print_table, synthetic_split
 
 
 def add_arguments(parser):
@@ -57,11 +57,9 @@ def run(args):
         print(f"{paper}: {device / cores:,.0f} images/s per core with device-side augmentation, "
               f"{host / cores:,.0f} with host augmentation", flush=True)
     print()
-    header = f"{'paper':<8}{'model':<18}{'batch':>6}{'device aug (img/s/core)':>26}{'host aug (img/s/core)':>24}"
-    print(header)
-    print("-" * len(header))
-    for paper, row in results["papers"].items():
-        print(f"{paper:<8}{row['model']:<18}{row['batch_size']:>6}{row['device_aug_images_per_s_per_core']:>26,.0f}"
-              f"{row['host_aug_images_per_s_per_core']:>24,.0f}")
+    print_table([("paper", 8, "s"), ("model", 18, "s"), ("batch", 6, "d"), ("device aug (img/s/core)", 26, ",.0f"),
+                 ("host aug (img/s/core)", 24, ",.0f")],
+                [(paper, row["model"], row["batch_size"], row["device_aug_images_per_s_per_core"],
+                  row["host_aug_images_per_s_per_core"]) for paper, row in results["papers"].items()])
     print(f"\n{cores} cores; {results['images']:,} {results['source']} images")
     return results

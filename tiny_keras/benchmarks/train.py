@@ -21,6 +21,7 @@ import dataclasses
 import tempfile
 import time
 
+import keras
 import numpy as np
 
 DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
@@ -40,36 +41,44 @@ def add_arguments(parser):
                         help="paper 2's ResNet-18 at its full width (default: the registry's narrow variant)")
 
 
-class StepTimer:
-    """A Keras callback timing the training batches of every epoch after the first."""
+class StepTimer(keras.callbacks.Callback):
+    """Training steps per second inside every epoch after the first (which compiles)."""
 
     def __init__(self):
-        import keras
+        super().__init__()
+        self.rates = []
 
-        class _Timer(keras.callbacks.Callback):
-            def __init__(inner):
-                super().__init__()
-                inner.rates, inner._first, inner._last, inner._steps = [], None, None, 0
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first = None
 
-            def on_epoch_begin(inner, epoch, logs=None):
-                inner._epoch, inner._first, inner._steps = epoch, None, 0
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, batch)
+        self._last = (now, batch)
 
-            def on_train_batch_end(inner, batch, logs=None):
-                now = time.perf_counter()
-                if inner._first is None:
-                    inner._first, inner._first_batch = now, batch
-                inner._last, inner._last_batch = now, batch
-
-            def on_epoch_end(inner, epoch, logs=None):
-                steps = inner._last_batch - inner._first_batch
-                if epoch > 0 and steps > 0:  # the first epoch compiles
-                    inner.rates.append(steps / (inner._last - inner._first))
-
-        self.callback = _Timer()
+    def on_epoch_end(self, epoch, logs=None):
+        steps = self._last[1] - self._first[1]
+        if epoch > 0 and steps > 0:
+            self.rates.append(steps / (self._last[0] - self._first[0]))
 
     @property
     def best(self):
-        return max(self.callback.rates) if self.callback.rates else float("nan")
+        return max(self.rates) if self.rates else float("nan")
+
+
+def print_table(columns, rows):
+    """``columns``: ``(title, width, format spec)``, e.g. ``("batch", 6, "d")``, ``("vs", 8, "+.1f")``;
+    ``rows``: tuples of values, one per column. Text is left-aligned, numbers right-aligned."""
+    def cell(value, width, spec, text):
+        sign, rest = (spec[0], spec[1:]) if spec[:1] in "+- " and spec else ("", spec)
+        return format(value, f"{'<' if text else '>'}{sign}{width}{rest}")
+
+    header = "".join(cell(title, width, "s", spec == "s") for title, width, spec in columns)
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print("".join(cell(value, width, spec, spec == "s") for value, (_, width, spec) in zip(row, columns)))
 
 
 # The run of each paper's script that trains its main model.
@@ -113,12 +122,11 @@ def _engine(recipe, splits, spe, steps, epochs, workdir):
     stage = dataclasses.replace(recipe.stages[0], epochs=epochs, steps_per_epoch=steps)
     run = recipe.replace(stages=[stage], steps_per_execution=spe, tensorboard=False, activation_samples=0)
     start = time.perf_counter()
-    train.train(run, workdir, data=splits, verbose=0, extra_callbacks=[timer.callback])
+    train.train(run, workdir, data=splits, verbose=0, extra_callbacks=[timer])
     return timer.best, time.perf_counter() - start
 
 
 def bare_fit(recipe, splits, steps, epochs):
-    import keras
     import tensorflow as tf
 
     from tiny_keras import train
@@ -131,7 +139,7 @@ def bare_fit(recipe, splits, steps, epochs):
     images, labels = splits["train"].images, splits["train"].labels
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(stage.batch_size, drop_remainder=True)
     timer = StepTimer()
-    model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, callbacks=[timer.callback],
+    model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, callbacks=[timer],
               verbose=0, shuffle=False)
     return timer.best
 
@@ -168,14 +176,12 @@ def run(args):
                                        "slower_than_bare_percent": round(100 * (1 - best / max(bare)), 1)}
         results["models"][name] = row
     print()
-    header = f"{'model':<20}{'batch':>6}{'bare steps/s':>14}" + "".join(
-        f"{'engine spe=' + str(s):>16}{'vs bare':>9}" for s in args.steps_per_execution)
-    print(header)
-    print("-" * len(header))
-    for name, row in results["models"].items():
-        line = f"{name:<20}{row['batch_size']:>6}{row['bare_steps_per_s']:>14.2f}"
-        for spe in args.steps_per_execution:
-            e = row["engine"][str(spe)]
-            line += f"{e['steps_per_s']:>16.2f}{-e['slower_than_bare_percent']:>+8.1f}%"
-        print(line)
+    columns = [("model", 20, "s"), ("batch", 6, "d"), ("bare steps/s", 14, ".2f")]
+    for spe in args.steps_per_execution:
+        columns += [(f"engine spe={spe}", 16, ".2f"), ("vs bare %", 10, "+.1f")]
+    print_table(columns, [
+        (name, row["batch_size"], row["bare_steps_per_s"],
+         *[v for spe in args.steps_per_execution for v in (row["engine"][str(spe)]["steps_per_s"],
+                                                           -row["engine"][str(spe)]["slower_than_bare_percent"])])
+        for name, row in results["models"].items()])
     return results

@@ -82,9 +82,8 @@ class ImageClassifier(keras.Model):
         # === Functional model === (uint8 or float images; cast to float32 inside the model)
         inputs = keras.Input((None, None, 3), name="images")
         x = inputs
-        for layer in (self.augmenter, self.preprocessor, self.crop, self.resize):
-            if layer is not None:
-                x = layer(x)
+        for layer in self.front_layers:
+            x = layer(x)
         super().__init__(inputs=inputs, outputs=self.backbone(x), **kwargs)
         # === Config ===
         self.crop_size = crop
@@ -92,15 +91,18 @@ class ImageClassifier(keras.Model):
         self.seed = seed
 
     # -- the forward pass, in parts ----------------------------------------------------------------
+    @property
+    def front_layers(self):
+        """The layers before the backbone, in order: augmenter, preprocessor, crop, resize
+        (those present)."""
+        return [layer for layer in (self.augmenter, self.preprocessor, self.crop, self.resize) if layer is not None]
+
     def prepare(self, images, training=False):
         """The backbone's input for 0..255 ``images``: augmentation (training only),
         preprocessing, crop (random in training, centre otherwise) and resize."""
         x = keras.ops.cast(images, "float32")
-        if training and self.augmenter is not None:
-            x = self.augmenter(x, training=True)
-        for layer in (self.preprocessor, self.crop, self.resize):
-            if layer is not None:
-                x = layer(x, training=training)
+        for layer in self.front_layers:
+            x = layer(x, training=training)
         return x
 
     # -- the backbone's head ----------------------------------------------------------------------
