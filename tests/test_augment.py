@@ -611,14 +611,9 @@ def test_layers_inside_an_xla_compiled_train_step(images):
 
 def recipe_augmentations(paper):
     """The distinct training augmentations of a paper's reproduction recipes."""
-    import sys
+    from tiny_keras.reproduce import load_script
 
-    from conftest import REPO
-
-    sys.path.insert(0, str(REPO / "reproductions"))
-    script = {"paper1": "paper1_progressive_resnet", "paper2": "paper2_resnet_inception", "paper3": "paper3_vgg",
-              "paper4": "paper4_cnn_transfer", "paper5": "paper5_caffe_cnn"}[paper]
-    specs = {json.dumps(stage.augment, sort_keys=True) for recipe in __import__(script).RECIPES.values()
+    specs = {json.dumps(stage.augment, sort_keys=True) for recipe in load_script(paper).RECIPES.values()
              for stage in recipe.stages if stage.augment}
     return [json.loads(spec) for spec in sorted(specs)]
 

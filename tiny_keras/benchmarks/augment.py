@@ -23,14 +23,12 @@ def add_arguments(parser):
 
 
 def run(args):
-    from tiny_keras import models, provenance
+    from tiny_keras import provenance
 
     results = {"machine": provenance.environment().get("machine"), "full_width": args.full_width, "papers": {}}
     for paper in args.paper or sorted(MAIN_RUNS):
         name = f"{paper}_{MAIN_RUNS[paper]}"
-        recipe = paper_recipe(name, full_width=True)
-        if not args.full_width:
-            recipe = recipe.replace(model_options={**recipe.model_options, **models.get_entry(name).small_options})
+        recipe = paper_recipe(name, small=not args.full_width)
         plain = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], augment=None)])
         batch = recipe.stages[0].batch_size
         splits = {"train": synthetic_split(batch * args.steps, "train")}

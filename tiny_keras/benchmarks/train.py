@@ -85,10 +85,10 @@ def print_table(columns, rows):
 MAIN_RUNS = {"paper1": "resnet", "paper2": "resnet18", "paper3": "vgg_y", "paper4": "model2", "paper5": "cnn8"}
 
 
-def paper_recipe(name, full_width=False):
+def paper_recipe(name, small=False):
     """The first stage of the recipe the paper's reproduction script trains model ``name``
-    with (its optimizer, schedule, augmentation, preprocessing), as run by the script;
-    paper 2's ResNet-18 narrow (the registry's small variant) unless ``full_width``."""
+    with (its optimizer, schedule, augmentation, preprocessing), built offline; with
+    ``small``, the registry's small variant of the network."""
     from tiny_keras import models
     from tiny_keras.reproduce import load_script
 
@@ -97,11 +97,8 @@ def paper_recipe(name, full_width=False):
     if not recipes:
         raise ValueError(f"no recipe of {entry.paper}'s script trains {name}")
     recipe = recipes[0]
-    recipe = recipe.replace(stages=recipe.stages[:1])
-    if name == "paper2_resnet18" and not full_width:
-        recipe = recipe.replace(model_options={**recipe.model_options, **entry.small_options})
-    offline = {k: v for k, v in entry.offline_options.items() if recipe.model_options.get(k) != v}
-    return recipe.replace(model_options={**recipe.model_options, **offline})
+    options = {**recipe.model_options, **(entry.small_options if small else {}), **entry.offline_options}
+    return recipe.replace(stages=recipe.stages[:1], model_options=options)
 
 
 def synthetic_split(n, split, seed=0, num_classes=200):
@@ -152,7 +149,7 @@ def run(args):
         names = [f"{paper}_{run}" for paper, run in MAIN_RUNS.items()]
     results = {"machine": provenance.environment().get("machine"), "models": {}}
     for name in names:
-        recipe = paper_recipe(name, args.full_width)
+        recipe = paper_recipe(name, small=name == "paper2_resnet18" and not args.full_width)
         if args.batch_size:
             recipe = recipe.with_stage_changes(batch_size=args.batch_size)
         batch = recipe.stages[0].batch_size
