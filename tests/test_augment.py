@@ -484,6 +484,50 @@ def test_resize_rescale_and_random_apply(images):
         RandomApply(RandomCrop(56))(images, 1)
 
 
+def _two_branch(transform, images, seed, p=0.5):
+    """RandomApply as first written: transform the whole batch, keep it where the coin says."""
+    from tiny_keras.augment import core
+
+    seed = core.as_seed(seed)
+    out = transform(images, core.fold_seed(seed, 0) if transform.random else None)
+    coin = core.uniform([images.shape[0]], core.fold_seed(seed, 1)) < p
+    return tf.where(coin[:, None, None, None], out, tf.cast(images, tf.float32)).numpy()
+
+
+FOLDED = {
+    "flip": RandomFlip(horizontal=True, vertical=True),
+    "shift": Augmenter(width_shift_range=0.1, height_shift_range=0.1, fill_mode="nearest"),
+    "rotation_constant_fill": Augmenter(rotation_range=10, fill_mode="constant", cval=7.0, horizontal_flip=True),
+    "rotation_projective": Augmenter(rotation_range=10, channel_shift_range=20.0, jit_compile=False),
+    "brightness": Augmenter(zoom_range=0.2, brightness_range=(0.8, 1.2)),  # two branches: no exact identity
+    "rescaled": Augmenter(rotation_range=10, rescale=1 / 255),  # two branches: standardisation
+    "tint": RandomTint(20.0, clip=(0.0, 255.0)),
+    "multiply": RandomMultiply(0.8, 1.2, clip=(0.0, 255.0)),
+    "noise": GaussianNoise(30.0, clip=(0.0, 255.0)),
+    "contrast": RandomContrast(0.9, 1.08),
+    "gamma": RandomGamma(0.9, 1.08),
+    "compose": Compose([RandomFlip(), RandomApply(RandomTint(20.0)), GaussianNoise(1.0), Rescale(0.5)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOLDED))
+def test_random_apply_folded_into_parameters_equals_both_branches(images, name):
+    transform = FOLDED[name]
+    x = np.concatenate([images] * 4)  # enough images for both coins to come up
+    folded = RandomApply(transform, p=0.5)(x, 11).numpy()
+    np.testing.assert_array_equal(folded, _two_branch(transform, x, 11))
+    untouched = np.all(folded == x, axis=(1, 2, 3))
+    assert 0 < untouched.sum() < len(x)
+
+
+def test_random_apply_inside_compose_and_nested_equals_both_branches(images):
+    x = np.concatenate([images] * 4)
+    inner = Compose([RandomApply(RandomFlip(), 0.7), RandomApply(FOLDED["shift"], 0.4), RandomMultiply()])
+    np.testing.assert_array_equal(RandomApply(inner, 0.6)(x, 3).numpy(), _two_branch(inner, x, 3, p=0.6))
+    compiled = tf.function(lambda v: RandomApply(inner, 0.6)(v, 3), jit_compile=True)
+    np.testing.assert_allclose(compiled(x).numpy(), _two_branch(inner, x, 3, p=0.6), atol=5e-3)
+
+
 # --- configuration and statistics files ---------------------------------------------------
 
 def test_config_round_trips_give_the_same_outputs(images, tmp_path):

@@ -48,7 +48,7 @@ from tiny_keras.augment.core import no_autograph, to_float32
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 GEOMETRIC_KEYS = ("theta", "tx", "ty", "shear", "zx", "zy", "flip_horizontal", "flip_vertical")
 PARAM_KEYS = GEOMETRIC_KEYS + ("channel_shift_intensity", "brightness")
-_IDENTITY = {"theta": 0, "tx": 0, "ty": 0, "shear": 0, "zx": 1, "zy": 1,
+IDENTITY = {"theta": 0, "tx": 0, "ty": 0, "shear": 0, "zx": 1, "zy": 1,
              "flip_horizontal": False, "flip_vertical": False}
 
 # Source coordinates this far outside [0, n - 1] still count as inside for fill_modes
@@ -76,7 +76,7 @@ def transform_matrices(params, height, width, batch_size):
     ``w / 2 - 0.5`` for the row one (it swaps axes after centring); for square images this is
     the true centre, and we keep it so non-square images match too.
     """
-    p = {k: params[k] if params.get(k) is not None else _IDENTITY[k] for k in GEOMETRIC_KEYS}
+    p = {k: params[k] if params.get(k) is not None else IDENTITY[k] for k in GEOMETRIC_KEYS}
     theta = _per_image(p["theta"], batch_size) * (math.pi / 180.0)
     shear = _per_image(p["shear"], batch_size) * (math.pi / 180.0)
     tx, ty = _per_image(p["tx"], batch_size), _per_image(p["ty"], batch_size)
@@ -275,7 +275,7 @@ def _is_identity(params):
             continue
         if tf.is_tensor(value):
             return False
-        if not np.all(np.asarray(value) == _IDENTITY[key]):
+        if not np.all(np.asarray(value) == IDENTITY[key]):
             return False
     return True
 

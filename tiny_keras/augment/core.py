@@ -134,6 +134,20 @@ class Transform:
     def _eval(self, images):
         return images
 
+    def _train_masked(self, images, seed, apply):
+        """The training behaviour for the images where ``apply`` ([B] bool) holds; the others
+        unchanged. ``RandomApply`` and ``Compose`` call it with their per-image coins.
+
+        This default computes the transform for every image and keeps it where ``apply``
+        holds. A transform whose randomness is per-image parameters with an exact identity
+        value (a zero shift, a factor of 1, no flip) overrides it and sets those parameters
+        to the identity where ``apply`` is false, so it computes one branch, not two: the
+        same numbers, exactly, at the cost of one pass (``Augmenter``'s resampling above all).
+        """
+        out = self(images, seed, training=True)
+        _check_same_shape(self, images, out)
+        return select(apply, out, images)
+
     def get_config(self):
         return {}
 
@@ -144,6 +158,24 @@ class Transform:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if not _is_large(v))
         return f"{type(self).__name__}({args})"
+
+
+def select(apply, transformed, images):
+    """``transformed`` where the per-image ``apply`` ([B] bool) holds, else ``images``."""
+    return tf.where(apply[:, None, None, None], transformed, images)
+
+
+def identity_where_not(apply, values, identity):
+    """Per-image parameters ``values`` ([B, ...]) with ``identity`` where ``apply`` is false."""
+    mask = tf.reshape(apply, [-1] + [1] * (values.shape.rank - 1))
+    return tf.where(mask, values, tf.cast(identity, values.dtype))
+
+
+def _check_same_shape(transform, images, out):
+    if out.shape.is_fully_defined() and images.shape.is_fully_defined() and out.shape != images.shape:
+        raise ValueError(
+            f"RandomApply needs a shape-preserving transform; {transform!r} maps {images.shape} to {out.shape}."
+        )
 
 
 def _is_large(value):
@@ -189,6 +221,11 @@ class Compose(Transform):
             images = t(images, fold_seed(seed, i) if t.random else None, training=True)
         return images
 
+    def _train_masked(self, images, seed, apply):
+        for i, t in enumerate(self.transforms):
+            images = t._train_masked(images, fold_seed(seed, i) if t.random else None, apply)
+        return images
+
     def _eval(self, images):
         for t in self.transforms:
             images = t(images, None, training=False)
@@ -201,8 +238,10 @@ class Compose(Transform):
 class RandomApply(Transform):
     """Apply ``transform`` to each image independently with probability ``p``.
 
-    The transform is computed for the whole batch and kept where a per-image coin says so,
-    so it must keep the image shape. Paper 2 applies each augmentation "randomly to this
+    A per-image coin says where; the transform folds it into its own parameters where it
+    can (identity parameters for the other images: one computation instead of two, see
+    ``Transform._train_masked``), else it is computed for the batch and kept where the
+    coin says so. Either way it must keep the image shape. Paper 2 applies each augmentation "randomly to this
     image" (paper 2, section 3.1); ``RandomApply(t, 0.5)`` is that reading.
     """
 
@@ -215,14 +254,12 @@ class RandomApply(Transform):
         self.p = float(p)
 
     def _train(self, images, seed):
-        out = self.transform(images, fold_seed(seed, 0) if self.transform.random else None)
-        if out.shape.is_fully_defined() and images.shape.is_fully_defined() and out.shape != images.shape:
-            raise ValueError(
-                f"RandomApply needs a shape-preserving transform; {self.transform!r} maps "
-                f"{images.shape} to {out.shape}."
-            )
+        return self._train_masked(images, seed, tf.ones([tf.shape(images)[0]], tf.bool))
+
+    def _train_masked(self, images, seed, apply):
         coin = uniform([tf.shape(images)[0]], fold_seed(seed, 1)) < self.p
-        return tf.where(coin[:, None, None, None], out, images)
+        inner = fold_seed(seed, 0) if self.transform.random else None
+        return self.transform._train_masked(images, inner, apply & coin)
 
     def _eval(self, images):
         return images

@@ -36,8 +36,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tiny_keras.augment.affine import FILL_MODES, GEOMETRIC_KEYS, apply_params, apply_transform, resample
-from tiny_keras.augment.core import Transform, fold_seed, no_autograph, to_float32, uniform, uniform_int
+from tiny_keras.augment.affine import IDENTITY, FILL_MODES, GEOMETRIC_KEYS, apply_params, apply_transform, resample
+from tiny_keras.augment.core import (
+    Transform, fold_seed, identity_where_not, no_autograph, to_float32, uniform, uniform_int
+)
 
 _EPSILON = 1e-6  # legacy standardize: x /= std + 1e-6
 _STATS_FORMAT = "tiny_keras.augment.Augmenter.stats/1"
@@ -292,6 +294,21 @@ class Augmenter(Transform):
 
     def _eval(self, images):
         return self.standardize(images)
+
+    def _train_masked(self, images, seed, apply):
+        # Identity parameters (no rotation, shift, shear, flip; zoom 1; channel shift 0) give
+        # the image back exactly, so a coin folds into them: one resampling pass for the
+        # batch. Brightness (its truncation to integers is not an identity at 1) and
+        # standardisation (which RandomApply would leave out for unchosen images) keep the
+        # default two-branch path.
+        if not self.random or self.brightness_range is not None or self._standardizes:
+            return super()._train_masked(images, seed, apply)
+        params = {k: identity_where_not(apply, v, IDENTITY.get(k, 0.0)) for k, v in self._draw(images, seed).items()}
+        return self._compiled(images, params, None, None, False)
+
+    @property
+    def _standardizes(self):
+        return bool(self.rescale or self.featurewise_center or self.samplewise_center)
 
     def _draw(self, images, seed):
         """The random parameters the batch needs (disabled steps left out)."""

@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tiny_keras.augment.core import (
-    Transform, batch_uniform, fold_seed, no_autograph, normal, to_float32, uniform, uniform_int
+    Transform, batch_uniform, fold_seed, identity_where_not, no_autograph, normal, select, to_float32, uniform,
+    uniform_int
 )
 
 
@@ -107,6 +108,14 @@ def ten_crop(images, size):
     return tf.concat([views, tf.reverse(views, axis=[3])], axis=1)
 
 
+def _clip_where(images, clip, apply):
+    """``images`` clipped to ``clip`` (None: not clipped), only where ``apply`` holds (None: all)."""
+    if clip is None:
+        return images
+    clipped = tf.clip_by_value(images, *clip)
+    return clipped if apply is None else select(apply, clipped, images)
+
+
 class RandomCrop(Transform):
     """A random ``size`` crop per image in training; the centre crop at evaluation.
 
@@ -160,11 +169,14 @@ class RandomFlip(Transform):
         self.horizontal, self.vertical = bool(horizontal), bool(vertical)
 
     def _train(self, images, seed):
+        return self._train_masked(images, seed, tf.ones([tf.shape(images)[0]], tf.bool))
+
+    def _train_masked(self, images, seed, apply):
         n = tf.shape(images)[0]
         for axis, enabled, index in ((2, self.horizontal, 0), (1, self.vertical, 1)):
             if enabled:
                 coin = uniform([n], fold_seed(seed, index)) < 0.5
-                images = tf.where(coin[:, None, None, None], tf.reverse(images, axis=[axis]), images)
+                images = select(coin & apply, tf.reverse(images, axis=[axis]), images)
         return images
 
     def get_config(self):
@@ -242,12 +254,17 @@ class RandomTint(Transform):
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
     def _train(self, images, seed):
+        return self._train_masked(images, seed, None)
+
+    def _train_masked(self, images, seed, apply):
         channels = images.shape[-1]
         if channels is None:
             raise ValueError("RandomTint needs a known number of channels.")
         delta = batch_uniform(images, seed, -self.max_delta, self.max_delta, shape_suffix=(channels,))
+        if apply is not None:
+            delta = identity_where_not(apply, delta, 0.0)  # x + 0 is x
         out = images + delta[:, None, None, :]
-        return out if self.clip is None else tf.clip_by_value(out, *self.clip)
+        return _clip_where(out, self.clip, apply)
 
     def get_config(self):
         return {"max_delta": self.max_delta, "clip": self.clip and list(self.clip)}
@@ -267,8 +284,13 @@ class RandomMultiply(Transform):
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
     def _train(self, images, seed):
-        out = images * batch_uniform(images, seed, self.lower, self.upper)[:, None, None, None]
-        return out if self.clip is None else tf.clip_by_value(out, *self.clip)
+        return self._train_masked(images, seed, None)
+
+    def _train_masked(self, images, seed, apply):
+        factor = batch_uniform(images, seed, self.lower, self.upper)
+        if apply is not None:
+            factor = identity_where_not(apply, factor, 1.0)  # x * 1 is x
+        return _clip_where(images * factor[:, None, None, None], self.clip, apply)
 
     def get_config(self):
         return {"lower": self.lower, "upper": self.upper, "clip": self.clip and list(self.clip)}
@@ -286,8 +308,13 @@ class GaussianNoise(Transform):
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
     def _train(self, images, seed):
-        out = images + self.stddev * normal(tf.shape(images), seed)
-        return out if self.clip is None else tf.clip_by_value(out, *self.clip)
+        return self._train_masked(images, seed, None)
+
+    def _train_masked(self, images, seed, apply):
+        noise = self.stddev * normal(tf.shape(images), seed)
+        if apply is not None:
+            noise = identity_where_not(apply, noise, 0.0)
+        return _clip_where(images + noise, self.clip, apply)
 
     def get_config(self):
         return {"stddev": self.stddev, "clip": self.clip and list(self.clip)}
