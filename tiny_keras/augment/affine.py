@@ -40,10 +40,11 @@ uncompiled gather would be slower still (it remains the path for ``wrap``).
 """
 import math
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from tiny_keras.augment.core import no_autograph, to_float32
+from tiny_keras.augment.core import compile_function, no_autograph, to_float32
 
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 GEOMETRIC_KEYS = ("theta", "tx", "ty", "shear", "zx", "zy", "flip_horizontal", "flip_vertical")
@@ -58,12 +59,12 @@ IDENTITY = {"theta": 0, "tx": 0, "ty": 0, "shear": 0, "zx": 1, "zy": 1,
 _EDGE_TOLERANCE = 1e-3
 
 
-def _per_image(value, batch_size, dtype=tf.float32):
+def _per_image(value, batch_size, dtype="float32"):
     """A parameter (scalar or per-image) as a [B] tensor."""
-    value = tf.cast(tf.convert_to_tensor(value), dtype)
-    if value.shape.rank == 0:
-        return tf.fill([batch_size], value)
-    return tf.reshape(value, [batch_size])
+    value = ops.cast(ops.convert_to_tensor(value), dtype)
+    if len(value.shape) == 0:
+        return ops.full([batch_size], value)
+    return ops.reshape(value, [batch_size])
 
 
 @no_autograph
@@ -81,94 +82,96 @@ def transform_matrices(params, height, width, batch_size):
     shear = _per_image(p["shear"], batch_size) * (math.pi / 180.0)
     tx, ty = _per_image(p["tx"], batch_size), _per_image(p["ty"], batch_size)
     zx, zy = _per_image(p["zx"], batch_size), _per_image(p["zy"], batch_size)
-    zero, one = tf.zeros_like(theta), tf.ones_like(theta)
+    zero, one = ops.zeros_like(theta), ops.ones_like(theta)
 
     def mat(rows):
-        return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)  # [B, 3, 3]
+        return ops.stack([ops.stack(r, axis=-1) for r in rows], axis=-2)  # [B, 3, 3]
 
-    cos, sin = tf.cos(theta), tf.sin(theta)
+    cos, sin = ops.cos(theta), ops.sin(theta)
     rotation = mat([[cos, -sin, zero], [sin, cos, zero], [zero, zero, one]])
     shift = mat([[one, zero, tx], [zero, one, ty], [zero, zero, one]])
-    shear_m = mat([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]])
+    shear_m = mat([[one, -ops.sin(shear), zero], [zero, ops.cos(shear), zero], [zero, zero, one]])
     zoom = mat([[zx, zero, zero], [zero, zy, zero], [zero, zero, one]])
-    m = rotation @ shift @ shear_m @ zoom
+    m = ops.matmul(ops.matmul(ops.matmul(rotation, shift), shear_m), zoom)
 
-    o_first = tf.cast(height, tf.float32) / 2.0 - 0.5  # legacy: x = h (see docstring)
-    o_second = tf.cast(width, tf.float32) / 2.0 - 0.5
+    o_first = ops.cast(height, "float32") / 2.0 - 0.5  # legacy: x = h (see docstring)
+    o_second = ops.cast(width, "float32") / 2.0 - 0.5
     offset = mat([[one, zero, one * o_first], [zero, one, one * o_second], [zero, zero, one]])
     reset = mat([[one, zero, -one * o_first], [zero, one, -one * o_second], [zero, zero, one]])
-    m = offset @ m @ reset
+    m = ops.matmul(ops.matmul(offset, m), reset)
 
     # Flips happen after the affine map in the legacy code: out = flip(affine(x)), so the
     # output pixel (c, r) reads the affine result at (w - 1 - c, r): m @ flip.
-    fh = tf.cast(_per_image(p["flip_horizontal"], batch_size, tf.bool), tf.float32)
-    fv = tf.cast(_per_image(p["flip_vertical"], batch_size, tf.bool), tf.float32)
-    w1 = tf.cast(width, tf.float32) - 1.0
-    h1 = tf.cast(height, tf.float32) - 1.0
+    fh = ops.cast(_per_image(p["flip_horizontal"], batch_size, "bool"), "float32")
+    fv = ops.cast(_per_image(p["flip_vertical"], batch_size, "bool"), "float32")
+    w1 = ops.cast(width, "float32") - 1.0
+    h1 = ops.cast(height, "float32") - 1.0
     flip = mat([[1.0 - 2.0 * fh, zero, fh * w1], [zero, 1.0 - 2.0 * fv, fv * h1], [zero, zero, one]])
-    return m @ flip
+    return ops.matmul(m, flip)
 
 
 def _reflect_index(i, n):
     """scipy 'reflect' (half-sample symmetric, period 2n) for integer indices."""
-    i = tf.math.floormod(i, 2 * n)
-    return tf.where(i >= n, 2 * n - 1 - i, i)
+    i = ops.mod(i, 2 * n)
+    return ops.where(i >= n, 2 * n - 1 - i, i)
 
 
 def _wrap_coordinate(c, n):
     """scipy 'wrap': coordinates outside [0, n - 1] wrap with period n - 1."""
-    nf = tf.cast(n, tf.float32)
-    periodic = tf.math.floormod(c, tf.maximum(nf - 1.0, 1.0))
-    inside = (c >= -_EDGE_TOLERANCE) & (c <= nf - 1.0 + _EDGE_TOLERANCE)
-    wrapped = tf.where(inside, c, periodic)
-    return tf.where(nf > 1.0, wrapped, tf.zeros_like(c))
+    nf = ops.cast(n, "float32")
+    periodic = ops.mod(c, ops.maximum(nf - 1.0, 1.0))
+    inside = ops.logical_and(c >= -_EDGE_TOLERANCE, c <= nf - 1.0 + _EDGE_TOLERANCE)
+    wrapped = ops.where(inside, c, periodic)
+    return ops.where(nf > 1.0, wrapped, ops.zeros_like(c))
 
 
 def _sample(images, xs, ys, fill_mode, cval, order):
     """Resample ``images`` [B, H, W, C] at source columns ``xs`` / rows ``ys`` [B, H', W']."""
-    shape = tf.shape(images)
-    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    flat = tf.reshape(images, [-1, c])
-    base = (tf.range(b) * h * w)[:, None, None]
-    wf, hf = tf.cast(w, tf.float32), tf.cast(h, tf.float32)
-
-    inside = None
-    if fill_mode == "constant":
-        eps = _EDGE_TOLERANCE
-        inside = (xs >= -eps) & (xs <= wf - 1.0 + eps) & (ys >= -eps) & (ys <= hf - 1.0 + eps)
+    b, h, w, c = ops.shape(images)
+    flat = ops.reshape(images, [-1, c])
+    base = (ops.arange(b, dtype="int32") * h * w)[:, None, None]
+    inside = _inside(xs, ys, w, h) if fill_mode == "constant" else None
+    wf, hf = ops.cast(w, "float32"), ops.cast(h, "float32")
     if fill_mode == "wrap":
         xs, ys = _wrap_coordinate(xs, w), _wrap_coordinate(ys, h)
     if fill_mode in ("constant", "wrap", "nearest"):
-        xs = tf.clip_by_value(xs, 0.0, wf - 1.0)
-        ys = tf.clip_by_value(ys, 0.0, hf - 1.0)
+        xs = ops.clip(xs, 0.0, wf - 1.0)
+        ys = ops.clip(ys, 0.0, hf - 1.0)
 
     def index(i, n):
-        return _reflect_index(i, n) if fill_mode == "reflect" else tf.clip_by_value(i, 0, n - 1)
+        return _reflect_index(i, n) if fill_mode == "reflect" else ops.clip(i, 0, n - 1)
 
     def gather(yi, xi):
-        return tf.gather(flat, base + index(yi, h) * w + index(xi, w))
+        return ops.take(flat, base + index(yi, h) * w + index(xi, w), axis=0)
 
     if order == 0:
-        out = gather(tf.cast(tf.floor(ys + 0.5), tf.int32), tf.cast(tf.floor(xs + 0.5), tf.int32))
+        out = gather(ops.cast(ops.floor(ys + 0.5), "int32"), ops.cast(ops.floor(xs + 0.5), "int32"))
     else:
-        x0f, y0f = tf.floor(xs), tf.floor(ys)
+        x0f, y0f = ops.floor(xs), ops.floor(ys)
         wx, wy = (xs - x0f)[..., None], (ys - y0f)[..., None]
-        x0, y0 = tf.cast(x0f, tf.int32), tf.cast(y0f, tf.int32)
+        x0, y0 = ops.cast(x0f, "int32"), ops.cast(y0f, "int32")
         x1, y1 = x0 + 1, y0 + 1
         top = gather(y0, x0) * (1.0 - wx) + gather(y0, x1) * wx
         bottom = gather(y1, x0) * (1.0 - wx) + gather(y1, x1) * wx
         out = top * (1.0 - wy) + bottom * wy
     if inside is not None:
-        out = tf.where(inside[..., None], out, tf.cast(cval, out.dtype))
+        out = ops.where(inside[..., None], out, ops.cast(cval, out.dtype))
     return out
+
+
+def _inside(xs, ys, w, h):
+    """Source coordinates within the image (to ``_EDGE_TOLERANCE``): scipy's "constant" mask."""
+    eps = _EDGE_TOLERANCE
+    wf, hf = ops.cast(w, "float32"), ops.cast(h, "float32")
+    return ops.logical_and(ops.logical_and(xs >= -eps, xs <= wf - 1.0 + eps),
+                           ops.logical_and(ys >= -eps, ys <= hf - 1.0 + eps))
 
 
 def _source_coordinates(images, matrices):
     """Source columns and rows [B, H, W] of every output pixel."""
-    shape = tf.shape(images)
-    h, w = shape[1], shape[2]
-    rows = tf.cast(tf.range(h), tf.float32)[None, :, None]
-    cols = tf.cast(tf.range(w), tf.float32)[None, None, :]
+    h, w = ops.shape(images)[1:3]
+    rows = ops.cast(ops.arange(h), "float32")[None, :, None]
+    cols = ops.cast(ops.arange(w), "float32")[None, None, :]
     m = matrices[:, :, :, None, None]
     xs = m[:, 0, 0] * cols + m[:, 0, 1] * rows + m[:, 0, 2]
     ys = m[:, 1, 0] * cols + m[:, 1, 1] * rows + m[:, 1, 2]
@@ -180,7 +183,10 @@ def _projective_sample(images, matrices, cval, fill_mode, order):
 
     Its NEAREST and REFLECT fill modes are scipy's; scipy's "constant" is its NEAREST inside
     [0, n - 1] and cval outside (TF's own CONSTANT blends cval into the edge pixels).
+    TensorFlow only: the fast path of the TensorFlow backend without XLA.
     """
+    import tensorflow as tf
+
     b = tf.shape(images)[0]
     transforms = tf.concat([tf.reshape(matrices[:, :2, :], [b, 6]), tf.zeros([b, 2])], axis=1)
     out = tf.raw_ops.ImageProjectiveTransformV3(
@@ -190,9 +196,7 @@ def _projective_sample(images, matrices, cval, fill_mode, order):
     )
     if fill_mode == "constant":
         xs, ys = _source_coordinates(images, matrices)
-        shape = tf.shape(images)
-        wf, hf, eps = tf.cast(shape[2], tf.float32), tf.cast(shape[1], tf.float32), _EDGE_TOLERANCE
-        inside = (xs >= -eps) & (xs <= wf - 1.0 + eps) & (ys >= -eps) & (ys <= hf - 1.0 + eps)
+        inside = _inside(xs, ys, tf.shape(images)[2], tf.shape(images)[1])
         out = tf.where(inside[..., None], out, tf.cast(cval, out.dtype))
     return out
 
@@ -204,7 +208,7 @@ def resample(images, matrices, cval, fill_mode, order, method):
     ``"projective"``: TensorFlow's projective-transform kernel where it can match scipy
     (fill modes other than "wrap"), for use without XLA, where the gather is slow.
     """
-    if method == "projective" and fill_mode != "wrap":
+    if method == "projective" and fill_mode != "wrap" and keras.backend.backend() == "tensorflow":
         return _projective_sample(images, matrices, cval, fill_mode, order)
     xs, ys = _source_coordinates(images, matrices)
     return _sample(images, xs, ys, fill_mode, cval, order)
@@ -235,17 +239,17 @@ def affine_sample(images, matrices, fill_mode="nearest", cval=0.0, interpolation
         def fn(images, matrices, cval, _mode=fill_mode, _order=interpolation_order, _method=method):
             return resample(images, matrices, cval, _mode, _order, _method)
 
-        _COMPILED[key] = tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
-    return _COMPILED[key](to_float32(images), tf.cast(matrices, tf.float32), tf.constant(cval, tf.float32))
+        _COMPILED[key] = compile_function(fn, jit_compile)
+    return _COMPILED[key](to_float32(images), ops.cast(matrices, "float32"), ops.convert_to_tensor(cval, "float32"))
 
 
 @no_autograph
 def apply_channel_shift(images, intensity):
     """Legacy ``apply_channel_shift`` per image: add ``intensity`` [B], clip to the image's range."""
-    lo = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
-    hi = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
-    shifted = images + _per_image(intensity, tf.shape(images)[0])[:, None, None, None]
-    return tf.minimum(tf.maximum(shifted, lo), hi)
+    lo = ops.min(images, axis=(1, 2, 3), keepdims=True)
+    hi = ops.max(images, axis=(1, 2, 3), keepdims=True)
+    shifted = images + _per_image(intensity, ops.shape(images)[0])[:, None, None, None]
+    return ops.minimum(ops.maximum(shifted, lo), hi)
 
 
 @no_autograph
@@ -256,15 +260,15 @@ def apply_brightness(images, brightness):
     first stretched to it by their min and max), lets ``ImageEnhance.Brightness`` blend with
     black (``uint8(value * brightness)``, truncated and clipped) and stretches back.
     """
-    b = _per_image(brightness, tf.shape(images)[0])[:, None, None, None]
-    lo = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
-    hi = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
-    stretch = (lo < 0.0) | (hi > 255.0)
+    b = _per_image(brightness, ops.shape(images)[0])[:, None, None, None]
+    lo = ops.min(images, axis=(1, 2, 3), keepdims=True)
+    hi = ops.max(images, axis=(1, 2, 3), keepdims=True)
+    stretch = ops.logical_or(lo < 0.0, hi > 255.0)
     span = hi - lo
-    stretched = tf.where(span != 0.0, (images - lo) / tf.where(span != 0.0, span, 1.0), images - lo) * 255.0
-    x = tf.floor(tf.where(stretch, stretched, images))
-    x = tf.floor(tf.clip_by_value(x * b, 0.0, 255.0))
-    return tf.where(stretch, x / 255.0 * span + lo, x)
+    stretched = ops.where(span != 0.0, (images - lo) / ops.where(span != 0.0, span, 1.0), images - lo) * 255.0
+    x = ops.floor(ops.where(stretch, stretched, images))
+    x = ops.floor(ops.clip(x * b, 0.0, 255.0))
+    return ops.where(stretch, x / 255.0 * span + lo, x)
 
 
 def _is_identity(params):
@@ -273,7 +277,7 @@ def _is_identity(params):
         value = params.get(key)
         if value is None:
             continue
-        if tf.is_tensor(value):
+        if ops.is_tensor(value):
             return False
         if not np.all(np.asarray(value) == IDENTITY[key]):
             return False
@@ -321,8 +325,8 @@ def apply_params(images, params, sample):
         raise ValueError(f"Unknown transform parameters {sorted(unknown)}; expected keys among {PARAM_KEYS}.")
     images = to_float32(images)
     if not _is_identity(params):
-        shape = tf.shape(images)
-        images = sample(images, transform_matrices(params, shape[1], shape[2], shape[0]))
+        b, h, w = ops.shape(images)[:3]
+        images = sample(images, transform_matrices(params, h, w, b))
     if params.get("channel_shift_intensity") is not None:
         images = apply_channel_shift(images, params["channel_shift_intensity"])
     if params.get("brightness") is not None:

@@ -14,6 +14,7 @@ pipeline calls.
 """
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 _REGISTRY = {}
 
@@ -44,6 +45,10 @@ def as_seed(seed):
     return tf.cast(seed, tf.int64)
 
 
+# The transforms are written with keras.ops; the random bits below are the one place that
+# speaks TensorFlow (stateless Philox: no keras.random counterpart folds seeds or gives raw
+# bits the same way eagerly and under XLA).
+#
 # Random numbers are the same eagerly, in a tf.function and under XLA: the Philox generator
 # named explicitly ("auto_select" picks another under XLA) gives the same *bits* everywhere,
 # and the bits are made floats here (TensorFlow's float conversion differs under XLA).
@@ -76,27 +81,42 @@ def normal(shape, seed):
     """Standard normal float32 draws (Box-Muller over two :func:`uniform` streams)."""
     u1 = 1.0 - uniform(shape, fold_seed(seed, 0))  # in (0, 1]: the log stays finite
     u2 = uniform(shape, fold_seed(seed, 1))
-    return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
+    return ops.sqrt(-2.0 * ops.log(u1)) * ops.cos(2.0 * np.pi * u2)
+
+
+def compile_function(fn, jit_compile):
+    """``fn`` compiled once for use outside a model (eagerly, in ``Dataset.map``): a
+    ``tf.function`` (with XLA if ``jit_compile``) on the TensorFlow backend. Inside a model
+    the model's own compilation applies, so on other backends ``fn`` is returned as is."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
 
 
 def to_float32(images):
     """``images`` as a float32 tensor; raises unless it is a batch ``[B, H, W, C]``."""
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank is not None and images.shape.rank != 4:
+    images = ops.convert_to_tensor(images)
+    if len(images.shape) != 4:
         raise ValueError(
-            f"Expected a batch of images [B, H, W, C]; received shape {images.shape}. "
+            f"Expected a batch of images [B, H, W, C]; received shape {tuple(images.shape)}. "
             "Add a batch axis (images[None]) for a single image."
         )
-    return tf.cast(images, tf.float32)
+    return ops.cast(images, "float32")
+
+
+def batch_size(images):
+    """The batch size: a Python int when static, else a scalar tensor."""
+    return ops.shape(images)[0]
 
 
 def batch_uniform(images, seed, minval, maxval, per_image=True, shape_suffix=()):
     """Uniform draws in [minval, maxval): one per image (or one for the whole batch)."""
-    n = tf.shape(images)[0] if per_image else 1
-    shape = tf.concat([[n], tf.constant(shape_suffix, tf.int32)], axis=0)
-    values = uniform(shape, seed, minval, maxval)
+    n = batch_size(images)
+    values = uniform([n if per_image else 1, *shape_suffix], seed, minval, maxval)
     if not per_image:
-        values = tf.repeat(values, tf.shape(images)[0], axis=0)
+        values = ops.repeat(values, n, axis=0)
     return values
 
 
@@ -162,19 +182,20 @@ class Transform:
 
 def select(apply, transformed, images):
     """``transformed`` where the per-image ``apply`` ([B] bool) holds, else ``images``."""
-    return tf.where(apply[:, None, None, None], transformed, images)
+    return ops.where(apply[:, None, None, None], transformed, images)
 
 
 def identity_where_not(apply, values, identity):
     """Per-image parameters ``values`` ([B, ...]) with ``identity`` where ``apply`` is false."""
-    mask = tf.reshape(apply, [-1] + [1] * (values.shape.rank - 1))
-    return tf.where(mask, values, tf.cast(identity, values.dtype))
+    mask = ops.reshape(apply, [-1] + [1] * (len(values.shape) - 1))
+    return ops.where(mask, values, ops.cast(identity, values.dtype))
 
 
 def _check_same_shape(transform, images, out):
-    if out.shape.is_fully_defined() and images.shape.is_fully_defined() and out.shape != images.shape:
+    before, after = tuple(images.shape), tuple(out.shape)
+    if None not in before and None not in after and before != after:
         raise ValueError(
-            f"RandomApply needs a shape-preserving transform; {transform!r} maps {images.shape} to {out.shape}."
+            f"RandomApply needs a shape-preserving transform; {transform!r} maps {before} to {after}."
         )
 
 
@@ -254,10 +275,10 @@ class RandomApply(Transform):
         self.p = float(p)
 
     def _train(self, images, seed):
-        return self._train_masked(images, seed, tf.ones([tf.shape(images)[0]], tf.bool))
+        return self._train_masked(images, seed, ops.ones([batch_size(images)], "bool"))
 
     def _train_masked(self, images, seed, apply):
-        coin = uniform([tf.shape(images)[0]], fold_seed(seed, 1)) < self.p
+        coin = uniform([batch_size(images)], fold_seed(seed, 1)) < self.p
         inner = fold_seed(seed, 0) if self.transform.random else None
         return self.transform._train_masked(images, inner, apply & coin)
 

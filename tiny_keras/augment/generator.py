@@ -35,10 +35,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from tiny_keras.augment.affine import IDENTITY, FILL_MODES, GEOMETRIC_KEYS, apply_params, apply_transform, resample
 from tiny_keras.augment.core import (
-    Transform, fold_seed, identity_where_not, no_autograph, to_float32, uniform, uniform_int
+    Transform, compile_function, fold_seed, identity_where_not, no_autograph, to_float32, uniform, uniform_int
 )
 
 _EPSILON = 1e-6  # legacy standardize: x /= std + 1e-6
@@ -87,13 +88,13 @@ def standardize(images, mean=None, std=None, rescale=None, samplewise_center=Fal
     if rescale:
         x = x * rescale
     if samplewise_center or samplewise_std_normalization:
-        x = x - tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
     if samplewise_std_normalization:
-        x = x / (tf.math.reduce_std(x, axis=[1, 2, 3], keepdims=True) + _EPSILON)
+        x = x / (ops.std(x, axis=(1, 2, 3), keepdims=True) + _EPSILON)
     if mean is not None:
-        x = x - tf.cast(mean, tf.float32)
+        x = x - ops.cast(mean, "float32")
     if std is not None:
-        x = x / (tf.cast(std, tf.float32) + _EPSILON)
+        x = x / (ops.cast(std, "float32") + _EPSILON)
     return x
 
 
@@ -220,26 +221,26 @@ class Augmenter(Transform):
             float32); ``channel_shift_intensity`` and ``brightness`` are None when disabled.
         """
         n = batch_size
-        height, width = (tf.cast(s, tf.float32) for s in image_size)
+        height, width = (ops.cast(s, "float32") for s in image_size)
 
         def draw(key, lo, hi):
             return uniform([n], fold_seed(seed, _SEED_INDEX[key]), lo, hi)
 
         def shift(key, spec, size):
             if not spec:
-                return tf.zeros([n])
+                return ops.zeros([n])
             if isinstance(spec, float):
                 value = draw(key, -spec, spec)
             else:
-                choices = tf.range(spec, dtype=tf.float32) if isinstance(spec, int) else tf.constant(spec, tf.float32)
-                pick = uniform_int([n], fold_seed(seed, _SEED_INDEX[key]), 0, tf.shape(choices)[0])
+                choices = np.arange(spec) if isinstance(spec, int) else np.asarray(spec)
+                pick = uniform_int([n], fold_seed(seed, _SEED_INDEX[key]), 0, len(choices))
                 sign = uniform_int([n], fold_seed(seed, _SEED_INDEX[key + "_sign"]), 0, 2)
-                value = tf.gather(choices, pick) * tf.cast(2 * sign - 1, tf.float32)
+                value = ops.take(ops.convert_to_tensor(choices, "float32"), pick) * ops.cast(2 * sign - 1, "float32")
             if np.max(spec) < 1:
                 value = value * size
             return value
 
-        zero = tf.zeros([n])
+        zero = ops.zeros([n])
         params = {
             "theta": draw("theta", -self.rotation_range, self.rotation_range) if self.rotation_range else zero,
             # Legacy: tx comes from height_shift_range and the image height, ty from the width.
@@ -248,11 +249,11 @@ class Augmenter(Transform):
             "shear": draw("shear", -self.shear_range, self.shear_range) if self.shear_range else zero,
         }
         if self.zoom_range == [1.0, 1.0]:
-            params["zx"] = params["zy"] = tf.ones([n])
+            params["zx"] = params["zy"] = ops.ones([n])
         else:
             params["zx"] = draw("zx", *self.zoom_range)
             params["zy"] = draw("zy", *self.zoom_range)
-        no_flip = tf.zeros([n], tf.bool)
+        no_flip = ops.zeros([n], "bool")
         params["flip_horizontal"] = draw("flip_horizontal", 0.0, 1.0) < 0.5 if self.horizontal_flip else no_flip
         params["flip_vertical"] = draw("flip_vertical", 0.0, 1.0) < 0.5 if self.vertical_flip else no_flip
         params["channel_shift_intensity"] = (
@@ -312,8 +313,8 @@ class Augmenter(Transform):
 
     def _draw(self, images, seed):
         """The random parameters the batch needs (disabled steps left out)."""
-        shape = tf.shape(images)
-        params = self.get_random_transform(shape[0], seed, (shape[1], shape[2]))
+        n, h, w = ops.shape(images)[:3]
+        params = self.get_random_transform(n, seed, (h, w))
         geometric = any([self.rotation_range, self.width_shift_range, self.height_shift_range,
                          self.shear_range, self.zoom_range != [1.0, 1.0], self.horizontal_flip,
                          self.vertical_flip])
@@ -328,8 +329,8 @@ class Augmenter(Transform):
                 "This Augmenter uses featurewise_center/featurewise_std_normalization but has no "
                 "statistics: call fit(train_images) or load_stats(path) first."
             )
-        std = tf.constant(self.std, tf.float32) if self.featurewise_std_normalization else None
-        return tf.constant(self.mean, tf.float32), std
+        std = ops.convert_to_tensor(self.std, "float32") if self.featurewise_std_normalization else None
+        return ops.convert_to_tensor(self.mean, "float32"), std
 
     @property
     def _compiled(self):
@@ -353,8 +354,7 @@ class Augmenter(Transform):
                                    samplewise_center=self.samplewise_center,
                                    samplewise_std_normalization=self.samplewise_std_normalization)
 
-            self._compiled_fn = tf.function(fn, jit_compile=self.jit_compile, reduce_retracing=True,
-                                            autograph=False)
+            self._compiled_fn = compile_function(fn, self.jit_compile)
         return self._compiled_fn
 
     def fit(self, x, augment=False, rounds=1, seed=0, batch_size=1024):
@@ -474,8 +474,8 @@ def _batches(x, batch_size):
     an iterable of batches (``(images, labels)`` tuples are fine)."""
     if hasattr(x, "images") and not isinstance(x, (np.ndarray, tf.data.Dataset)):
         x = x.images
-    if tf.is_tensor(x):
-        x = x.numpy()
+    if ops.is_tensor(x):
+        x = ops.convert_to_numpy(x)
     if isinstance(x, np.ndarray):
         if x.ndim != 4:
             raise ValueError(f"fit() expects images [N, H, W, C]; received shape {tuple(x.shape)}.")

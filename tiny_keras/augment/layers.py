@@ -10,15 +10,17 @@ and deterministic preprocessing travels with a saved ``.keras`` model.
   featurewise), with the featurewise mean and std as non-trainable weights.
 - ``MeanImageSubtraction``: the mean training image as a non-trainable weight.
 
-These layers use TensorFlow ops, so they need the TensorFlow backend. Inputs are cast to
+The transforms are written with ``keras.ops``; their random bits come from TensorFlow's
+stateless Philox (``core``), so random augmentation needs the TensorFlow backend for now.
+Inputs are cast to
 float32, computed there, and returned in the layer's compute dtype (float16 under
 ``mixed_float16``); weights stay float32.
 """
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from tiny_keras.augment.core import RNG_ALG, deserialize, serialize
+from tiny_keras.augment.core import deserialize, fold_seed, serialize
 from tiny_keras.augment.generator import Augmenter, standardize
 from tiny_keras.augment.transforms import SubtractMeanImage
 
@@ -44,17 +46,13 @@ class AugmentationLayer(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
-        images = tf.cast(inputs, tf.float32)
+        images = ops.cast(inputs, "float32")
         if training and self.transform.random:
-            seed = self.seed_generator.next()
-            replica = tf.distribute.get_replica_context()
-            if replica is not None and replica.num_replicas_in_sync > 1:  # each replica draws its own
-                seed = tf.random.experimental.stateless_fold_in(
-                    tf.cast(seed, tf.int64), replica.replica_id_in_sync_group, alg=RNG_ALG)
+            seed = _per_replica(self.seed_generator.next())
             out = self.transform(images, seed, training=True)
         else:
             out = self.transform(images, None, training=False)
-        return tf.cast(out, self.compute_dtype)
+        return ops.cast(out, self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "transform": serialize(self.transform), "seed": self.seed}
@@ -68,6 +66,19 @@ class AugmentationLayer(keras.layers.Layer):
     def load_own_variables(self, store):
         if "seed_state" in store.keys():
             self.seed_generator.state.assign(store["seed_state"])
+
+
+def _per_replica(seed):
+    """Under a ``tf.distribute`` strategy with several replicas, each replica's own seed
+    (the replica id folded in), so replicas draw different augmentation."""
+    if keras.backend.backend() != "tensorflow":
+        return seed
+    import tensorflow as tf
+
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync <= 1:
+        return seed
+    return fold_seed(seed, replica.replica_id_in_sync_group)
 
 
 @keras.saving.register_keras_serializable(package="tiny_keras")
@@ -119,13 +130,13 @@ class Standardization(keras.layers.Layer):
 
     def call(self, inputs):
         x = standardize(
-            tf.cast(inputs, tf.float32),
+            ops.cast(inputs, "float32"),
             mean=self.mean if self.featurewise_center else None,
             std=self.std if self.featurewise_std_normalization else None,
             rescale=self.rescale, samplewise_center=self.samplewise_center,
             samplewise_std_normalization=self.samplewise_std_normalization,
         )
-        return tf.cast(x, self.compute_dtype)
+        return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -176,7 +187,7 @@ class MeanImageSubtraction(keras.layers.Layer):
         self.mean_image.assign(mean)
 
     def call(self, inputs):
-        return tf.cast(tf.cast(inputs, tf.float32) - tf.cast(self.mean_image, tf.float32), self.compute_dtype)
+        return ops.cast(ops.cast(inputs, "float32") - ops.cast(self.mean_image, "float32"), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -205,8 +216,8 @@ class ImageNetPreprocessing(keras.layers.Layer):
         self.mode = mode
 
     def call(self, inputs):
-        x = keras.applications.imagenet_utils.preprocess_input(tf.cast(inputs, tf.float32), mode=self.mode)
-        return tf.cast(x, self.compute_dtype)
+        x = keras.applications.imagenet_utils.preprocess_input(ops.cast(inputs, "float32"), mode=self.mode)
+        return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

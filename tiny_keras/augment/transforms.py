@@ -18,11 +18,11 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from tiny_keras.augment.core import (
-    Transform, batch_uniform, fold_seed, identity_where_not, no_autograph, normal, select, to_float32, uniform,
-    uniform_int
+    Transform, batch_size, batch_uniform, fold_seed, identity_where_not, no_autograph, normal, select, to_float32,
+    uniform, uniform_int
 )
 
 
@@ -49,10 +49,10 @@ def _check_fits(images, height, width, what):
 @no_autograph
 def crop(images, top, left, height, width):
     """Crop each image at its own offset: ``top``/``left`` are [B] int tensors."""
-    rows = top[:, None] + tf.range(height)[None, :]
-    cols = left[:, None] + tf.range(width)[None, :]
-    images = tf.gather(images, rows, axis=1, batch_dims=1)
-    return tf.gather(images, cols, axis=2, batch_dims=1)
+    rows = ops.cast(top, "int32")[:, None] + ops.arange(height, dtype="int32")[None, :]
+    cols = ops.cast(left, "int32")[:, None] + ops.arange(width, dtype="int32")[None, :]
+    images = ops.take_along_axis(images, rows[:, :, None, None], axis=1)
+    return ops.take_along_axis(images, cols[:, None, :, None], axis=2)
 
 
 @no_autograph
@@ -72,16 +72,14 @@ def _centre_offsets(images, height, width):
 def _crop_at(images, top, left, height, width):
     """One offset for the whole batch; the output keeps static height and width even when
     the input size is only known at run time (e.g. a model taking ``(None, None, 3)``)."""
-    return tf.slice(images, tf.stack([0, top, left, 0]), [-1, height, width, -1])
+    b, channels = ops.shape(images)[0], ops.shape(images)[3]
+    return ops.slice(images, [0, top, left, 0], [b, height, width, channels])
 
 
 def _spatial(images):
     """(H, W) as Python ints when static (so crops keep static shapes), else tensors."""
-    h, w = images.shape[1], images.shape[2]
-    if h is None or w is None:
-        shape = tf.shape(images)
-        return shape[1], shape[2]
-    return h, w
+    shape = ops.shape(images)  # static ints where known, scalar tensors elsewhere
+    return shape[1], shape[2]
 
 
 @no_autograph
@@ -98,21 +96,21 @@ def five_crop(images, size):
     corners = [(0, 0), (0, w - width), (h - height, 0), (h - height, w - width)]
     views = [_crop_at(images, top, left, height, width) for top, left in corners]
     views.append(center_crop(images, (height, width)))
-    return tf.stack(views, axis=1)
+    return ops.stack(views, axis=1)
 
 
 @no_autograph
 def ten_crop(images, size):
     """The five crops and their horizontal mirrors, ``[B, 10, h, w, C]`` (mirrors last)."""
     views = five_crop(images, size)
-    return tf.concat([views, tf.reverse(views, axis=[3])], axis=1)
+    return ops.concatenate([views, ops.flip(views, axis=3)], axis=1)
 
 
 def _clip_where(images, clip, apply):
     """``images`` clipped to ``clip`` (None: not clipped), only where ``apply`` holds (None: all)."""
     if clip is None:
         return images
-    clipped = tf.clip_by_value(images, *clip)
+    clipped = ops.clip(images, *clip)
     return clipped if apply is None else select(apply, clipped, images)
 
 
@@ -132,10 +130,9 @@ class RandomCrop(Transform):
     def _train(self, images, seed):
         height, width = self.size
         _check_fits(images, height, width, "A random crop")
-        shape = tf.shape(images)
-        n = shape[0]
-        top = uniform_int([n], fold_seed(seed, 0), 0, shape[1] - height + 1)
-        left = uniform_int([n], fold_seed(seed, 1), 0, shape[2] - width + 1)
+        n, h, w = ops.shape(images)[:3]
+        top = uniform_int([n], fold_seed(seed, 0), 0, h - height + 1)
+        left = uniform_int([n], fold_seed(seed, 1), 0, w - width + 1)
         return crop(images, top, left, height, width)
 
     def _eval(self, images):
@@ -169,14 +166,14 @@ class RandomFlip(Transform):
         self.horizontal, self.vertical = bool(horizontal), bool(vertical)
 
     def _train(self, images, seed):
-        return self._train_masked(images, seed, tf.ones([tf.shape(images)[0]], tf.bool))
+        return self._train_masked(images, seed, ops.ones([batch_size(images)], "bool"))
 
     def _train_masked(self, images, seed, apply):
-        n = tf.shape(images)[0]
+        n = batch_size(images)
         for axis, enabled, index in ((2, self.horizontal, 0), (1, self.vertical, 1)):
             if enabled:
                 coin = uniform([n], fold_seed(seed, index)) < 0.5
-                images = select(coin & apply, tf.reverse(images, axis=[axis]), images)
+                images = select(ops.logical_and(coin, apply), ops.flip(images, axis=axis), images)
         return images
 
     def get_config(self):
@@ -203,9 +200,9 @@ class RandomContrast(Transform):
 
     def _train(self, images, seed):
         factor = batch_uniform(images, seed, self.lower, self.upper, self.per_image)[:, None, None, None]
-        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+        mean = ops.mean(images, axis=(1, 2), keepdims=True)
         out = (images - mean) * factor + mean
-        return out if self.clip is None else tf.clip_by_value(out, *self.clip)
+        return _clip_where(out, self.clip, None)
 
     def get_config(self):
         return {"lower": self.lower, "upper": self.upper, "clip": self.clip and list(self.clip),
@@ -230,8 +227,8 @@ class RandomGamma(Transform):
 
     def _train(self, images, seed):
         gamma = batch_uniform(images, seed, self.lower, self.upper, self.per_image)[:, None, None, None]
-        x = tf.clip_by_value(images, 0.0, self.max_value) / self.max_value
-        return self.max_value * tf.pow(x, gamma)
+        x = ops.clip(images, 0.0, self.max_value) / self.max_value
+        return self.max_value * ops.power(x, gamma)
 
     def get_config(self):
         return {"lower": self.lower, "upper": self.upper, "max_value": self.max_value,
@@ -311,7 +308,7 @@ class GaussianNoise(Transform):
         return self._train_masked(images, seed, None)
 
     def _train_masked(self, images, seed, apply):
-        noise = self.stddev * normal(tf.shape(images), seed)
+        noise = self.stddev * normal(ops.shape(images), seed)
         if apply is not None:
             noise = identity_where_not(apply, noise, 0.0)
         return _clip_where(images + noise, self.clip, apply)
@@ -334,7 +331,7 @@ class Rescale(Transform):
 
 
 class Resize(Transform):
-    """Resize to ``size`` with ``tf.image.resize`` (paper 1's progressive resizing).
+    """Resize to ``size`` with ``keras.ops.image.resize`` (paper 1's progressive resizing).
 
     Paper 1 does not say how it resized; bilinear without antialiasing (the
     ``keras.utils.image_dataset_from_directory`` default) is ours; pass
@@ -347,8 +344,8 @@ class Resize(Transform):
         self.antialias = bool(antialias)
 
     def _eval(self, images):
-        out = tf.image.resize(images, self.size, method=self.interpolation, antialias=self.antialias)
-        return tf.cast(out, tf.float32)
+        out = ops.image.resize(images, self.size, interpolation=self.interpolation, antialias=self.antialias)
+        return ops.cast(out, "float32")
 
     def get_config(self):
         return {"size": list(self.size), "interpolation": self.interpolation, "antialias": self.antialias}
@@ -391,7 +388,7 @@ class SubtractMeanImage(Transform):
                 f"The mean image is {self.mean_image.shape[0]}x{self.mean_image.shape[1]} but the images are "
                 f"{h}x{w}; subtract the mean image before cropping or resizing."
             )
-        return images - tf.constant(self.mean_image)
+        return images - ops.convert_to_tensor(self.mean_image)
 
     def save_stats(self, path):
         if self.mean_image is None:
