@@ -18,6 +18,9 @@ KIND:
                (paper2 figure 7, paper5 figures 5-6). Needs --data.
   mistakes     --samples misclassified images, true and predicted names (paper2 fig. 8).
                Needs --data.
+  boxes        --samples held-out images of a localisation run (reproductions/
+               paper2_localization.py) with ground truth, accepted and rejected boxes
+               (paper2 fig. 15). RUN_OR_MODEL: its run folder. Needs --data.
 For filters, tsne, classes and mistakes RUN_OR_MODEL is a run folder (its model.keras) or
 a .keras file. The logic lives in ``tiny_keras.plots``.
 """
@@ -28,8 +31,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-KINDS = ("curves", "filters", "tsne", "classes", "mistakes", "activations")  # = tiny_keras.plots.KINDS
-NEEDS_DATA = ("tsne", "classes", "mistakes")
+KINDS = ("curves", "filters", "tsne", "classes", "mistakes", "activations", "boxes")  # plots.KINDS + BOX_KINDS
+NEEDS_DATA = ("tsne", "classes", "mistakes", "boxes")
 
 
 def parse_args(argv):
@@ -45,8 +48,8 @@ def parse_args(argv):
                         help="tsne: how many classes the legend names (default 10), or their wnids")
     parser.add_argument("-k", type=int, default=5, help="classes: how many best and worst classes (default 5)")
     parser.add_argument("--samples", type=int, default=None,
-                        help="classes: images per class (default 4); mistakes: images (16); tsne: images embedded "
-                             "(2000, as many of each class)")
+                        help="classes: images per class (default 4); mistakes, boxes: images (16); tsne: images "
+                             "embedded (2000, as many of each class)")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE and sampling seed")
     parser.add_argument("--title", help="replace the figure's title")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
