@@ -24,7 +24,7 @@ From TensorBox (the paper says it started from its code): Adam at lr 1e-3, at mo
 boxes, the matching cost (overlap at IoU 0.25, then rank, then L1), the box weight 0.1
 per pixel (``alpha`` 6.4 per image width here), the confidence threshold 0.5 (its
 default for drawing accepted boxes). Ours: the 80/20 split's seed (0), batch 32, cosine
-decay of the learning rate, 60 epochs, augmentation by flips, shifts and scales of
+decay of the learning rate, 100 epochs, augmentation by flips, shifts and scales of
 up to 10% that move the boxes with the image (the paper's classifier augmentation, with
 boxes), and one decoder for the whole 64 px image instead of TensorBox's grid of cells
 (see ``tiny_keras/models/localizer.py``).
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--encoder", default="paper2_resnet18",
                         help="'small' (trains on a CPU) or a registered model whose feature maps encode the image "
                              "(default paper2_resnet18)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default 60)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default 100)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
     parser.add_argument("--lr", type=float, default=None, help="Adam's initial learning rate (default 1e-3)")
     parser.add_argument("--alpha", type=float, default=None, help="box loss weight of Eq. 1 (default 6.4)")

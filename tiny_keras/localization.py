@@ -424,7 +424,7 @@ class Config:
     encoder: str = "paper2_resnet18"
     encoder_options: dict = dataclasses.field(default_factory=dict)
     max_boxes: int = 5
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 32
     learning_rate: float = 1e-3  # Adam, cosine decay to 0 over the run
     alpha: float = 6.4
