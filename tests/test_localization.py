@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import REPO, real_dataset_path, requires_real_data, run_script
 from tiny_keras import localization as loc
-from tiny_keras import models
+from tiny_keras import models, plots
 from tiny_keras.data import DatasetError, TinyImageNet
 
 GT = [0.5, 0.5, 0.4, 0.4]  # (cx, cy, w, h): corners (0.3, 0.3, 0.7, 0.7)
@@ -124,7 +124,8 @@ def test_flip_and_whole_pixel_shifts_move_boxes_exactly_as_computed_by_hand():
 def _random_boxes(n, seed):
     rng = np.random.default_rng(seed)
     x0, y0 = rng.integers(0, 56, n), rng.integers(0, 56, n)
-    return np.stack([x0, y0, np.minimum(63, x0 + rng.integers(1, 40, n)), np.minimum(63, y0 + rng.integers(1, 40, n))], 1)
+    x1, y1 = np.minimum(63, x0 + rng.integers(1, 40, n)), np.minimum(63, y0 + rng.integers(1, 40, n))
+    return np.stack([x0, y0, x1, y1], 1)
 
 
 def _check_painted_equals_boxes(out, corners):
@@ -322,6 +323,11 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
         loc.run(loc.Config(), workdir, data=fixture_zip)
     png = tmp_path / "boxes.png"
     plot_tool = _load_tool("plot")
+    assert plot_tool.BOX_KINDS == plots.BOX_KINDS
+    with pytest.raises(plots.PlotError, match="--data"):
+        plots.make_plot("boxes", workdir)
+    with pytest.raises(plots.PlotError, match="not a localisation run"):
+        plots.make_plot("boxes", tmp_path, data=fixture_zip)
     plot_tool.main(["boxes", str(workdir), "--data", str(fixture_zip), "--out", str(png), "--width", "400",
                     "--height", "300", "--samples", "1"])
     from PIL import Image

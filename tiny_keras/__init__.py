@@ -19,5 +19,4 @@ _startup.import_tensorflow()  # before Keras: TensorFlow's start-up notices held
 
 # Importing the package registers its Keras objects (preprocessing and augmentation
 # layers, model blocks, losses), so saved models load with keras.models.load_model.
-from tiny_keras import augment, losses, models  # noqa: E402,F401
-from tiny_keras import localization  # noqa: E402,F401  (its matching loss)
+from tiny_keras import augment, localization, losses, models  # noqa: E402,F401

@@ -31,16 +31,18 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-KINDS = ("curves", "filters", "tsne", "classes", "mistakes", "activations", "boxes")  # plots.KINDS + BOX_KINDS
-NEEDS_DATA = ("tsne", "classes", "mistakes", "boxes")
+KINDS = ("curves", "filters", "tsne", "classes", "mistakes", "activations")  # = tiny_keras.plots.KINDS
+NEEDS_DATA = ("tsne", "classes", "mistakes")
+BOX_KINDS = ("boxes",)  # = tiny_keras.plots.BOX_KINDS: a localisation run's; they need --data too
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
+    kinds = KINDS + BOX_KINDS
+    parser.add_argument("kind", choices=kinds, metavar="KIND", help=f"one of {', '.join(kinds)}")
     parser.add_argument("path", metavar="RUN_OR_MODEL", help="run folder, reproduction workdir or .keras file")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write")
-    parser.add_argument("--data", help="tiny-imagenet-200.zip or its folder (tsne, classes, mistakes)")
+    parser.add_argument("--data", help="tiny-imagenet-200.zip or its folder (tsne, classes, mistakes, boxes)")
     parser.add_argument("--split", default="val", choices=("val", "train"), help="images to run the model on")
     parser.add_argument("--width", type=int, default=1200, help="pixels (default 1200)")
     parser.add_argument("--height", type=int, default=800, help="pixels (default 800)")
@@ -54,7 +56,7 @@ def parse_args(argv):
     parser.add_argument("--title", help="replace the figure's title")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
-    if args.kind in NEEDS_DATA and not args.data:
+    if args.kind in NEEDS_DATA + BOX_KINDS and not args.data:
         parser.error(f"{args.kind} runs the model on images: pass --data PATH (the zip or its folder)")
     if os.path.exists(args.out) and not args.overwrite:
         parser.error(f"--out: {args.out} exists; pass --overwrite to replace it")
