@@ -28,9 +28,11 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 import keras
 
 from tiny_keras.models import localizer, paper1, paper2, paper3, paper4, paper5
-from tiny_keras.models.classifier import CLASSIFIER_LAYER, HEAD_START_LAYERS, ImageClassifier
+from tiny_keras.models.classifier import (
+    CLASSIFIER_LAYER, HEAD_START_LAYERS, ImageClassifier, feature_maps_model, head_start_layer)
 
-__all__ = ["CLASSIFIER_LAYER", "HEAD_START_LAYERS", "ImageClassifier", "ModelEntry", "build", "count_params", "get_entry", "list_models", "names", "TASKS"]
+__all__ = ["CLASSIFIER_LAYER", "HEAD_START_LAYERS", "ImageClassifier", "ModelEntry", "build", "count_params",
+           "feature_maps_model", "get_entry", "head_start_layer", "list_models", "names", "TASKS"]
 
 
 @dataclasses.dataclass(frozen=True)

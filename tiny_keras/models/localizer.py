@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from tiny_keras.models import blocks
+from tiny_keras.models.classifier import feature_maps_model
 
 # Columns of the model's output, per decoder step: the box, then the confidence logit.
 BOX_COLUMNS = ("cx", "cy", "w", "h")
@@ -35,17 +36,14 @@ def apply_small_encoder(x, filters=SMALL_ENCODER_FILTERS, name="small_encoder"):
 
 
 def _registered_feature_maps(encoder, input_shape, encoder_options):
-    """The feature maps of a registered classifier: the input of its head (the layer
-    named one of ``HEAD_START_LAYERS``), as a model of its own."""
+    """The feature maps of a registered classifier (the input of its head,
+    ``classifier.feature_maps_model``), as a model of its own."""
     from tiny_keras import models
 
     entry = models.get_entry(encoder)
     options = {**entry.offline_options, **(encoder_options or {})}
     network = models.build(encoder, input_shape=input_shape, **options)
-    head = [layer for layer in network.layers if layer.name in models.HEAD_START_LAYERS]
-    if not head:
-        raise ValueError(f"{encoder}: no layer named one of {models.HEAD_START_LAYERS} to take feature maps from")
-    return keras.Model(network.inputs, head[0].input, name=f"{encoder}_features")
+    return feature_maps_model(network, name=f"{encoder}_features")
 
 
 def build_localizer(
