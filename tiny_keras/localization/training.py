@@ -122,14 +122,6 @@ def _predict(model, images, batch_size=256):
     return model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
 
 
-def _record_session(workdir):
-    path = os.path.join(workdir, "run.json")
-    run = files.read_json(path, {"sessions": []})
-    run["sessions"].append({"command": provenance.command(), "cwd": os.getcwd(), "started": provenance.now(),
-                            "environment": provenance.environment()})
-    files.write_json(run, path)
-
-
 def _write_history(rows, path):
     with files.atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -157,7 +149,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
         raise FileExistsError(f"{workdir} holds a finished run; choose another workdir or pass --overwrite")
     os.makedirs(workdir, exist_ok=True)
     files.write_json(json.loads(config.to_json()), os.path.join(workdir, "config.json"))
-    _record_session(workdir)
+    provenance.record_session(workdir)
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
 
@@ -215,11 +207,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
     table = format_table(rows)
     with files.atomic_open(os.path.join(workdir, "results.txt")) as f:
         f.write(table + "\n")
-    path = os.path.join(workdir, "run.json")
-    record = files.read_json(path, {"sessions": []})
-    record.update(finished=provenance.now(),
-                  train_seconds=round(train_seconds, 1), wall_seconds=round(wall, 1))
-    files.write_json(record, path)
+    provenance.record_finish(workdir, train_seconds=round(train_seconds, 1), wall_seconds=round(wall, 1))
     if verbose:
         print(f"\nheld-out localisation ({held_name}; percent)\n{table}")
     return results
