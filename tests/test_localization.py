@@ -1,6 +1,7 @@
 """paper2's object localiser: the matching loss against hand-computed cases, boxes moving
 exactly with the augmented images, the detection metrics, the model (build, a training
 step, .keras reload), bad boxes files, and the reproduction script's --smoke."""
+import csv
 import json
 
 import keras
@@ -318,7 +319,11 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
     assert "ours" in out.stdout and "best constant box" in out.stdout and "CorLoc" in out.stdout
     run = json.loads((workdir / "run.json").read_text())
     assert "paper2_localization.py" in run["sessions"][0]["command"] and run["wall_seconds"] > 0
-    assert (workdir / "history.csv").read_text().startswith("epoch,loss,learning_rate,held_out_mean_iou")
+    with open(workdir / "history.csv", newline="") as f:  # Keras's CSVLogger, as a classification stage's
+        history = list(csv.DictReader(f))
+    assert [r["epoch"] for r in history] == ["0"]
+    assert set(history[0]) == {"epoch", "loss", "learning_rate", "val_mean_iou", "val_corloc", "seconds"}
+    assert 0 <= float(history[0]["val_mean_iou"]) <= 1 and float(history[0]["learning_rate"]) > 0
     with pytest.raises(FileExistsError, match="--overwrite"):  # a finished run is kept
         loc.run(loc.Config(), workdir, data=fixture_zip)
     png = tmp_path / "boxes.png"

@@ -1,7 +1,6 @@
 """The localisation run: the images with their boxes, the input pipeline, the training
 and the evaluation of paper2 section 4.8 (``reproductions/paper2_localization.py``).
 """
-import csv
 import dataclasses
 import json
 import math
@@ -12,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tiny_keras import files, provenance
+from tiny_keras import callbacks, files, provenance
 from tiny_keras.localization.boxes import BoxAugment, decode, pixel_to_corners
 from tiny_keras.localization.matching import MATCH_IOU, MatchingLoss
 from tiny_keras.localization.metrics import baselines, format_table, metrics_row, top_box_ious
@@ -122,12 +121,30 @@ def _predict(model, images, batch_size=256):
     return model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
 
 
-def _write_history(rows, path):
-    with files.atomic_open(path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+class HeldOutBoxes(keras.callbacks.Callback):
+    """Adds to each epoch's logs the held-out mean IoU and CorLoc of the model's most
+    confident box (``val_mean_iou``, ``val_corloc``: Keras's prefix for held-out scores, so
+    the ``CSVLogger`` adds no empty ``val_`` columns) and the epoch's seconds (``seconds``);
+    with ``echo``, prints them. Put it before the ``CSVLogger``."""
 
+    def __init__(self, held_out, epochs, echo=True):
+        super().__init__()
+        self.held_out, self.epochs, self.echo = held_out, epochs, echo
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        corners, scores = decode(_predict(self.model, self.held_out.images))
+        ious = top_box_ious(corners, scores, self.held_out.corners)
+        logs.update(val_mean_iou=float(ious.mean()), val_corloc=float((ious >= 0.5).mean()),
+                    seconds=round(time.perf_counter() - self._start, 2))
+        if self.echo:
+            print(f"epoch {epoch + 1}/{self.epochs}: loss {float(logs['loss']):.4f}, held-out mean IoU "
+                  f"{100 * logs['val_mean_iou']:.1f}, CorLoc {100 * logs['val_corloc']:.1f} "
+                  f"({logs['seconds']:.0f} s)", flush=True)
 
 
 def build_model(config):
@@ -140,8 +157,9 @@ def build_model(config):
 def run(config, workdir, data=None, overwrite=False, verbose=2):
     """Train and evaluate ``config`` in ``workdir``; returns the results dict.
 
-    Writes ``config.json``, ``split.json`` (the held-out files), ``history.csv`` (per epoch:
-    loss, learning rate, held-out mean IoU and CorLoc, seconds), ``model.keras``,
+    Writes ``config.json``, ``split.json`` (the held-out files), ``history.csv`` (Keras's
+    ``CSVLogger``, as a classification stage's: per epoch from 0, loss, learning rate,
+    held-out mean IoU and CorLoc, seconds), ``model.keras``,
     ``results.json`` / ``results.txt`` (ours and the baselines) and ``run.json`` (command,
     commit, machine, wall time). Runs take minutes, so an interrupted one starts again."""
     workdir = os.fspath(workdir)
@@ -168,28 +186,12 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
         print(f"localiser: {model.count_params():,} parameters ({config.encoder} encoder); {len(train)} training "
               f"images, held out {held_name}; {config.epochs} epochs of {steps} steps")
 
-    history = []
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            corners, scores = decode(_predict(model, held_out.images))
-            ious = top_box_ious(corners, scores, held_out.corners)
-            row = {"epoch": epoch + 1, "loss": float(logs["loss"]),
-                   "learning_rate": float(keras.ops.convert_to_numpy(schedule(model.optimizer.iterations))),
-                   "held_out_mean_iou": float(ious.mean()), "held_out_corloc": float((ious >= 0.5).mean()),
-                   "seconds": round(time.perf_counter() - self.start, 2)}
-            history.append(row)
-            _write_history(history, os.path.join(workdir, "history.csv"))
-            if verbose:
-                print(f"epoch {row['epoch']}/{config.epochs}: loss {row['loss']:.4f}, held-out mean IoU "
-                      f"{100 * row['held_out_mean_iou']:.1f}, CorLoc {100 * row['held_out_corloc']:.1f} "
-                      f"({row['seconds']:.0f} s)", flush=True)
-
     train_start = time.perf_counter()
-    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=[Record()], verbose=0,
+    # The learning rate and the held-out scores join the logs before the CSVLogger writes them.
+    epoch_callbacks = [callbacks.LearningRateLogger(schedule),
+                       HeldOutBoxes(held_out, config.epochs, echo=bool(verbose)),
+                       keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"))]
+    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=epoch_callbacks, verbose=0,
               shuffle=False)  # the dataset is shuffled already
     train_seconds = time.perf_counter() - train_start
     files.save_model(model, os.path.join(workdir, "model.keras"))
