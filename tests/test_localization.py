@@ -276,10 +276,11 @@ def test_val_box_outside_the_image_names_the_file_and_line(fixture_copy):
         TinyImageNet(fixture_copy).records("val")
 
 
-def _load_tool(name):
+def _load_tool(name, folder="tools"):
+    """``folder/name.py`` (a tool or a reproduction script) as a module, to call in-process."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -342,3 +343,20 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
     pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
     assert ((pixels[:, 0] < 60) & (pixels[:, 1] > 180) & (pixels[:, 2] < 60)).any() or \
         ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).any()  # a green or red box drawn
+
+
+@pytest.mark.slow
+def test_smoke_all_classes_is_one_localiser_held_out_on_the_official_val_boxes(fixture_zip, tmp_path):
+    """``--classes all --smoke``, in-process (a second subprocess would double the cost of the
+    smoke run above): every class's training images, held out the official val set."""
+    script = _load_tool("paper2_localization", folder="reproductions")
+    workdir = tmp_path / "all"
+    results = script.main(["--data", str(fixture_zip), "--workdir", str(workdir), "--classes", "all", "--smoke",
+                           "--verbose", "0"])
+    classes = len(TinyImageNet(fixture_zip).classes)
+    assert results["classes"] == "all" and results["held_out"] == "the official val set" and classes > 1
+    assert [r["method"] for r in results["rows"]] == ["ours", "best constant box", "full image"]
+    assert all(r["images"] == classes for r in results["rows"])  # --smoke: one val image per class
+    split = json.loads((workdir / "split.json").read_text())
+    assert split["train_files"] == 4 * classes and len(split["held_out_files"]) == classes
+    assert all(name.startswith("val_") for name in split["held_out_files"])
