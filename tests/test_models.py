@@ -608,6 +608,8 @@ def test_every_network_has_the_head_the_classifier_names(small_model):
     assert network.layers[-1].name == "logits"
     maps, logits = classifier.backbone_probe("feature_maps", "logits").outputs
     assert maps.shape[-1] == start.input.shape[-1] and logits.shape[-1] == NUM_CLASSES
+    assert models.head_start_layer(network) is start  # the one rule, shared with the localiser's encoder
+    assert tuple(models.feature_maps_model(network).output.shape) == tuple(maps.shape)
 
 
 def _paper5_classifier(seed=0, name="paper5_cnn8"):

@@ -8,6 +8,7 @@ Mechanisms live in one place each:
 - ``tiny_keras.schedules`` learning-rate schedules; ``tiny_keras.callbacks`` the callbacks over them
 - ``tiny_keras.recipe``    a paper's recipe as data; ``tiny_keras.train`` the engine that runs it
 - ``tiny_keras.evaluate``  predictions, top-k, ensembles
+- ``tiny_keras.localization`` paper2's object localiser: boxes, matching loss, detection metrics
 """
 
 __version__ = "0.1.0"
@@ -18,4 +19,4 @@ _startup.import_tensorflow()  # before Keras: TensorFlow's start-up notices held
 
 # Importing the package registers its Keras objects (preprocessing and augmentation
 # layers, model blocks, losses), so saved models load with keras.models.load_model.
-from tiny_keras import augment, losses, models  # noqa: E402,F401
+from tiny_keras import augment, localization, losses, models  # noqa: E402,F401

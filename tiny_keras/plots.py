@@ -18,6 +18,8 @@ function                  what it shows                                         
 :func:`plot_mistakes`     misclassified images with their true and predicted names    paper2 fig 8
 :func:`plot_activations`  percentile bands of the last conv block's and the logits'  paper2 figs 9-10
                           outputs per epoch
+:func:`plot_boxes`        a localiser's held-out images: ground truth, accepted and   paper2 fig 15
+                          rejected boxes (a ``tiny_keras.localization`` run)
 ========================  =========================================================  ===================
 
 The data they draw come from a run folder (``tiny_keras.train``; layout in its
@@ -47,6 +49,7 @@ DEFAULT_SIZE = (1200, 800)  # pixels (width, height)
 KINDS = ("curves", "filters", "tsne", "classes", "mistakes", "activations")
 NEEDS_DATA = ("tsne", "classes", "mistakes")  # kinds that run the model on images
 NEEDS_RUN = ("curves", "activations")  # kinds that read a run folder's records
+BOX_KINDS = ("boxes",)  # kinds of a localisation run (tiny_keras.localization); they need data too
 # The bands TensorBoard's distributions draw (and ActivationPercentiles records):
 # min..max, mu -+ 1.5 sigma, -+ sigma, -+ 0.5 sigma for a normal distribution, and the median.
 BANDS = ((0, 100), (7, 93), (16, 84), (31, 69))
@@ -687,6 +690,60 @@ def plot_activations(activations, title=None, size=DEFAULT_SIZE):
     return fig
 
 
+# -- boxes ------------------------------------------------------------------------------------
+def plot_boxes(images, true_corners, pred_corners, scores, threshold=0.5, samples=16, title=None,
+               size=DEFAULT_SIZE):
+    """Localisation results (paper2 figure 15): the first ``samples`` images with their
+    ground-truth box (black, dashed), accepted boxes (confidence >= ``threshold``, green,
+    with the confidence) and rejected ones (red, thin). Boxes are corners as fractions of
+    the image (``tiny_keras.localization``)."""
+    from matplotlib.patches import Rectangle
+
+    n = min(samples, len(images))
+    fig = new_figure(size)
+    width, height = fig.get_size_inches()
+    cols = max(1, min(n, int(math.ceil(math.sqrt(n * width / height)))))
+    rows = int(math.ceil(n / cols))
+    cols = int(math.ceil(n / rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+
+    def draw(ax, box, image_shape, **style):
+        h, w = image_shape[:2]
+        x0, y0, x1, y1 = np.asarray(box, float) * [w, h, w, h] - 0.5  # imshow puts pixel k's centre at k
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, **style))
+
+    for ax, i in zip(axes, range(n)):
+        _show_image(ax, images[i])
+        for box in np.asarray(true_corners[i]).reshape(-1, 4):
+            if box[2] > box[0]:
+                draw(ax, box, images[i].shape, edgecolor="black", linestyle="--", linewidth=1.5)
+        order = np.argsort(-scores[i])
+        for step in order:
+            accepted = scores[i][step] >= threshold
+            draw(ax, pred_corners[i][step], images[i].shape, edgecolor="limegreen" if accepted else "red",
+                 linewidth=2 if accepted else 0.8, alpha=1.0 if accepted else 0.6)
+        best = order[0]
+        ax.set_title(f"top {scores[i][best]:.2f}, {int((scores[i] >= threshold).sum())} accepted", fontsize=8)
+    for ax in axes[n:]:
+        _blank(ax)
+    fig.suptitle(title or f"held-out images: ground truth (black), accepted (green, confidence >= {threshold:g}) "
+                          "and rejected (red) boxes")
+    return fig
+
+
+def _plot_localization_run(path, data, samples, title, size, progress):
+    from tiny_keras import localization
+
+    if not os.path.isfile(os.path.join(path, "split.json")):
+        raise PlotError(f"{path}: not a localisation run (no split.json); the boxes plot takes a folder written "
+                        "by reproductions/paper2_localization.py")
+    held_out, config = localization.held_out_split(path, data)
+    model = load_model(os.path.join(path, "model.keras"))
+    corners, scores = localization.decode(model.predict(held_out.images.astype(np.float32), verbose=0))
+    return plot_boxes(held_out.images, held_out.corners, corners, scores, config.confidence_threshold,
+                      samples=16 if samples is None else samples, title=title, size=size)
+
+
 # -- from paths -------------------------------------------------------------------------------
 def _legend_classes(spec, class_names):
     """``--classes``: None (10), an int, or wnids / indices -> what :func:`plot_tsne` takes."""
@@ -726,9 +783,13 @@ def make_plot(kind, path, data=None, split="val", classes=None, k=5, samples=Non
     workdir for ``curves``, or a ``.keras`` file) on ``data`` (zip or folder; the kinds in
     :data:`NEEDS_DATA`). ``samples``: images per class shown (classes, default 4),
     misclassified images shown (mistakes, 16), images embedded (tsne, 2000)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}. Received: {kind=}")
+    if kind not in KINDS + BOX_KINDS:
+        raise ValueError(f"kind must be one of {KINDS + BOX_KINDS}. Received: {kind=}")
     path = os.fspath(path)
+    if kind == "boxes":
+        if data is None:
+            raise PlotError("the boxes plot runs the localiser on images: give the dataset (--data PATH)")
+        return _plot_localization_run(path, data, samples, title, size, progress)
     if kind == "curves":
         runs = workdir_runs(path)
         if runs:

@@ -6,6 +6,9 @@ versions and the machine, so a published number can be traced and repeated.
 
     {"sessions": [{"command", "started", "environment"}, ...],
      "finished": date, "train_seconds": seconds spent in the stages (resumes included)}
+
+:func:`record_session` and :func:`record_finish` write it (the localisation run,
+``tiny_keras.localization``, adds ``wall_seconds``).
 """
 import datetime
 import os
@@ -15,6 +18,8 @@ import subprocess
 import sys
 
 import keras
+
+from tiny_keras import files
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Environment variables that change what a run computes or where it runs.
@@ -110,3 +115,20 @@ def describe_machine(env):
     if machine.get("accelerators"):
         return ", ".join(machine["accelerators"])
     return f"{machine['cpu']}, {machine['cores']} cores"
+
+
+def record_session(workdir):
+    """Add this process (command, date, commit, backend, versions, machine) to
+    ``workdir/run.json``."""
+    path = os.path.join(workdir, "run.json")
+    run = files.read_json(path, {"sessions": []})
+    run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment()})
+    files.write_json(run, path)
+
+
+def record_finish(workdir, **fields):
+    """Mark the run in ``workdir/run.json`` finished now, with ``fields`` (``train_seconds`` ...)."""
+    path = os.path.join(workdir, "run.json")
+    run = files.read_json(path, {"sessions": []})
+    run.update(finished=now(), **fields)
+    files.write_json(run, path)

@@ -18,6 +18,9 @@ KIND:
                (paper2 figure 7, paper5 figures 5-6). Needs --data.
   mistakes     --samples misclassified images, true and predicted names (paper2 fig. 8).
                Needs --data.
+  boxes        --samples held-out images of a localisation run (reproductions/
+               paper2_localization.py) with ground truth, accepted and rejected boxes
+               (paper2 fig. 15). RUN_OR_MODEL: its run folder. Needs --data.
 For filters, tsne, classes and mistakes RUN_OR_MODEL is a run folder (its model.keras) or
 a .keras file. The logic lives in ``tiny_keras.plots``.
 """
@@ -30,14 +33,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 KINDS = ("curves", "filters", "tsne", "classes", "mistakes", "activations")  # = tiny_keras.plots.KINDS
 NEEDS_DATA = ("tsne", "classes", "mistakes")
+BOX_KINDS = ("boxes",)  # = tiny_keras.plots.BOX_KINDS: a localisation run's; they need --data too
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
+    kinds = KINDS + BOX_KINDS
+    parser.add_argument("kind", choices=kinds, metavar="KIND", help=f"one of {', '.join(kinds)}")
     parser.add_argument("path", metavar="RUN_OR_MODEL", help="run folder, reproduction workdir or .keras file")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write")
-    parser.add_argument("--data", help="tiny-imagenet-200.zip or its folder (tsne, classes, mistakes)")
+    parser.add_argument("--data", help="tiny-imagenet-200.zip or its folder (tsne, classes, mistakes, boxes)")
     parser.add_argument("--split", default="val", choices=("val", "train"), help="images to run the model on")
     parser.add_argument("--width", type=int, default=1200, help="pixels (default 1200)")
     parser.add_argument("--height", type=int, default=800, help="pixels (default 800)")
@@ -45,13 +50,13 @@ def parse_args(argv):
                         help="tsne: how many classes the legend names (default 10), or their wnids")
     parser.add_argument("-k", type=int, default=5, help="classes: how many best and worst classes (default 5)")
     parser.add_argument("--samples", type=int, default=None,
-                        help="classes: images per class (default 4); mistakes: images (16); tsne: images embedded "
-                             "(2000, as many of each class)")
+                        help="classes: images per class (default 4); mistakes, boxes: images (16); tsne: images "
+                             "embedded (2000, as many of each class)")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE and sampling seed")
     parser.add_argument("--title", help="replace the figure's title")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
-    if args.kind in NEEDS_DATA and not args.data:
+    if args.kind in NEEDS_DATA + BOX_KINDS and not args.data:
         parser.error(f"{args.kind} runs the model on images: pass --data PATH (the zip or its folder)")
     if os.path.exists(args.out) and not args.overwrite:
         parser.error(f"--out: {args.out} exists; pass --overwrite to replace it")

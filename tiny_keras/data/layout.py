@@ -25,6 +25,7 @@ ROOT_NAME = "tiny-imagenet-200"
 ARCHIVE_NAME = ROOT_NAME + ".zip"
 SPLITS = ("train", "val", "test")
 NO_BOX = (-1, -1, -1, -1)
+IMAGE_SIZE = 64  # every Tiny ImageNet image is 64x64 (decode.IMAGE_SHAPE checks it)
 _WNID = re.compile(r"^n\d{8}$")
 _IMAGE_EXTENSIONS = (".jpeg", ".jpg")
 
@@ -184,10 +185,17 @@ def _parse_rows(text, where, ncols):
 
 
 def _box(fields, where, lineno):
+    """``(x0, y0, x1, y1)``: inclusive pixel indices of a 64x64 image, x0 <= x1, y0 <= y1."""
     try:
         box = tuple(int(v) for v in fields)
     except ValueError:
         raise DatasetError(f"{where} line {lineno}: box coordinates must be integers, got {fields}") from None
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 <= x1 < IMAGE_SIZE and 0 <= y0 <= y1 < IMAGE_SIZE):
+        raise DatasetError(
+            f"{where} line {lineno}: box {box} is not inside the {IMAGE_SIZE}x{IMAGE_SIZE} image; expected "
+            f"x0 <= x1 and y0 <= y1, each between 0 and {IMAGE_SIZE - 1} (inclusive pixel indices)"
+        )
     return box
 
 

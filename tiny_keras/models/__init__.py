@@ -8,6 +8,11 @@
 ``python -m tiny_keras.models`` prints every model with its parameter count
 next to the paper's (``--json`` for a machine-readable list).
 
+The registry also holds paper2's object localiser, ``paper2_localizer``
+(``localizer.build_localizer``: images to boxes and confidences, not logits).
+``names()`` and ``list_models()`` list the classifiers; pass ``task="localization"``
+(or ``task=None`` for all) to list it; ``build`` and ``get_entry`` take any name.
+
 Every builder is ``build_<name>(num_classes=200, input_shape=..., **options)``
 in ``paperN.py``, returns a functional ``keras.Model`` whose output is float32
 logits (train with ``from_logits=True``), and documents in its docstring each
@@ -22,10 +27,12 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 
 import keras
 
-from tiny_keras.models import paper1, paper2, paper3, paper4, paper5
-from tiny_keras.models.classifier import CLASSIFIER_LAYER, HEAD_START_LAYERS, ImageClassifier
+from tiny_keras.models import localizer, paper1, paper2, paper3, paper4, paper5
+from tiny_keras.models.classifier import (
+    CLASSIFIER_LAYER, HEAD_START_LAYERS, ImageClassifier, feature_maps_model, head_start_layer)
 
-__all__ = ["CLASSIFIER_LAYER", "HEAD_START_LAYERS", "ImageClassifier", "ModelEntry", "build", "count_params", "get_entry", "list_models", "names"]
+__all__ = ["CLASSIFIER_LAYER", "HEAD_START_LAYERS", "ImageClassifier", "ModelEntry", "build", "count_params",
+           "feature_maps_model", "get_entry", "head_start_layer", "list_models", "names", "TASKS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,8 @@ class ModelEntry:
             files (paper4_model5 defaults to downloading ImageNet weights).
         small_options: options for a reduced variant, used by the tests for
             saving, gradients and shapes; empty if the model is small already.
+        task: ``"classification"`` (images to logits) or ``"localization"``
+            (images to boxes and confidences, ``paper2_localizer``).
     """
 
     name: str
@@ -59,6 +68,7 @@ class ModelEntry:
     description: str
     offline_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     small_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    task: str = "classification"
 
     @property
     def default_input_shape(self):
@@ -174,19 +184,40 @@ _ENTRIES = (
     ),
 )
 
-_REGISTRY = {entry.name: entry for entry in _ENTRIES}
+# Models of other tasks than classification (not in ``names()`` unless asked for).
+_OTHER_TASKS = (
+    ModelEntry(
+        "paper2_localizer", "paper2", localizer.build_localizer, _64, False, None,
+        "object localiser (section 3.5): encoder + LSTM emitting max_boxes (cx, cy, w, h, confidence)",
+        small_options={"encoder": "small", "encoder_options": {"filters": (8, 8, 16, 16)}, "code_units": 16,
+                       "lstm_units": 16, "max_boxes": 3},
+        task="localization",
+    ),
+)
+TASKS = ("classification", "localization")
+
+_REGISTRY = {entry.name: entry for entry in _ENTRIES + _OTHER_TASKS}
 
 
-def names():
-    """Registered model names, in paper order."""
-    return list(_REGISTRY)
+def _check_task(task):
+    if task is not None and task not in TASKS:
+        raise ValueError(f"Unknown task; expected one of {TASKS} or None. Received: {task=}")
 
 
-def list_models(paper=None):
-    """The registry entries (``ModelEntry``), optionally of one paper only."""
+def names(task="classification"):
+    """Registered model names of ``task`` (None: every task), in paper order."""
+    _check_task(task)
+    return [name for name, entry in _REGISTRY.items() if task is None or entry.task == task]
+
+
+def list_models(paper=None, task="classification"):
+    """The registry entries (``ModelEntry``) of ``task`` (None: every task), optionally of
+    one paper only."""
+    _check_task(task)
     if paper is not None and paper not in {entry.paper for entry in _ENTRIES}:
         raise ValueError(f"Unknown paper; expected one of paper1 ... paper5. Received: {paper=}")
-    return [entry for entry in _ENTRIES if paper is None or entry.paper == paper]
+    return [entry for entry in _REGISTRY.values()
+            if (paper is None or entry.paper == paper) and (task is None or entry.task == task)]
 
 
 def get_entry(name):
@@ -194,7 +225,7 @@ def get_entry(name):
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"Unknown model; expected one of {names()}. Received: {name=}") from None
+        raise ValueError(f"Unknown model; expected one of {names(None)}. Received: {name=}") from None
 
 
 def build(name, **options):

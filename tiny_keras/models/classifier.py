@@ -17,7 +17,8 @@ Its parts are attributes, so nothing has to find them by walking the layer graph
 - ``resize``: resize to ``image_size`` (a progressive-resizing stage).
 - ``backbone``: the registered network (``tiny_keras.models.build``), images to logits.
   Its head starts at ``head_start`` (the layer that turns the last feature maps into a
-  vector, one of :data:`HEAD_START_LAYERS`) and ends with the Dense named
+  vector, one of :data:`HEAD_START_LAYERS`: :func:`head_start_layer`; the network up to
+  it is :func:`feature_maps_model`) and ends with the Dense named
   :data:`CLASSIFIER_LAYER`; every registered builder keeps to those names.
 
 The host pipeline only gathers and batches uint8 images; the model casts them. A
@@ -109,11 +110,7 @@ class ImageClassifier(keras.Model):
     @property
     def head_start(self):
         """The backbone's layer that turns its last feature maps into a vector."""
-        found = [name for name in HEAD_START_LAYERS if _has_layer(self.backbone, name)]
-        if len(found) != 1:
-            raise ValueError(f"{self.backbone.name}: expected one layer named one of {HEAD_START_LAYERS} "
-                             f"(the start of its head), found {found}")
-        return self.backbone.get_layer(found[0])
+        return head_start_layer(self.backbone)
 
     @property
     def classifier(self):
@@ -161,6 +158,22 @@ class ImageClassifier(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def head_start_layer(network):
+    """The layer of a registered ``network`` that turns its last feature maps into a vector:
+    the one layer named one of :data:`HEAD_START_LAYERS`."""
+    found = [name for name in HEAD_START_LAYERS if _has_layer(network, name)]
+    if len(found) != 1:
+        raise ValueError(f"{network.name}: expected one layer named one of {HEAD_START_LAYERS} "
+                         f"(the start of its head), found {found}")
+    return network.get_layer(found[0])
+
+
+def feature_maps_model(network, name=None):
+    """A model from a registered ``network``'s input to its last feature maps (its head's
+    input, ``[h, w, c]``): the encoder of the network without its head."""
+    return keras.Model(network.inputs, head_start_layer(network).input, name=name or f"{network.name}_features")
 
 
 def _has_layer(model, name):

@@ -1,0 +1,362 @@
+"""paper2's object localiser: the matching loss against hand-computed cases, boxes moving
+exactly with the augmented images, the detection metrics, the model (build, a training
+step, .keras reload), bad boxes files, and the reproduction script's --smoke."""
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, real_dataset_path, requires_real_data, run_script
+from tiny_keras import localization as loc
+from tiny_keras import models, plots
+from tiny_keras.data import DatasetError, TinyImageNet
+
+GT = [0.5, 0.5, 0.4, 0.4]  # (cx, cy, w, h): corners (0.3, 0.3, 0.7, 0.7)
+FAR = [0.1, 0.1, 0.1, 0.1]  # no overlap with GT
+
+
+# -- matching ----------------------------------------------------------------------------------
+def test_match_prefers_an_earlier_step_among_overlapping_ones():
+    # match returns, per decoder step, the ground-truth row it is matched to (-1: none).
+    # Steps 1 and 2 both overlap; step 2 is closer, but step 1 comes first (Fig. 5, 1 vs 2).
+    assert loc.match([GT], [FAR, [0.55, 0.5, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4]]).tolist() == [-1, 0, -1]
+
+
+def test_match_prefers_an_overlapping_step_to_an_earlier_one_that_misses():
+    # Step 0 is earlier but does not overlap (IoU < 0.25): step 2 is taken (Fig. 5, 4 vs 3).
+    assert loc.match([GT], [FAR, FAR, [0.52, 0.48, 0.38, 0.4]]).tolist() == [-1, -1, 0]
+
+
+def test_match_by_distance_among_equals_and_several_boxes():
+    # Two boxes, neither step overlaps either: rank decides nothing (both steps are used),
+    # distance does: each box goes to the step nearest to it.
+    a, b = [0.2, 0.2, 0.2, 0.2], [0.8, 0.8, 0.2, 0.2]
+    assert loc.match([a, b], [[0.75, 0.85, 0.05, 0.05], [0.25, 0.15, 0.05, 0.05]]).tolist() == [1, 0]
+    # Both overlap both steps' boxes equally well: the earlier step gets the box it is nearer to.
+    assert loc.match([a, b], [a, b, FAR]).tolist() == [0, 1, -1]
+
+
+def test_match_with_more_steps_than_boxes_padding_and_more_boxes_than_steps():
+    no_box = [0.0, 0.0, 0.0, 0.0]
+    assert loc.match([no_box, GT], [FAR, GT, GT, GT, GT]).tolist() == [-1, 1, -1, -1, -1]
+    assert loc.match([no_box], [GT, GT]).tolist() == [-1, -1]  # nothing to match
+    assert loc.match([FAR, GT, [0.8, 0.8, 0.2, 0.2]], [GT]).tolist() == [1]  # extra boxes left out
+    assert loc.match_batch(np.array([[GT], [FAR]]), np.array([[FAR, GT], [FAR, GT]])).tolist() == [[-1, 0], [0, -1]]
+
+
+def _bce(logit, label):
+    p = 1 / (1 + np.exp(-logit))
+    return -(label * np.log(p) + (1 - label) * np.log(1 - p))
+
+
+def test_matching_loss_is_alpha_l1_of_matched_steps_plus_bce_of_every_step():
+    steps = np.array([FAR, [0.55, 0.45, 0.4, 0.3], [0.5, 0.5, 0.4, 0.4]])
+    logits = np.array([2.0, -1.0, 0.5])
+    y_pred = np.concatenate([steps, logits[:, None]], axis=-1)[None].astype(np.float32)
+    y_true = np.array([[GT]], np.float32)
+    # Step 1 is matched (earliest overlapping): L1 = 0.05 + 0.05 + 0 + 0.1 = 0.2.
+    expected = 2.0 * 0.2 + _bce(2.0, 0) + _bce(-1.0, 1) + _bce(0.5, 0)
+    got = float(loc.MatchingLoss(alpha=2.0)(y_true, y_pred))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # A batch is the mean of its images; an image without boxes has only confidence terms.
+    y_pred2 = np.concatenate([y_pred, y_pred]).astype(np.float32)
+    y_true2 = np.array([[GT], [[0, 0, 0, 0]]], np.float32)
+    empty = _bce(2.0, 0) + _bce(-1.0, 0) + _bce(0.5, 0)
+    assert float(loc.MatchingLoss(alpha=2.0)(y_true2, y_pred2)) == pytest.approx((expected + empty) / 2, rel=1e-5)
+
+
+def test_matching_loss_gradient_reaches_the_matched_box_and_every_confidence_inside_tf_function():
+    y_pred = tf.Variable(np.concatenate([np.array([FAR, [0.55, 0.45, 0.4, 0.3], GT]), np.zeros((3, 1))], -1)[None],
+                         dtype=tf.float32)
+    loss = loc.MatchingLoss(alpha=1.0)
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            value = loss(tf.constant([[GT]], tf.float32), y_pred)
+        return tape.gradient(value, y_pred)
+
+    g = grads().numpy()[0]
+    np.testing.assert_allclose(g[1, :4], [1, -1, 0, -1], atol=1e-6)  # sign of (pred - gt), step 1 only
+    assert not g[[0, 2], :4].any()
+    np.testing.assert_allclose(g[:, 4], [0.5, -0.5, 0.5], atol=1e-6)  # sigmoid(0) - label
+
+
+# -- boxes and augmentation --------------------------------------------------------------------
+def test_pixel_boxes_and_corners():
+    np.testing.assert_allclose(loc.pixel_to_corners([[0, 0, 63, 63], [2, 4, 9, 5], [-1, -1, -1, -1]]),
+                               [[0, 0, 1, 1], [2 / 64, 4 / 64, 10 / 64, 6 / 64], [0, 0, 0, 0]])
+    boxes = np.array([[0, 0, 63, 63], [2, 4, 9, 5], [10, 10, 10, 10]])
+    np.testing.assert_array_equal(loc.corners_to_pixels(loc.pixel_to_corners(boxes)), boxes)
+    np.testing.assert_allclose(loc.cxcywh_to_corners(loc.corners_to_cxcywh([[0.1, 0.2, 0.5, 0.9]])),
+                               [[0.1, 0.2, 0.5, 0.9]], atol=1e-7)
+
+
+def _painted(boxes, size=64):
+    images = np.zeros((len(boxes), size, size, 3), np.uint8)
+    for image, (x0, y0, x1, y1) in zip(images, boxes):
+        image[y0:y1 + 1, x0:x1 + 1] = (255, 128, 7)
+    return images
+
+
+def _painted_box(image):
+    ys, xs = np.nonzero(image[..., 0])
+    return (xs.min(), ys.min(), xs.max(), ys.max()) if len(xs) else None
+
+
+def test_flip_and_whole_pixel_shifts_move_boxes_exactly_as_computed_by_hand():
+    boxes = np.array([[2, 4, 9, 20], [50, 0, 63, 10]])
+    images = _painted(boxes)
+    flip = tf.constant([True, False])
+    shift = tf.constant([[3 / 64, -2 / 64], [5 / 64, 4 / 64]], tf.float32)
+    out, corners = loc.transform(images, loc.pixel_to_corners(boxes)[:, None], flip, tf.ones([2]), shift)
+    # Image 0: flipped (x -> 63 - x: 54..61), then 3 px right and 2 px up.
+    # Image 1: 5 px right (clipped at 63) and 4 px down.
+    expected = [(57, 2, 63, 18), (55, 4, 63, 14)]
+    assert [tuple(b) for b in loc.corners_to_pixels(corners.numpy()[:, 0]).tolist()] == expected
+    assert [_painted_box(image) for image in out.numpy()] == expected
+    assert (out.numpy()[1, 4:15, 55:64] == (255, 128, 7)).all()
+    assert out.numpy()[1, :4].sum() == 0  # what came from outside the image is black
+
+
+def _random_boxes(n, seed):
+    rng = np.random.default_rng(seed)
+    x0, y0 = rng.integers(0, 56, n), rng.integers(0, 56, n)
+    x1, y1 = np.minimum(63, x0 + rng.integers(1, 40, n)), np.minimum(63, y0 + rng.integers(1, 40, n))
+    return np.stack([x0, y0, x1, y1], 1)
+
+
+def _check_painted_equals_boxes(out, corners):
+    for image, box in zip(np.asarray(out), np.asarray(corners)[:, 0]):
+        painted = _painted_box(image)
+        if box[2] <= box[0]:
+            assert painted is None
+            continue
+        assert painted == tuple(loc.corners_to_pixels(box).tolist())
+        x0, y0, x1, y1 = painted
+        assert (image[y0:y1 + 1, x0:x1 + 1, 0] == 255).all()  # the whole box is painted, nothing else
+        assert (image[..., 0] > 0).sum() == (x1 - x0 + 1) * (y1 - y0 + 1)
+
+
+def test_random_flip_shift_scale_moves_boxes_exactly_eagerly_and_inside_tf_data():
+    boxes = _random_boxes(64, seed=3)
+    images, corners = _painted(boxes), loc.pixel_to_corners(boxes)[:, None]
+    augment = loc.BoxAugment(flip=True, shift=0.15, scale=0.2)
+    out, moved = augment(images, corners, tf.constant([7, 1]))
+    flip, scale, shift = augment.draw(64, tf.constant([7, 1]))
+    assert 0 < flip.numpy().sum() < 64 and np.ptp(scale.numpy()) > 0.2 and np.ptp(shift.numpy()) > 0.2
+    _check_painted_equals_boxes(out, moved)
+    ds = tf.data.Dataset.from_tensors((images, corners)).map(lambda x, c: augment(x, c, tf.constant([7, 1])))
+    out_ds, moved_ds = next(iter(ds))
+    np.testing.assert_array_equal(out_ds.numpy(), out.numpy())  # the same draws in tf.data
+    np.testing.assert_array_equal(moved_ds.numpy(), moved.numpy())
+
+
+def test_dataset_targets_are_the_augmented_boxes_as_cxcywh():
+    boxes = _random_boxes(8, seed=4)
+    split = loc.BoxSplit(_painted(boxes), loc.pixel_to_corners(boxes), [f"{i}.JPEG" for i in range(8)])
+    images, targets = next(iter(loc.make_dataset(split, 8, seed=1, augment=loc.BoxAugment())))
+    assert images.dtype == tf.float32 and targets.shape == (8, 1, 4)
+    _check_painted_equals_boxes(images.numpy().astype(np.uint8), loc.cxcywh_to_corners(targets.numpy()))
+
+
+# -- metrics and baselines ---------------------------------------------------------------------
+def test_iou_top_box_corloc_and_ap_by_hand():
+    assert loc.iou([0, 0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]) == pytest.approx(1 / 7)
+    assert loc.iou([0, 0, 0.5, 0.5], [0.5, 0, 1, 1]) == 0.0
+    truth = np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0, 1, 1]])
+    pred = np.array([[[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]],        # top (0.9) exact: IoU 1
+                     [[0.5, 0.5, 1, 0.75], [0, 0, 0.1, 0.1]],      # top (0.8) half: IoU 0.5
+                     [[0, 0, 0.5, 0.5], [0, 0, 1, 1]]])            # top (0.6) quarter: IoU 0.25
+    scores = np.array([[0.9, 0.3], [0.8, 0.7], [0.6, 0.2]])
+    np.testing.assert_allclose(loc.top_box_ious(pred, scores, truth), [1, 0.5, 0.25])
+    result = loc.evaluate_boxes(pred, scores, truth)
+    assert result["mean_iou"] == pytest.approx(1.75 / 3) and result["corloc"] == pytest.approx(2 / 3)
+    # Ranked: 0.9 TP, 0.8 TP, 0.7 FP, 0.6 FP, 0.3 FP (its box is taken), 0.2 TP.
+    # Precision at recall 1/3, 2/3, 1: 1, 1, 3/6 -> AP = 1/3 + 1/3 + 1/3 * 1/2.
+    assert result["ap50"] == pytest.approx(5 / 6)
+    assert result["images"] == 3
+
+
+def test_ap_counts_a_duplicate_as_a_false_positive_and_missing_boxes_as_lost_recall():
+    truth = np.array([[[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]])  # one image, two boxes
+    pred = np.array([[[0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]]])  # found one, twice
+    # 1 TP at precision 1 (recall 1/2), then a duplicate: AP = 1/2.
+    assert loc.average_precision(pred, np.array([[0.9, 0.8]]), truth) == pytest.approx(0.5)
+
+
+def test_best_constant_box_and_the_full_image():
+    truth = loc.pixel_to_corners(np.array([[16, 16, 47, 47]] * 3 + [[0, 0, 63, 63]]))
+    box = loc.best_constant_box(truth)
+    np.testing.assert_allclose(box, [0.25, 0.25, 0.75, 0.75])  # 3 x IoU 1 + 1 x 0.25 beats the alternatives
+    n = len(truth)
+    best = loc.evaluate_boxes(*loc.constant_predictions(box, n), truth)
+    full = loc.evaluate_boxes(*loc.constant_predictions(loc.FULL_IMAGE, n), truth)
+    assert best["mean_iou"] == pytest.approx(3.25 / 4) and best["corloc"] == 0.75
+    assert full["mean_iou"] == pytest.approx(1.75 / 4) and full["corloc"] == 0.25
+
+
+# -- the model ---------------------------------------------------------------------------------
+def test_registry_lists_the_localiser_apart_from_the_classifiers():
+    assert "paper2_localizer" not in models.names()
+    assert models.names("localization") == ["paper2_localizer"]
+    assert "paper2_localizer" in models.names(None)
+    assert models.get_entry("paper2_localizer").task == "localization"
+    with pytest.raises(ValueError, match="Unknown task"):
+        models.names("detection")
+
+
+def test_default_localiser_is_paper2_resnet18_features_and_an_lstm():
+    model = models.build("paper2_localizer")
+    assert model.count_params() == 12_253_765  # ResNet-18 features (11.18M) + code and decoder
+    assert tuple(model.output.shape) == (None, 5, 5)
+    encoder = model.get_layer("paper2_resnet18_features")
+    assert tuple(encoder.output.shape) == (None, 8, 8, 512)
+    assert model.get_layer("decoder_lstm").units == 256
+
+
+def test_localiser_trains_a_step_and_reloads_with_identical_outputs(tmp_path):
+    keras.utils.set_random_seed(0)
+    entry = models.get_entry("paper2_localizer")
+    model = models.build("paper2_localizer", **entry.small_options)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
+    targets = np.array([[GT], [FAR], [[0.5, 0.5, 1, 1]], [[0.3, 0.6, 0.2, 0.5]]], np.float32)
+    out = keras.ops.convert_to_numpy(model(images))
+    assert out.shape == (4, 3, 5) and (out[..., :4] >= 0).all() and (out[..., :4] <= 1).all()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loc.MatchingLoss(), jit_compile=False)
+    before = [w.copy() for w in model.get_weights()]
+    first = model.train_on_batch(images, targets)
+    second = model.train_on_batch(images, targets)
+    assert np.isfinite(first) and second < first
+    assert sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())) >= len(before) // 2
+    model.save(tmp_path / "localizer.keras")
+    again = keras.models.load_model(tmp_path / "localizer.keras")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again(images)), keras.ops.convert_to_numpy(model(images)))
+    assert isinstance(again.loss, loc.MatchingLoss) and again.loss.alpha == 6.4
+    clone = keras.Model.from_config(model.get_config())
+    assert clone.count_params() == model.count_params()
+
+
+def test_localiser_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="max_boxes"):
+        models.build("paper2_localizer", max_boxes=0, encoder="small")
+    with pytest.raises(ValueError, match="fixed height and width"):
+        models.build("paper2_localizer", input_shape=(None, None, 3), encoder="small")
+    with pytest.raises(ValueError, match="Unknown model"):
+        models.build("paper2_localizer", encoder="resnet")
+
+
+# -- bad boxes files ---------------------------------------------------------------------------
+@pytest.mark.parametrize("line, message", [
+    ("n01443537_1.JPEG\t1\t2\t40", r"n01443537_boxes.txt line 2: expected 5 tab-separated fields"),
+    ("n01443537_1.JPEG\t1\t2\t40\tx", r"n01443537_boxes.txt line 2: box coordinates must be integers"),
+    ("n01443537_1.JPEG\t1\t2\t64\t50", r"n01443537_boxes.txt line 2: box \(1, 2, 64, 50\) is not inside the 64x64"),
+    ("n01443537_1.JPEG\t-3\t2\t40\t50", r"n01443537_boxes.txt line 2: box \(-3, 2, 40, 50\) is not inside"),
+    ("n01443537_1.JPEG\t30\t2\t20\t50", r"n01443537_boxes.txt line 2: box \(30, 2, 20, 50\) is not inside"),
+])
+def test_bad_boxes_line_names_the_file_and_line(fixture_copy, line, message):
+    path = fixture_copy / "train" / "n01443537" / "n01443537_boxes.txt"
+    lines = path.read_text().splitlines()
+    lines[1] = line
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        TinyImageNet(fixture_copy).records("train")
+
+
+def test_val_box_outside_the_image_names_the_file_and_line(fixture_copy):
+    path = fixture_copy / "val" / "val_annotations.txt"
+    lines = path.read_text().splitlines()
+    name, wnid = lines[2].split("\t")[:2]
+    lines[2] = f"{name}\t{wnid}\t0\t0\t63\t70"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"val_annotations.txt line 3: box \(0, 0, 63, 70\) is not inside"):
+        TinyImageNet(fixture_copy).records("val")
+
+
+def _load_tool(name, folder="tools"):
+    """``folder/name.py`` (a tool or a reproduction script) as a module, to call in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- data and the script -----------------------------------------------------------------------
+def test_goldfish_split_is_fixed_disjoint_and_eighty_percent(fixture_zip):
+    train, held, name = loc.load_boxes(fixture_zip, progress=False)
+    again, held_again, _ = loc.load_boxes(fixture_zip, progress=False)
+    assert (len(train), len(held)) == (3, 1) and name == "1 of the 4 n01443537 training images"
+    assert train.files == again.files and held.files == held_again.files
+    assert not set(train.files) & set(held.files)
+    # The fixture writes box (k, k + 1, 40 + k, 50 + k) for image k.
+    k = int(held.files[0].split("_")[1].split(".")[0])
+    np.testing.assert_allclose(held.corners[0], np.array([k, k + 1, 41 + k, 51 + k]) / 64)
+
+
+@requires_real_data
+def test_goldfish_on_the_real_data_is_400_and_100():
+    train, held, _ = loc.load_boxes(real_dataset_path(), progress=False)
+    assert (len(train), len(held)) == (400, 100)
+    assert ((held.corners[:, 2:] > held.corners[:, :2]).all() and (held.corners >= 0).all()
+            and (held.corners <= 1).all())
+
+
+@pytest.mark.slow
+def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
+    workdir = tmp_path / "loc"
+    out = run_script("paper2_localization.py", "--data", fixture_zip, "--workdir", workdir, "--smoke")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["smoke"] is True and results["classes"] == "n01443537"
+    assert [r["method"] for r in results["rows"]] == ["ours", "best constant box", "full image"]
+    for row in results["rows"]:
+        assert 0 <= row["mean_iou"] <= 1 and row["corloc"] in (0.0, 1.0) and row["images"] == 1
+    assert results["rows"][2]["box"] == [0.0, 0.0, 1.0, 1.0]
+    assert "ours" in out.stdout and "best constant box" in out.stdout and "CorLoc" in out.stdout
+    run = json.loads((workdir / "run.json").read_text())
+    assert "paper2_localization.py" in run["sessions"][0]["command"] and run["wall_seconds"] > 0
+    with open(workdir / "history.csv", newline="") as f:  # Keras's CSVLogger, as a classification stage's
+        history = list(csv.DictReader(f))
+    assert [r["epoch"] for r in history] == ["0"]
+    assert set(history[0]) == {"epoch", "loss", "learning_rate", "val_mean_iou", "val_corloc", "seconds"}
+    assert 0 <= float(history[0]["val_mean_iou"]) <= 1 and float(history[0]["learning_rate"]) > 0
+    with pytest.raises(FileExistsError, match="--overwrite"):  # a finished run is kept
+        loc.run(loc.Config(), workdir, data=fixture_zip)
+    png = tmp_path / "boxes.png"
+    plot_tool = _load_tool("plot")
+    assert plot_tool.BOX_KINDS == plots.BOX_KINDS
+    with pytest.raises(plots.PlotError, match="--data"):
+        plots.make_plot("boxes", workdir)
+    with pytest.raises(plots.PlotError, match="not a localisation run"):
+        plots.make_plot("boxes", tmp_path, data=fixture_zip)
+    plot_tool.main(["boxes", str(workdir), "--data", str(fixture_zip), "--out", str(png), "--width", "400",
+                    "--height", "300", "--samples", "1"])
+    from PIL import Image
+
+    image = Image.open(png)
+    assert image.size == (400, 300)
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert ((pixels[:, 0] < 60) & (pixels[:, 1] > 180) & (pixels[:, 2] < 60)).any() or \
+        ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).any()  # a green or red box drawn
+
+
+@pytest.mark.slow
+def test_smoke_all_classes_is_one_localiser_held_out_on_the_official_val_boxes(fixture_zip, tmp_path):
+    """``--classes all --smoke``, in-process (a second subprocess would double the cost of the
+    smoke run above): every class's training images, held out the official val set."""
+    script = _load_tool("paper2_localization", folder="reproductions")
+    workdir = tmp_path / "all"
+    results = script.main(["--data", str(fixture_zip), "--workdir", str(workdir), "--classes", "all", "--smoke",
+                           "--verbose", "0"])
+    classes = len(TinyImageNet(fixture_zip).classes)
+    assert results["classes"] == "all" and results["held_out"] == "the official val set" and classes > 1
+    assert [r["method"] for r in results["rows"]] == ["ours", "best constant box", "full image"]
+    assert all(r["images"] == classes for r in results["rows"])  # --smoke: one val image per class
+    split = json.loads((workdir / "split.json").read_text())
+    assert split["train_files"] == 4 * classes and len(split["held_out_files"]) == classes
+    assert all(name.startswith("val_") for name in split["held_out_files"])
