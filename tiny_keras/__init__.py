@@ -17,7 +17,8 @@ from tiny_keras import _startup  # noqa: E402
 _startup.import_tensorflow()  # before Keras: TensorFlow's start-up notices held back where asked
 
 # Importing the package registers its Keras objects (preprocessing and augmentation
-# layers, model blocks, losses, metrics), so saved models load with keras.models.load_model.
-from tiny_keras import augment, losses, metrics, models  # noqa: E402
+# layers, model blocks, losses, metrics, the learning-rate schedule a run's optimizer is
+# saved with), so saved models load with keras.models.load_model.
+from tiny_keras import augment, losses, metrics, models, schedules  # noqa: E402
 
-__all__ = ["augment", "losses", "metrics", "models"]
+__all__ = ["augment", "losses", "metrics", "models", "schedules"]
