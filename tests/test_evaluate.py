@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FIXTURE_WNIDS, REPO
-from tiny_keras import augment, data, evaluate, models, train
+from tiny_keras import augment, data, evaluate, models, report, train
 from tiny_keras.recipe import Recipe, Stage
 
 RNG = np.random.default_rng(0)
@@ -97,8 +97,35 @@ def test_metrics_per_class_and_confusions_on_known_probabilities():
     assert [(c["true_name"], c["predicted_name"], c["count"]) for c in conf] == [
         ("salamander", "bullfrog", 2), ("goldfish", "bullfrog", 1)]
     assert conf[0]["percent"] == pytest.approx(200 / 3)
-    table = evaluate.format_confusions(conf)
+    table = report.format_confusions(conf)
     assert "salamander" in table and "->" in table
+
+
+def tied_predictions():
+    """Logits full of ties (small integers in float16, the way mixed precision rounds them),
+    a row whose top two tie at -0.0 and 0.0, and labels that the tie decides."""
+    rng = np.random.default_rng(3)
+    logits = rng.integers(0, 4, (1003, 10)).astype(np.float16)
+    logits[0] = 0.0
+    logits[0, 0] = -0.0
+    labels = rng.integers(0, 10, 1003)
+    labels[0] = 0
+    return logits, labels
+
+
+def test_training_and_evaluation_break_top_k_ties_alike():
+    # Of equal scores the lower class index ranks first in both, and training counts in
+    # float64, so a run's val_top1 / val_top5 equal tools/evaluate.py's to the last digit.
+    logits, labels = tied_predictions()
+    identity = keras.Sequential([keras.Input((10,), dtype="float16"), keras.layers.Identity()])
+    identity.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=train.make_metrics())
+    dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(64)  # 1003 = 15 x 64 + 43
+    from_training = train.evaluate(identity, dataset)
+    from_evaluation = evaluate.metrics(evaluate.softmax(logits), labels)
+    assert from_training["val_top1"] == from_evaluation["top1"]
+    assert from_training["val_top5"] == from_evaluation["top5"]
+    row0 = evaluate.softmax(logits[:1])
+    assert evaluate.topk_accuracy(row0, labels[:1], 1) == 100.0  # -0.0 == 0.0: index 0 wins the tie
 
 
 def test_loss_matches_keras_cross_entropy():
@@ -127,7 +154,8 @@ def test_ensemble_of_two_models_is_exactly_the_mean_of_their_probabilities():
     a, b = keras_member(crop_model(seed=1), "a"), keras_member(crop_model(seed=2), "b")
     pa, pb = a.predict(x), b.predict(x)
     assert not np.allclose(pa, pb)
-    np.testing.assert_allclose(pa, evaluate.predict_probabilities(a.model, x), atol=1e-6)  # = model.predict
+    predicted = a.model.predict(np.asarray(x, np.float32), verbose=0)
+    np.testing.assert_allclose(pa, evaluate.softmax(predicted), atol=1e-6)  # = model.predict
     result = evaluate.evaluate([a, b], x, labels, ensemble=True)
     mean = (pa + pb) / 2
     np.testing.assert_array_equal(evaluate.ensemble_probabilities([pa, pb]), mean)

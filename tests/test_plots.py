@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, VAL_PER_CLASS
-from tiny_keras import data, plots, train
+from tiny_keras import data, plots, runs, train
 from tiny_keras.recipe import Recipe, Stage
 
 SIZE = (640, 480)  # small figures: the tests check sizes, not looks
@@ -63,7 +63,7 @@ def test_save_writes_exactly_the_requested_pixels(tmp_path):
 
 
 def test_history_joins_stages_with_boundaries(run):
-    history = plots.read_history(run)
+    history = runs.read_history(run)
     assert [b.stage for b in history.boundaries] == [name for name, _ in STAGES]
     assert [b.start for b in history.boundaries] == [0, EPOCHS]
     assert [b.image_size for b in history.boundaries] == [size for _, size in STAGES]
@@ -75,7 +75,7 @@ def test_history_joins_stages_with_boundaries(run):
 
 
 def test_activations_cover_every_epoch_of_every_stage(run):
-    acts = plots.read_activations(run)
+    acts = runs.read_activations(run)
     assert acts["epoch"].tolist() == list(range(1, 2 * EPOCHS + 1))
     assert acts["percentiles"] == [0, 7, 16, 31, 50, 69, 84, 93, 100]
     assert acts["last_block"].shape == acts["logits"].shape == (2 * EPOCHS, 9)
@@ -154,12 +154,12 @@ def test_clear_errors(run, tmp_path):
     empty = tmp_path / "empty_run"
     empty.mkdir()
     shutil.copy(run / "recipe.json", empty / "recipe.json")
-    with pytest.raises(plots.PlotError, match="no training history"):
-        plots.read_history(empty)
-    with pytest.raises(plots.PlotError, match="activation_samples=0"):
-        plots.read_activations(empty)
-    with pytest.raises(plots.PlotError, match="not a run folder"):
-        plots.read_history(tmp_path)
+    with pytest.raises(runs.RunRecordError, match="no training history"):
+        runs.read_history(empty)
+    with pytest.raises(runs.RunRecordError, match="activation_samples=0"):
+        runs.read_activations(empty)
+    with pytest.raises(runs.RunRecordError, match="not a run folder"):
+        runs.read_history(tmp_path)
     # A model with no conv layer.
     dense = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
     dense.save(tmp_path / "dense.keras")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tiny_keras import augment, losses, models, train
+from tiny_keras import augment, losses, models, runs, train
 from tiny_keras.recipe import Recipe, Stage
 
 TINY = {"filters": (4, 8, 8, 8)}
@@ -149,7 +149,7 @@ def test_finished_and_different_runs_are_not_overwritten(fixture_zip, tmp_path):
     mtime = (tmp_path / "run" / "model.keras").stat().st_mtime_ns
     again = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     assert again == first and (tmp_path / "run" / "model.keras").stat().st_mtime_ns == mtime
-    with pytest.raises(train.RunFolderError, match="holds a different run .*seed"):
+    with pytest.raises(runs.RunFolderError, match="holds a different run .*seed"):
         train.train(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0)
     replaced = train.train(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0, overwrite=True)
     assert replaced["recipe"]["seed"] == 1

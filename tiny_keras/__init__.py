@@ -7,7 +7,8 @@ Mechanisms live in one place each:
 - ``tiny_keras.models``   model builders for every paper, with a registry
 - ``tiny_keras.schedules`` learning-rate schedules; ``tiny_keras.callbacks`` the callbacks over them
 - ``tiny_keras.recipe``    a paper's recipe as data; ``tiny_keras.train`` the engine that runs it
-- ``tiny_keras.evaluate``  predictions, top-k, ensembles
+- ``tiny_keras.evaluate``  predictions, top-k, ensembles; ``tiny_keras.report`` their tables and files
+- ``tiny_keras.runs``      the run folder: its file names and readers
 - ``tiny_keras.localization`` paper2's object localiser: boxes, matching loss, detection metrics
 """
 
@@ -18,5 +19,8 @@ from tiny_keras import _startup  # noqa: E402
 _startup.import_tensorflow()  # before Keras: TensorFlow's start-up notices held back where asked
 
 # Importing the package registers its Keras objects (preprocessing and augmentation
-# layers, model blocks, losses), so saved models load with keras.models.load_model.
-from tiny_keras import augment, localization, losses, models  # noqa: E402,F401
+# layers, model blocks, losses, metrics, the localiser's matching loss, the learning-rate
+# schedule a run's optimizer is saved with), so saved models load with keras.models.load_model.
+from tiny_keras import augment, localization, losses, metrics, models, schedules  # noqa: E402
+
+__all__ = ["augment", "localization", "losses", "metrics", "models", "schedules"]

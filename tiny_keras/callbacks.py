@@ -10,7 +10,7 @@ import time
 
 import keras
 
-from tiny_keras import files
+from tiny_keras import files, runs
 
 
 def current_lr(model):
@@ -91,7 +91,7 @@ class EpochLog(keras.callbacks.Callback):
 
 class Snapshots(keras.callbacks.Callback):
     """Saves ``snapshot-eNNN.keras`` every ``every_epochs`` epochs, or ``snapshot-sNNNNNN.keras``
-    every ``every_steps`` steps (paper 5's snapshot ensembles)."""
+    every ``every_steps`` steps (paper 5's snapshot ensembles; names: ``runs.snapshot_name``)."""
 
     def __init__(self, folder, every_epochs=None, every_steps=None, steps_per_epoch=None):
         super().__init__()
@@ -116,11 +116,11 @@ class Snapshots(keras.callbacks.Callback):
         if self.every_steps:
             step = self._epoch * self.steps_per_epoch + batch + 1
             if step % self.every_steps == 0:
-                self._save(f"snapshot-s{step:06d}.keras")
+                self._save(runs.snapshot_name(step=step))
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
-            self._save(f"snapshot-e{epoch + 1:03d}.keras")
+            self._save(runs.snapshot_name(epoch=epoch + 1))
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -236,8 +236,6 @@ class RunCheckpoint(keras.callbacks.Callback):
     ``on_train_begin``, so the saved state (``restore``) is put back after them.
     """
 
-    PREFIX = "checkpoint-"
-
     def __init__(self, folder, stage_index, stage_name, callbacks=(), restore=None, start=None, epochs=None,
                  max_cost=0.05, every=None, clock=time.perf_counter):
         super().__init__()
@@ -279,7 +277,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.every = 1 if seconds <= budget else int(math.ceil(seconds / budget))
 
     def _save(self, epoch):
-        name = f"{self.PREFIX}{self.stage_index}-{epoch + 1:04d}.keras"
+        name = runs.checkpoint_name(self.stage_index, epoch + 1)
         files.save_model(self.model, os.path.join(self.folder, name))
         files.write_json(
             dict(
@@ -291,9 +289,9 @@ class RunCheckpoint(keras.callbacks.Callback):
                 seconds=self.clock() - self.start,
                 callbacks=callback_state(self.callbacks),
             ),
-            os.path.join(self.folder, "state.json"),
+            os.path.join(self.folder, runs.STATE),
         )
-        remove_checkpoints(self.folder, keep=name)
+        runs.remove_checkpoints(self.folder, keep=name)
 
     def report(self):
         """One line: how many checkpoints, their mean write time and share of an epoch."""
@@ -304,9 +302,3 @@ class RunCheckpoint(keras.callbacks.Callback):
         return (f"resume checkpoints: {len(self.saves)} written, {seconds:.2f} s each, {share:.1f}% of an epoch"
                 + (f"; now every {self.every} epochs" if self.every > 1 else ""))
 
-
-def remove_checkpoints(folder, keep=None):
-    """Delete the run checkpoints in ``folder`` other than ``keep``."""
-    for old in os.listdir(folder):
-        if old.startswith(RunCheckpoint.PREFIX) and old.endswith(".keras") and old != keep:
-            os.remove(os.path.join(folder, old))

@@ -5,7 +5,8 @@ optionally weighted; every member sees the same 0..255 images and applies its ow
 preprocessing, which travels inside each saved model (mean image, featurewise statistics,
 crop, resize: see ``tiny_keras.train``), so evaluating needs no preprocessing flags.
 
-Members come from paths (:func:`load_members`):
+Members come from paths (:func:`load_members`; which files a path stands for is
+``tiny_keras.runs.member_paths``):
 
 - a ``.keras`` file: one Keras model;
 - a run folder (``tiny_keras.train``'s ``workdir``, or one of its ``stages/<name>``
@@ -42,10 +43,12 @@ Test-time augmentation (``tta``), probabilities averaged over the views:
 """
 import collections
 import functools
-import glob
 import os
 
 import numpy as np
+
+from tiny_keras import runs
+from tiny_keras.runs import ModelLoadError  # what loading a member raises, as evaluate.ModelLoadError too
 
 TTA_MODES = ("none", "flip", "crops10")
 TTA_VIEWS = {"none": 1, "flip": 2, "crops10": 10}
@@ -58,13 +61,6 @@ def softmax(logits):
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def predict_probabilities(model, images, batch_size=256, verbose=0):
-    """Class probabilities [N, classes] of ``model`` (which returns logits) on uint8/float images."""
-    images = np.asarray(images)
-    logits = model.predict(images.astype(np.float32, copy=False), batch_size=batch_size, verbose=verbose)
-    return softmax(logits)
 
 
 def topk_accuracy(probabilities, labels, k=1):
@@ -170,17 +166,6 @@ def confusions(probabilities, labels, classes=None, n=10):
                  percent=100.0 * c / per_class[t]) for (t, p), c in pairs]
 
 
-def submission_lines(probabilities, files, classes):
-    """The challenge's submission format: ``"file_name wnid"`` per image (top-1 prediction)."""
-    probabilities = np.asarray(probabilities)
-    if len(probabilities) != len(files):
-        raise ValueError(f"{len(probabilities)} predictions for {len(files)} files")
-    if probabilities.shape[-1] != len(classes):
-        raise ValueError(f"the predictions have {probabilities.shape[-1]} classes but the class list has "
-                         f"{len(classes)}: cannot name the predicted classes")
-    return [f"{name} {classes.wnid(i)}" for name, i in zip(files, np.argmax(probabilities, axis=-1))]
-
-
 def resolve_classes(num_classes, dataset_classes=None):
     """The ``ClassNames`` of a model with ``num_classes`` outputs, for data with ``dataset_classes``.
 
@@ -210,10 +195,6 @@ def resolve_classes(num_classes, dataset_classes=None):
 
 
 # -- members: models loaded from paths ---------------------------------------------------------
-class ModelLoadError(ValueError):
-    """A model path that cannot be read: missing, not a model, or corrupt."""
-
-
 def _classifier(model):
     """``model`` if it is a ``tiny_keras.models.ImageClassifier`` (its parts are attributes), else None."""
     from tiny_keras.models import ImageClassifier
@@ -408,9 +389,7 @@ def _load_savedmodel(path):
 
 
 def _load_keras(path):
-    import keras
-
-    import tiny_keras  # noqa: F401 - registers the package's layers
+    import keras  # the package's layers are registered: importing this module ran tiny_keras/__init__
 
     try:
         model = keras.models.load_model(path, compile=False)
@@ -420,24 +399,6 @@ def _load_keras(path):
         raise ModelLoadError(f"{path}: expected a model with one [batch, classes] output; it has "
                              f"{[tuple(o.shape) for o in model.outputs]}")
     return Member(path, "keras", int(model.outputs[0].shape[-1]), model=model)
-
-
-def member_paths(path):
-    """The model files or SavedModel folders that ``path`` stands for (see the module docstring)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelLoadError(f"{path}: no such file or folder")
-    if os.path.isfile(path):
-        return [path]
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return [path]
-    if os.path.isfile(os.path.join(path, "model.keras")):
-        return [os.path.join(path, "model.keras")]
-    files = sorted(p for p in glob.glob(os.path.join(path, "*.keras")) if not os.path.basename(p).startswith("."))
-    if files:
-        return files
-    raise ModelLoadError(f"{path}: a folder with no model: expected saved_model.pb (a SavedModel), model.keras "
-                         "(a run folder) or *.keras files (a snapshot folder)")
 
 
 def load_member(path):
@@ -455,7 +416,7 @@ def load_members(paths, same_classes=True):
     from. With ``same_classes`` every member must have the same number of classes."""
     members, groups = [], []
     for i, path in enumerate(paths):
-        for file in member_paths(path):
+        for file in runs.member_paths(path):
             members.append(load_member(file))
             groups.append(i)
     if same_classes:
@@ -527,84 +488,3 @@ def evaluate(members, images, labels, *, ensemble=False, weights=None, tta="none
     result["per_class"] = per_class_accuracy(main, labels, classes)
     result["confusions"] = confusions(main, labels, classes, n=top_confusions)
     return result
-
-
-# -- tables ------------------------------------------------------------------------------------
-def _short(text, width):
-    text = str(text)
-    return text if len(text) <= width else "..." + text[-(width - 3):]
-
-
-def format_scores(result):
-    """Per model (and ensemble) top-1, top-5 and loss as a fixed-width table."""
-    rows = [(m["path"], m) for m in result["models"]]
-    if result.get("ensemble"):
-        rows.append((f"ensemble of {result['ensemble']['members']}", result["ensemble"]))
-    width = max([len("model")] + [min(60, len(name)) for name, _ in rows])
-    header = f"{'model':<{width}}  {'top-1 %':>8}  {'top-5 %':>8}  {'loss':>8}"
-    lines = [header, "-" * len(header)]
-    for name, r in rows:
-        lines.append(f"{_short(name, width):<{width}}  {r['top1']:>8.2f}  {r['top5']:>8.2f}  {r['loss']:>8.4f}")
-    return "\n".join(lines)
-
-
-def format_per_class(rows, title):
-    header = f"{'index':>5}  {'wnid':<10}  {'name':<28}  {'images':>6}  {'top-1 %':>7}  {'top-5 %':>7}"
-    lines = [title, header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r['index']:>5}  {r['wnid']:<10}  {_short(r['name'], 28):<28}  {r['images']:>6}  "
-                     f"{r['top1']:>7.2f}  {r['top5']:>7.2f}")
-    return "\n".join(lines)
-
-
-def format_confusions(rows):
-    header = f"{'true':<28}  {'':2}  {'predicted':<28}  {'count':>5}  {'% of class':>10}"
-    lines = ["Most frequent confusions", header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{_short(r['true_name'], 28):<28}  ->  {_short(r['predicted_name'], 28):<28}  "
-                     f"{r['count']:>5}  {r['percent']:>10.1f}")
-    if not rows:
-        lines.append("(none: every image is classified correctly)")
-    return "\n".join(lines)
-
-
-def format_report(result, n=5):
-    """Scores, the ``n`` best and worst classes, and the confusions, as printed by ``tools/evaluate.py``."""
-    best, worst = best_and_worst(result["per_class"], n)
-    of = result["per_class_of"]
-    return "\n\n".join([
-        format_scores(result),
-        format_per_class(best, f"{n} best classes ({of})"),
-        format_per_class(worst, f"{n} worst classes ({of})"),
-        format_confusions(result["confusions"]),
-    ])
-
-
-# -- files (written atomically) ----------------------------------------------------------------
-def _write_atomic(path, write):
-    from tiny_keras import files
-
-    with files.atomic_open(path, newline="", encoding="utf-8") as f:
-        write(f)
-
-
-def write_per_class_csv(rows, path):
-    """Per-class rows as CSV: index, wnid, name, images, top1, top5."""
-    import csv
-
-    def write(f):
-        writer = csv.DictWriter(f, fieldnames=["index", "wnid", "name", "images", "top1", "top5"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-    _write_atomic(path, write)
-
-
-def write_json(obj, path):
-    import json
-
-    _write_atomic(path, lambda f: json.dump(obj, f, indent=2))
-
-
-def write_lines(lines, path):
-    _write_atomic(path, lambda f: f.write("".join(line + "\n" for line in lines)))

@@ -26,11 +26,11 @@ and, for a SavedModel, on JPEG bytes decoded by our decoder), and only then move
 place; an existing destination is replaced only with ``overwrite=True``.
 """
 import os
-import shutil
 
 import numpy as np
 
 from tiny_keras import evaluate as evaluate_lib
+from tiny_keras import files, runs
 
 IMAGE_SIZE = 64
 TOP_K = 5
@@ -67,9 +67,9 @@ def load_keras_model(source):
 
     if isinstance(source, keras.Model):
         return source
-    paths = evaluate_lib.member_paths(source)
+    paths = runs.member_paths(source)
     if len(paths) != 1 or os.path.isdir(paths[0]):
-        raise evaluate_lib.ModelLoadError(
+        raise runs.ModelLoadError(
             f"{source}: expected one Keras model (a .keras file or a run folder); found "
             + ("a SavedModel folder" if paths and os.path.isdir(paths[0]) else f"{len(paths)} model files"))
     return evaluate_lib.load_member(paths[0]).model
@@ -204,20 +204,6 @@ def _raise_if_over(report, tolerance):
             f"allowed max abs difference {tolerance:g})")
 
 
-def _temporary_sibling(out):
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    return os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp-{os.getpid()}")
-
-
-def _move_into_place(tmp, out, overwrite):
-    if os.path.lexists(out):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(out) if os.path.isdir(out) and not os.path.islink(out) else os.remove(out)
-    os.replace(tmp, out)
-
-
 def _check_destination(out, overwrite):
     if os.path.lexists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
@@ -233,18 +219,13 @@ def export_savedmodel(model, out, classes=None, overwrite=False, verify=True, im
     model = load_keras_model(model)
     wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
     module = _serving_module(model, wnids)
-    tmp = _temporary_sibling(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with files.atomic_path(out, overwrite=overwrite) as tmp:  # a folder, moved into place once verified
         tf.saved_model.save(module, tmp, signatures={
             "serving_default": module.serve_uint8,
             "serving_jpeg": module.serve_jpeg,
             "logits": module.logits,
         })
         report = verify_export(model, tmp, images=images, classes=wnids) if verify else {}
-        _move_into_place(tmp, out, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {**report, "path": out, "format": "savedmodel", "classes": len(wnids)}
 
 
@@ -255,8 +236,7 @@ def export_keras(model, out, overwrite=False, verify=True, images=None):
         raise ValueError(f"a Keras export's file name must end in .keras. Received: {out=}")
     _check_destination(out, overwrite)
     model = load_keras_model(model)
-    tmp = _temporary_sibling(out) + ".keras"
-    try:
+    with files.atomic_path(out, suffix=".keras", overwrite=overwrite) as tmp:
         model.save(tmp)
         if getattr(model, "optimizer", None) is not None or getattr(model, "compiled", False):
             # Keras 3 saves the optimizer and compile arguments with a compiled model: reload
@@ -265,10 +245,6 @@ def export_keras(model, out, overwrite=False, verify=True, images=None):
 
             keras.models.load_model(tmp, compile=False).save(tmp)
         report = verify_export(model, tmp, images=images) if verify else {}
-        _move_into_place(tmp, out, overwrite)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return {**report, "path": out, "format": "keras", "classes": int(model.outputs[0].shape[-1])}
 
 
@@ -281,5 +257,5 @@ def export(model, out, format="savedmodel", classes=None, overwrite=False, verif
         return export_savedmodel(model, out, classes=classes, overwrite=overwrite, verify=verify, images=images)
     out = os.fspath(out)
     if not out.endswith(".keras"):
-        out = os.path.join(out, "model.keras")
+        out = os.path.join(out, runs.MODEL)
     return export_keras(model, out, overwrite=overwrite, verify=verify, images=images)

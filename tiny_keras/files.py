@@ -12,19 +12,35 @@ import shutil
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=""):
+def atomic_path(path, suffix="", overwrite=None):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds,
-    remove it if not. ``suffix`` keeps an extension some writers require (``.keras``)."""
+    remove it if not. ``suffix`` keeps an extension some writers require (``.keras``).
+
+    The block may write a file or a folder (a SavedModel) there. ``overwrite``: None
+    replaces an existing file as ``os.replace`` does; True replaces whatever is at
+    ``path``, a folder too; False keeps it and raises ``FileExistsError``."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}{suffix}")
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
+    _remove(tmp)  # left by an earlier process of the same id
     try:
         yield tmp
+        if os.path.lexists(path) and overwrite is not None:
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 @contextlib.contextmanager
@@ -48,6 +64,12 @@ def read_json(path, default=_REQUIRED):
 def write_json(obj, path):
     with atomic_open(path, encoding="utf-8") as f:
         json.dump(obj, f, indent=2, default=float)
+
+
+def write_text(text, path):
+    """``text`` as the whole content of ``path`` (UTF-8)."""
+    with atomic_open(path, encoding="utf-8") as f:
+        f.write(text)
 
 
 def copy(src, dst):

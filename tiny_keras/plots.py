@@ -22,27 +22,24 @@ function                  what it shows                                         
                           rejected boxes (a ``tiny_keras.localization`` run)
 ========================  =========================================================  ===================
 
-The data they draw come from a run folder (``tiny_keras.train``; layout in its
-docstring): :func:`read_history` joins the stages' ``history.csv`` files with their
-boundaries, :func:`read_activations` the stages' ``activations.json`` (recorded by
+The data they draw come from a run folder, read by ``tiny_keras.runs``:
+``runs.read_history`` joins the stages' ``history.csv`` files with their boundaries,
+``runs.read_activations`` the stages' ``activations.json`` (recorded by
 ``tiny_keras.callbacks.ActivationPercentiles`` for every run, ``activation_samples``
 images), and a trained model gives :func:`first_conv_layer`, :func:`penultimate_features`
 and, through ``tiny_keras.evaluate``, the probabilities behind the per-class plots.
 :func:`make_plot` does all of it from paths; ``tools/plot.py`` is its command line.
 
-    >>> from tiny_keras import plots
-    >>> fig = plots.plot_curves(plots.read_history("runs/paper1/resnet"))  # doctest: +SKIP
+    >>> from tiny_keras import plots, runs
+    >>> fig = plots.plot_curves(runs.read_history("runs/paper1/resnet"))  # doctest: +SKIP
     >>> plots.save(fig, "curves.png", size=(1200, 800))                     # doctest: +SKIP
 """
-import csv
-import dataclasses
 import math
 import os
-from typing import Optional
 
 import numpy as np
 
-from tiny_keras import files
+from tiny_keras import files, runs
 
 DPI = 100  # fixed: a figure of W x H pixels is W / DPI x H / DPI inches
 DEFAULT_SIZE = (1200, 800)  # pixels (width, height)
@@ -84,191 +81,29 @@ def save(fig, path, size=DEFAULT_SIZE):
     width, height = _check_size(size)
     fig.set_size_inches(width / DPI, height / DPI)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = os.path.splitext(os.path.basename(path))
+    ext = os.path.splitext(path)[1]
     if not ext:
         raise ValueError(f"{path}: give the file an extension (.png, .pdf, .svg) to choose its format")
-    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}{ext}")
-    try:
+    with files.atomic_path(path, suffix=ext) as tmp:  # the extension chooses the format
         # No bbox_inches="tight": it would crop the figure and change its pixel size.
         fig.savefig(tmp, dpi=DPI, facecolor="white")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
-# -- run folders ------------------------------------------------------------------------------
-def is_run_folder(path):
-    """A folder written by ``tiny_keras.train.train`` (it holds ``recipe.json``)."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "recipe.json"))
-
-
-def workdir_runs(path):
-    """The run folders of a reproduction workdir (``tiny_keras.reproduce``: ``results.json``
-    naming its runs, one folder each), in the order they ran; [] if ``path`` is not one."""
-    results = os.path.join(path, "results.json")
-    if not os.path.isdir(path) or is_run_folder(path) or not os.path.isfile(results):
-        return []
-    recipes = files.read_json(results).get("recipe")
-    if not isinstance(recipes, dict):
-        return []
-    return [os.path.join(path, name) for name in recipes if is_run_folder(os.path.join(path, name))]
-
-
-def _not_a_run(path, what):
-    runs = workdir_runs(path)
-    if runs:
-        names = ", ".join(os.path.basename(r) for r in runs)
-        return PlotError(f"{path} is a reproduction workdir holding the runs {names}; {what} needs one of them "
-                         f"(e.g. {runs[0]})")
-    if not os.path.exists(path):
-        return PlotError(f"{path}: no such file or folder")
-    return PlotError(f"{path} is not a run folder (no recipe.json): {what} needs the folder tiny_keras.train "
-                     "wrote")
-
-
-def stage_names(run):
-    """The run's stage names, in training order (from its ``recipe.json``)."""
-    if not is_run_folder(run):
-        raise _not_a_run(run, "this plot")
-    return [s["name"] for s in files.read_json(os.path.join(run, "recipe.json"))["stages"]]
-
-
-@dataclasses.dataclass
-class Boundary:
-    """Where a stage starts on the run's epoch axis (``start``: epochs before it)."""
-
-    start: int
-    stage: str
-    image_size: Optional[int] = None
-
-
-@dataclasses.dataclass
-class History:
-    """A run's per-epoch records over all its stages.
-
-    ``epoch``: the run's epoch number, 1-based and counting across stages (so a stage's
-    epochs follow the previous stage's); ``columns``: the CSVLogger columns (``loss``,
-    ``top1``, ``val_loss``, ``val_top1``, ``learning_rate`` ...) as float arrays, NaN where
-    a stage lacks one; ``boundaries``: where each stage starts.
-    """
-
-    run: str
-    epoch: np.ndarray
-    columns: dict
-    boundaries: list
-
-    def get(self, name):
-        return self.columns.get(name, np.full(len(self.epoch), np.nan))
-
-
-def _stage_sizes(run):
-    return {s["name"]: s.get("image_size") for s in files.read_json(os.path.join(run, "recipe.json"))["stages"]}
-
-
-def read_history(run):
-    """The :class:`History` of a run folder: its stages' ``history.csv`` files, in stage order.
-
-    Stages not started yet (an unfinished run) are left out; a run with no history at all
-    is an error naming the files looked for."""
-    names = stage_names(run)
-    sizes = _stage_sizes(run)
-    rows, boundaries, offset = [], [], 0
-    for name in names:
-        path = os.path.join(run, "stages", name, "history.csv")
-        if not os.path.isfile(path):
-            break
-        with open(path, newline="") as f:
-            stage_rows = [r for r in csv.DictReader(f) if r.get("epoch", "") != ""]
-        if not stage_rows:
-            break
-        boundaries.append(Boundary(offset, name, sizes.get(name)))
-        stage_rows.sort(key=lambda r: int(r["epoch"]))
-        for r in stage_rows:
-            rows.append({**r, "_x": offset + int(r["epoch"]) + 1})
-        offset += int(stage_rows[-1]["epoch"]) + 1
-    if not rows:
-        wanted = ", ".join(os.path.join("stages", n, "history.csv") for n in names)
-        raise PlotError(f"{run}: no training history ({wanted} missing or empty): no epoch has finished yet")
-    keys = [k for k in rows[0] if k not in ("epoch", "_x")]
-    for r in rows[1:]:
-        keys += [k for k in r if k not in keys and k not in ("epoch", "_x")]
-    columns = {k: np.array([_float(r.get(k)) for r in rows]) for k in keys}
-    if "learning_rate" not in columns and "lr" in columns:
-        columns["learning_rate"] = columns["lr"]
-    return History(run, np.array([r["_x"] for r in rows]), columns, boundaries)
-
-
-def _float(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def read_activations(run):
-    """The run's activation percentiles over all stages.
-
-    Returns ``{"percentiles": [...], "layers": {"last_block": name, "logits": name},
-    "epoch": [run epochs, 1-based], "last_block": [E, P], "logits": [E, P],
-    "boundaries": [Boundary]}``."""
-    names = stage_names(run)
-    sizes = _stage_sizes(run)
-    epochs, blocks, logits, boundaries, layers, percentiles, offset = [], [], [], [], {}, None, 0
-    for name in names:
-        path = os.path.join(run, "stages", name, "activations.json")
-        if not os.path.isfile(path):
-            break
-        data = files.read_json(path)
-        records = sorted(data.get("epochs", []), key=lambda e: e["epoch"])
-        if not records:
-            break
-        percentiles = data["percentiles"]
-        layers = data.get("layers", layers)
-        boundaries.append(Boundary(offset, name, sizes.get(name)))
-        for record in records:
-            epochs.append(offset + int(record["epoch"]) + 1)
-            blocks.append(record["last_block"])
-            logits.append(record["logits"])
-        offset += int(records[-1]["epoch"]) + 1
-    if not epochs:
-        raise PlotError(
-            f"{run}: no activation records (stages/<stage>/activations.json for stages {names}): the run was "
-            "trained with activation_samples=0, or no epoch has finished yet")
-    return {"percentiles": list(percentiles), "layers": layers, "epoch": np.array(epochs),
-            "last_block": np.array(blocks, float), "logits": np.array(logits, float), "boundaries": boundaries}
-
-
-def model_path(path):
-    """The model file behind ``path``: a ``.keras`` file, a SavedModel folder, or a run
-    folder (its ``model.keras``; in an unfinished run, the last finished stage's)."""
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        return path
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.keras")):
-        return os.path.join(path, "model.keras")
-    if is_run_folder(path):
-        for name in reversed(stage_names(path)):
-            candidate = os.path.join(path, "stages", name, "model.keras")
-            if os.path.isfile(candidate):
-                return candidate
-        raise PlotError(f"{path}: this run has no model yet (no model.keras, no finished stage)")
-    raise _not_a_run(path, "this plot") if os.path.isdir(path) else PlotError(f"{path}: no such file or folder")
-
-
 # -- models -----------------------------------------------------------------------------------
+def _run_records(read, path):
+    """``read(path)`` (a ``tiny_keras.runs`` reader), its errors as :class:`PlotError`."""
+    try:
+        return read(path)
+    except runs.RunRecordError as err:
+        raise PlotError(str(err)) from None
+
+
 def load_model(path):
     """The Keras model at ``path`` (a ``.keras`` file or run folder), without its optimizer."""
-    import keras
+    import keras  # the package's layers are registered: importing this module ran tiny_keras/__init__
 
-    import tiny_keras  # noqa: F401 - registers the package's layers
-
-    file = model_path(path)
+    file = _run_records(runs.model_path, path)
     if os.path.isdir(file):
         raise PlotError(f"{file} is a SavedModel: this plot needs the Keras model (a .keras file or run folder)")
     try:
@@ -349,7 +184,7 @@ def predict(path, images, batch_size=256):
     from tiny_keras import evaluate
 
     try:
-        member = evaluate.load_member(model_path(path))
+        member = evaluate.load_member(_run_records(runs.model_path, path))
     except evaluate.ModelLoadError as err:
         raise PlotError(str(err)) from None
     probabilities = member.predict(images, batch_size=batch_size)
@@ -412,7 +247,7 @@ def _short(text, width=22):
 # -- curves -----------------------------------------------------------------------------------
 def plot_curves(history, title=None, size=DEFAULT_SIZE):
     """Training and validation loss and top-1 per epoch, stages marked, learning rate on a
-    second axis. ``history``: a :class:`History`, or ``{name: History}`` to compare several
+    second axis. ``history``: a ``runs.History``, or ``{name: History}`` to compare several
     runs (a study): then their validation curves (solid) and training curves (dotted)."""
     if isinstance(history, dict):
         return _plot_compare(history, title, size)
@@ -791,12 +626,13 @@ def make_plot(kind, path, data=None, split="val", classes=None, k=5, samples=Non
             raise PlotError("the boxes plot runs the localiser on images: give the dataset (--data PATH)")
         return _plot_localization_run(path, data, samples, title, size, progress)
     if kind == "curves":
-        runs = workdir_runs(path)
-        if runs:
-            return plot_curves({_run_name(r): read_history(r) for r in runs}, title=title, size=size)
-        return plot_curves(read_history(path), title=title, size=size)
+        workdir_runs = runs.workdir_runs(path)
+        if workdir_runs:
+            return plot_curves({_run_name(r): _run_records(runs.read_history, r) for r in workdir_runs},
+                               title=title, size=size)
+        return plot_curves(_run_records(runs.read_history, path), title=title, size=size)
     if kind == "activations":
-        return plot_activations(read_activations(path), title=title, size=size)
+        return plot_activations(_run_records(runs.read_activations, path), title=title, size=size)
     if kind == "filters":
         return plot_filters(load_model(path), title=title, size=size)
     if data is None:
@@ -804,7 +640,7 @@ def make_plot(kind, path, data=None, split="val", classes=None, k=5, samples=Non
     from tiny_keras import data as data_lib
     from tiny_keras import evaluate
 
-    file = model_path(path)
+    file = _run_records(runs.model_path, path)
     split_data = data_lib.load_split(data, split, progress=progress)
     if (split_data.labels < 0).any():
         raise PlotError(f"the {split} split has no labels: use --split val")

@@ -15,12 +15,12 @@ papers report (:class:`Row`, listed by the reproduction scripts) beside what was
 import csv
 import dataclasses
 import os
-import shutil
 from typing import Optional
 
-from tiny_keras import files
+from tiny_keras import files, runs
 
-RECORD_FILES = ("results.json", "recipe.json", "run.json")
+RECORD_FILES = (runs.RESULTS, runs.RECIPE, runs.RUN_INFO)
+NOTE = "note.md"  # optional: what a gap to the paper's figure comes from
 # The estimate for rows not yet run, on one H100-class GPU: training FLOPs (3 x forward) at a
 # sustained 100 TFLOP/s, but no faster than 5,000 images/s, what host-side augmentation on
 # a few CPU cores delivers to small models.
@@ -58,7 +58,7 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     if missing:
         raise PublishError(f"{run_folder}: not a finished run (no {', '.join(missing)}); "
                            "only finished runs are published")
-    recipe = files.read_json(os.path.join(run_folder, "recipe.json"))
+    recipe = files.read_json(os.path.join(run_folder, runs.RECIPE))
     subset = {k: recipe.get(k) for k in ("classes", "per_class", "val_per_class") if recipe.get(k)}
     if subset or recipe.get("run_eagerly"):
         raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'run eagerly'}) is not a measured "
@@ -68,26 +68,22 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     target = os.path.join(results_dir, paper, run)
     if os.path.exists(target) and not overwrite:
         raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
-    staging = target + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    for name in RECORD_FILES:
-        files.copy(os.path.join(run_folder, name), os.path.join(staging, name))
-    for stage in recipe["stages"]:
-        history = os.path.join(run_folder, "stages", stage["name"], "history.csv")
-        if os.path.isfile(history):
-            files.copy(history, os.path.join(staging, "stages", stage["name"], "history.csv"))
-    if note:
-        with files.atomic_open(os.path.join(staging, "note.md"), encoding="utf-8") as f:
-            f.write(note.strip() + "\n")
-    if os.path.exists(target):  # replaced only once the new record is complete
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    # An existing record is replaced only once the new one is complete.
+    with files.atomic_path(target, overwrite=True) as staging:
+        for name in RECORD_FILES:
+            files.copy(os.path.join(run_folder, name), os.path.join(staging, name))
+        for stage in recipe["stages"]:
+            history = os.path.join(runs.stage_folder(run_folder, stage["name"]), runs.HISTORY)
+            if os.path.isfile(history):
+                files.copy(history, os.path.join(runs.stage_folder(staging, stage["name"]), runs.HISTORY))
+        if note:
+            files.write_text(note.strip() + "\n", os.path.join(staging, NOTE))
     return target
 
 
 # -- reading --------------------------------------------------------------------------------
 def read_history(folder, stage):
-    path = os.path.join(folder, "stages", stage, "history.csv")
+    path = os.path.join(runs.stage_folder(folder, stage), runs.HISTORY)
     if not os.path.isfile(path):
         return []
     with open(path, newline="") as f:
@@ -113,14 +109,14 @@ def read_published(results_dir):
             continue
         for run in sorted(os.listdir(paper_dir)):
             folder = os.path.join(paper_dir, run)
-            if not os.path.isfile(os.path.join(folder, "results.json")):
+            if not os.path.isfile(os.path.join(folder, runs.RESULTS)):
                 continue
             found[(paper, run)] = {
                 "folder": folder,
-                "results": files.read_json(os.path.join(folder, "results.json")),
-                "recipe": files.read_json(os.path.join(folder, "recipe.json")),
-                "run": files.read_json(os.path.join(folder, "run.json")),
-                "note": _read_note(os.path.join(folder, "note.md")),
+                "results": files.read_json(os.path.join(folder, runs.RESULTS)),
+                "recipe": files.read_json(os.path.join(folder, runs.RECIPE)),
+                "run": files.read_json(os.path.join(folder, runs.RUN_INFO)),
+                "note": _read_note(os.path.join(folder, NOTE)),
             }
     return found
 

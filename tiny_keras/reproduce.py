@@ -21,7 +21,6 @@ shows its traceback instead of the paragraph saying what to do).
 """
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import sys
@@ -173,23 +172,22 @@ def apply_flags(recipe, args):
 
 
 def evaluate_ensemble(ensemble, recipes, workdir, data):
-    """Rows for the ensemble: the members' probabilities averaged on the validation set."""
-    import keras
-
+    """Rows for the ensemble: the members' probabilities averaged on the validation set
+    (``tiny_keras.evaluate``, as ``tools/evaluate.py --ensemble`` does)."""
     from tiny_keras import data as data_lib
-    from tiny_keras import evaluate
+    from tiny_keras import evaluate, runs
 
     first = recipes[ensemble.members[0]]
     val = data_lib.load_split(data, "val", classes=first.classes, per_class=first.val_per_class, progress=False)
     paths = []
     for member in ensemble.members:
         if ensemble.snapshots:
-            paths += sorted(glob.glob(os.path.join(workdir, member, "stages", "*", "snapshots", "*.keras")))
+            paths += runs.snapshot_paths(os.path.join(workdir, member))
         else:
-            paths.append(os.path.join(workdir, member, "model.keras"))
+            paths.append(os.path.join(workdir, member, runs.MODEL))
     start = time.perf_counter()
-    probabilities = [evaluate.predict_probabilities(keras.models.load_model(p), val.images) for p in paths]
-    result = evaluate.scores(evaluate.ensemble_probabilities(probabilities), val.labels)
+    members, _ = evaluate.load_members(paths)
+    result = evaluate.evaluate(members, val.images, val.labels, ensemble=True)["ensemble"]
     return dict(model=ensemble.name, stage="ensemble", epochs=None, members=[os.path.relpath(p, workdir) for p in paths],
                 val_top1=result["top1"], val_top5=result["top5"], paper_val_top1=ensemble.paper_val_top1,
                 seconds=round(time.perf_counter() - start, 1))
@@ -223,7 +221,8 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
 
 
 def _run(paper, recipes, ensembles, workdir, args):
-    from tiny_keras import train
+    from tiny_keras import files, train
+    from tiny_keras.runs import RESULTS, RESULTS_TABLE
 
     runs = []
     for i, (name, recipe) in enumerate(recipes.items()):
@@ -238,11 +237,8 @@ def _run(paper, recipes, ensembles, workdir, args):
     results = {"paper": paper, "runs": runs, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
     table = train.format_table(runs)
-    from tiny_keras import files
-
-    files.write_json(results, os.path.join(workdir, "results.json"))
-    with files.atomic_open(os.path.join(workdir, "results.txt")) as f:
-        f.write(table + "\n")
+    files.write_json(results, os.path.join(workdir, RESULTS))
+    files.write_text(table + "\n", os.path.join(workdir, RESULTS_TABLE))
     print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")
-    print(f"\nwrote {os.path.join(workdir, 'results.json')}")
+    print(f"\nwrote {os.path.join(workdir, RESULTS)}")
     return results

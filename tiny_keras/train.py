@@ -1,21 +1,8 @@
 """The training engine: ``train(recipe, workdir, data)`` runs any paper's recipe.
 
-What a run folder holds (``workdir``)::
-
-    recipe.json            the recipe, as run
-    state.json,            the position of an unfinished run (stage, epochs done) and
-    checkpoint-*.keras     its model with optimizer state, written after every epoch (every k
-                           epochs where one would cost more than 5% of an epoch; see
-                           ``callbacks.RunCheckpoint``) and after each stage's last
-    progress.json          the results of the stages already finished
-    stages/<name>/         per stage: history.csv, best.weights.h5, model.keras, snapshots
-    tensorboard/<name>/    TensorBoard logs
-    model.keras            the final model (preprocessing included: feed it 0..255 images)
-    results.json           per-stage results beside the paper's numbers
-    train.log              one line per epoch (and per stage), appended as the run goes:
-                           ``tail -f WORKDIR/train.log`` follows a background run
-    run.json               where the run came from: each session's command, date, commit,
-                           backend, library versions and machine; the training time
+A run folder (``workdir``) holds the recipe, the run's resume point, each stage's
+history, best weights, snapshots and model, the final model and results, a log and the
+run's provenance; ``tiny_keras.runs`` names every file and reads them.
 
 An interrupted run (killed at any point) started again with the same recipe and folder
 continues from its last checkpointed epoch: same stage, same learning-rate schedule
@@ -29,11 +16,9 @@ images), the random crop (centre crop at evaluation) and the stage's resolution 
 parts, run on the device and saved with it, so evaluation and export need no flags. The
 host pipeline only shuffles, gathers and batches uint8 images.
 """
-import csv
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -44,8 +29,9 @@ import tensorflow as tf
 from tiny_keras import augment as augment_lib
 from tiny_keras import callbacks as cbs
 from tiny_keras import data as data_lib
-from tiny_keras import files, models, provenance, schedules
+from tiny_keras import files, models, provenance, runs, schedules
 from tiny_keras.losses import make_loss
+from tiny_keras.metrics import TopKAccuracy
 from tiny_keras.recipe import AUTO_STEPS_PER_EXECUTION, Recipe
 
 OPTIMIZER_CLASSES = {
@@ -57,8 +43,6 @@ OPTIMIZER_CLASSES = {
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
-LOG = "train.log"
-
 
 def resolve_verbose(verbose):
     """Keras's verbosity, with ``"auto"``: progress bars on a terminal, else a line per epoch."""
@@ -69,15 +53,9 @@ def resolve_verbose(verbose):
     return verbose
 
 
-class RunFolderError(RuntimeError):
-    """The run folder holds something this run must not overwrite."""
-
-
 def make_metrics():
-    return [
-        keras.metrics.SparseCategoricalAccuracy(name="top1"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-    ]
+    """Top-1 and top-5 accuracy, ties ranked as ``tiny_keras.evaluate`` ranks them (``tiny_keras.metrics``)."""
+    return [TopKAccuracy(1, name="top1"), TopKAccuracy(5, name="top5")]
 
 
 def make_optimizer(spec, schedule=None):
@@ -249,11 +227,11 @@ def evaluate(model, dataset):
     return val_scores(model.evaluate(dataset, return_dict=True, verbose=0))
 
 
-def format_table(runs):
+def format_table(rows):
     """The per-stage results with the paper's figure beside ours."""
     header = f"{'model':<26}{'stage':<12}{'epochs':>7}{'val top-1':>11}{'val top-5':>11}{'paper top-1':>13}{'seconds':>10}"
     lines = [header, "-" * len(header)]
-    for r in runs:
+    for r in rows:
         paper = "-" if r.get("paper_val_top1") is None else f"{r['paper_val_top1']:.2f}"
         top5 = "-" if r.get("val_top5") is None else f"{r['val_top5']:.2f}"
         lines.append(
@@ -263,39 +241,9 @@ def format_table(runs):
     return "\n".join(lines)
 
 
-def _truncate_history(path, epochs):
-    """Keep the history rows of the first ``epochs`` epochs: a run killed after logging an
-    epoch but before checkpointing it trains that epoch again, and logs it once."""
-    if not os.path.exists(path):
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    with files.atomic_open(path, newline="") as f:
-        csv.writer(f).writerows(rows[:1] + [row for row in rows[1:] if row and int(row[0]) < epochs])
-
-
-def _prepare_folder(workdir, recipe, overwrite):
-    os.makedirs(workdir, exist_ok=True)
-    recipe_path = os.path.join(workdir, "recipe.json")
-    saved = files.read_json(recipe_path, None)
-    ours = json.loads(recipe.to_json())
-    if saved is not None and overwrite:
-        for name in os.listdir(workdir):
-            path = os.path.join(workdir, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        saved = None
-    if saved is not None and saved != ours:
-        changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
-        raise RunFolderError(
-            f"{workdir} holds a different run (recipe differs in {changed}); choose another workdir "
-            "or pass overwrite=True (--overwrite) to replace it"
-        )
-    files.write_json(ours, recipe_path)
-
-
 def _record_session(workdir):
     """Add this process (command, date, commit, backend, versions, machine) to ``run.json``."""
-    path = os.path.join(workdir, "run.json")
+    path = os.path.join(workdir, runs.RUN_INFO)
     run = files.read_json(path, {"sessions": []})
     run["sessions"].append({"command": provenance.command(), "cwd": os.getcwd(), "started": provenance.now(),
                             "environment": provenance.environment()})
@@ -303,7 +251,7 @@ def _record_session(workdir):
 
 
 def _record_finish(workdir, final):
-    path = os.path.join(workdir, "run.json")
+    path = os.path.join(workdir, runs.RUN_INFO)
     run = files.read_json(path, {"sessions": []})
     run.update(finished=provenance.now(), train_seconds=round(sum(r["seconds"] for r in final["runs"]), 1))
     files.write_json(run, path)
@@ -328,8 +276,8 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     recipe = resolve_performance(recipe.validate(), gpu_compute_capability())
     verbose = resolve_verbose(verbose)
-    _prepare_folder(workdir, recipe, overwrite)
-    results_path = os.path.join(workdir, "results.json")
+    runs.prepare_folder(workdir, recipe, overwrite)
+    results_path = os.path.join(workdir, runs.RESULTS)
     finished = files.read_json(results_path, None)
     if finished is not None:
         if verbose:
@@ -365,15 +313,15 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
         if split.labels.max() >= recipe.num_classes:
             raise ValueError(f"{split.split} labels go up to {split.labels.max()}, but {recipe.num_classes=}")
 
-    progress = files.read_json(os.path.join(workdir, "progress.json"), {"runs": []})
-    state = files.read_json(os.path.join(workdir, "state.json"), None)
+    progress = files.read_json(os.path.join(workdir, runs.PROGRESS), {"runs": []})
+    state = files.read_json(os.path.join(workdir, runs.STATE), None)
     done = {r["stage"] for r in progress["runs"]}
     model = None
     with strategy.scope():
         last_done = [i for i, s in enumerate(recipe.stages) if s.name in done]
         if last_done:  # finished stages: continue from the last one's model
             model = keras.models.load_model(
-                os.path.join(workdir, "stages", recipe.stages[last_done[-1]].name, "model.keras"))
+                os.path.join(runs.stage_folder(workdir, recipe.stages[last_done[-1]].name), runs.MODEL))
         for index, stage in enumerate(recipe.stages):
             if stage.name in done:
                 continue
@@ -383,20 +331,20 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
             state = None
     final = dict(paper=recipe.paper, model=recipe.model, runs=progress["runs"], recipe=json.loads(recipe.to_json()))
     # The final model is the last stage's, already saved: copy the file.
-    files.copy(os.path.join(workdir, "stages", recipe.stages[-1].name, "model.keras"),
-                    os.path.join(workdir, "model.keras"))
+    files.copy(os.path.join(runs.stage_folder(workdir, recipe.stages[-1].name), runs.MODEL),
+               os.path.join(workdir, runs.MODEL))
     files.write_json(final, results_path)
     _record_finish(workdir, final)
-    if os.path.exists(os.path.join(workdir, "state.json")):
-        os.remove(os.path.join(workdir, "state.json"))
-    cbs.remove_checkpoints(workdir)
-    cbs.log_line(os.path.join(workdir, LOG), format_table(final["runs"]), echo=bool(verbose))
+    if os.path.exists(os.path.join(workdir, runs.STATE)):
+        os.remove(os.path.join(workdir, runs.STATE))
+    runs.remove_checkpoints(workdir)
+    cbs.log_line(os.path.join(workdir, runs.LOG), format_table(final["runs"]), echo=bool(verbose))
     return final
 
 
 def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume, progress, verbose,
                extra_callbacks):
-    stage_dir = os.path.join(workdir, "stages", stage.name)
+    stage_dir = runs.stage_folder(workdir, stage.name)
     os.makedirs(stage_dir, exist_ok=True)
     start = time.perf_counter()
     steps = stage.steps_per_epoch or max(1, len(train_split) // stage.batch_size)
@@ -410,7 +358,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         set_weight_decay(model.backbone, stage.weight_decay)
         initial_epoch = int(resume["epochs_done"])
         start -= float(resume.get("seconds", 0.0))
-        _truncate_history(os.path.join(stage_dir, "history.csv"), initial_epoch)
+        runs.truncate_history(os.path.join(stage_dir, runs.HISTORY), initial_epoch)
     else:
         model = stage_model(recipe, stage, index, model,
                             None if model is not None else np.asarray(train_split.images))
@@ -427,27 +375,27 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # its step, so a resumed run continues it); the logger reports the rate of each
     # epoch's last step.
     keras_callbacks = [cbs.LearningRateLogger(stage_schedule(stage, steps))]
-    log = os.path.join(workdir, LOG)
+    log = os.path.join(workdir, runs.LOG)
     keras_callbacks.append(cbs.EpochLog(log, stage.name, stage.epochs, steps * stage.batch_size, echo=verbose == 2))
     if stage.reduce_lr_on_plateau:
         keras_callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
         keras_callbacks.append(keras.callbacks.EarlyStopping(**stage.early_stopping))
-    best = cbs.BestCheckpoint(os.path.join(stage_dir, "best.weights.h5"), monitor="val_top1", mode="max")
+    best = cbs.BestCheckpoint(os.path.join(stage_dir, runs.BEST_WEIGHTS), monitor="val_top1", mode="max")
     keras_callbacks.append(best)
     if stage.snapshot_every_epochs or stage.snapshot_every_steps:
-        keras_callbacks.append(cbs.Snapshots(os.path.join(stage_dir, "snapshots"), stage.snapshot_every_epochs,
+        keras_callbacks.append(cbs.Snapshots(os.path.join(stage_dir, runs.SNAPSHOTS), stage.snapshot_every_epochs,
                                              stage.snapshot_every_steps, steps))
     keras_callbacks += [
-        keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.CSVLogger(os.path.join(stage_dir, runs.HISTORY), append=initial_epoch > 0),
         keras.callbacks.TerminateOnNaN(),
     ]
     if recipe.tensorboard:
-        keras_callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard", stage.name),
+        keras_callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, runs.TENSORBOARD, stage.name),
                                                            histogram_freq=recipe.tensorboard_histograms))
     if recipe.activation_samples:
         keras_callbacks.append(cbs.ActivationPercentiles(np.asarray(val_split.images[:recipe.activation_samples]),
-                                                         os.path.join(stage_dir, "activations.json")))
+                                                         os.path.join(stage_dir, runs.ACTIVATIONS)))
     run_checkpoint = cbs.RunCheckpoint(workdir, index, stage.name, callbacks=keras_callbacks, start=start,
                                        restore=(resume or {}).get("callbacks"), epochs=stage.epochs,
                                        every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every)
@@ -475,16 +423,16 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     row = dict(model=recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size,
                **scores, paper_val_top1=recipe.paper_results.get(stage.name),
                seconds=round(time.perf_counter() - start, 1))
-    checkpoint = (files.read_json(os.path.join(workdir, "state.json"), None) or {}).get("checkpoint")
+    checkpoint = (files.read_json(os.path.join(workdir, runs.STATE), None) or {}).get("checkpoint")
     if history is not None and not stage.restore_best and not stage.early_stopping and checkpoint:
         # The weights are the last epoch's, already serialized: copy the file.
-        files.copy(os.path.join(workdir, checkpoint), os.path.join(stage_dir, "model.keras"))
+        files.copy(os.path.join(workdir, checkpoint), os.path.join(stage_dir, runs.MODEL))
     else:
-        files.save_model(model, os.path.join(stage_dir, "model.keras"))
+        files.save_model(model, os.path.join(stage_dir, runs.MODEL))
     if history is not None:
         cbs.log_line(log, f"Stage '{stage.name}': {run_checkpoint.report()}", echo=verbose == 2)
     progress["runs"].append(row)
-    files.write_json(progress, os.path.join(workdir, "progress.json"))
+    files.write_json(progress, os.path.join(workdir, runs.PROGRESS))
     cbs.log_line(log, f"Stage '{stage.name}': val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%",
                  echo=bool(verbose))
     return model

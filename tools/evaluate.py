@@ -10,7 +10,8 @@ no preprocessing flags exist. Prints top-1, top-5 and loss per model (and for th
 ensemble: the weighted mean of the members' probabilities; one weight per MODEL, shared
 equally by a folder's snapshots), the 5 best and 5 worst classes and the most frequent
 confusions. ``--predict-test`` writes the challenge submission (``file_name wnid`` per
-test image) from ``--split test``. The logic lives in ``tiny_keras.evaluate``.
+test image) from ``--split test``. The logic lives in ``tiny_keras.evaluate``, the tables
+and files in ``tiny_keras.report``.
 """
 import argparse
 import os
@@ -59,7 +60,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from tiny_keras import data
+    from tiny_keras import data, files, report
     from tiny_keras import evaluate as ev
 
     try:
@@ -88,7 +89,7 @@ def main(argv=None):
     if args.predict_test:
         final = ev.ensemble_probabilities(probabilities, weights) if args.ensemble else probabilities[0]
         classes = classes or ev.resolve_classes(final.shape[-1], split.classes)
-        ev.write_lines(ev.submission_lines(final, split.files, classes), args.predict_test)
+        report.write_submission(final, split.files, classes, args.predict_test)
         print(f"wrote {args.predict_test} ({len(split.files)} lines)")
         return 0
 
@@ -97,12 +98,12 @@ def main(argv=None):
                          probabilities=probabilities)
     result = {"data": os.fspath(args.data), "split": args.split, **result}
     print()
-    print(ev.format_report(result))
+    print(report.format_report(result))
     if args.per_class_csv:
-        ev.write_per_class_csv(result["per_class"], args.per_class_csv)
+        report.write_per_class_csv(result["per_class"], args.per_class_csv)
         print(f"wrote {args.per_class_csv}")
     if args.json:
-        ev.write_json(result, args.json)
+        files.write_json(result, args.json)
         print(f"wrote {args.json}")
     return 0
 

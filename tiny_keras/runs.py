@@ -1,0 +1,328 @@
+"""The run folder: the names of what ``tiny_keras.train`` writes in a run's ``workdir``,
+and the functions that read it. Every module that reads or writes a run folder takes
+the names from here.
+
+What a run folder holds::
+
+    recipe.json            RECIPE: the recipe, as run (what makes a folder a run folder)
+    state.json,            STATE: the position of an unfinished run (stage, epochs done) and
+    checkpoint-*.keras     its model with optimizer state, written after every epoch (every k
+                           epochs where one would cost more than 5% of an epoch; see
+                           ``callbacks.RunCheckpoint``) and after each stage's last
+    progress.json          PROGRESS: the results of the stages already finished
+    stages/<name>/         STAGES: per stage (:func:`stage_folder`): history.csv (HISTORY),
+                           best.weights.h5 (BEST_WEIGHTS), model.keras (MODEL),
+                           snapshots/ (SNAPSHOTS), activations.json (ACTIVATIONS)
+    tensorboard/<name>/    TENSORBOARD: TensorBoard logs
+    model.keras            MODEL: the final model (preprocessing included: feed it 0..255 images)
+    results.json           RESULTS: per-stage results beside the paper's numbers
+    train.log              LOG: one line per epoch (and per stage), appended as the run goes:
+                           ``tail -f WORKDIR/train.log`` follows a background run
+    run.json               RUN_INFO: where the run came from: each session's command, date,
+                           commit, backend, library versions and machine; the training time
+
+A reproduction workdir (``tiny_keras.reproduce``) holds one run folder per model and a
+``results.json`` (RESULTS) naming them under ``recipe``, with a table beside it
+(``results.txt``, RESULTS_TABLE). A published run (``tiny_keras.published``) keeps the
+run folder's names for the records it copies.
+"""
+import csv
+import dataclasses
+import glob
+import json
+import os
+import shutil
+from typing import Optional
+
+import numpy as np
+
+from tiny_keras import files
+
+RECIPE = "recipe.json"
+STATE = "state.json"
+PROGRESS = "progress.json"
+RESULTS = "results.json"
+RESULTS_TABLE = "results.txt"
+RUN_INFO = "run.json"
+LOG = "train.log"
+MODEL = "model.keras"
+STAGES = "stages"
+TENSORBOARD = "tensorboard"
+HISTORY = "history.csv"
+BEST_WEIGHTS = "best.weights.h5"
+SNAPSHOTS = "snapshots"
+ACTIVATIONS = "activations.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+SNAPSHOT_PREFIX = "snapshot-"
+SAVED_MODEL = "saved_model.pb"  # the file that makes a folder a SavedModel
+
+
+class RunFolderError(RuntimeError):
+    """The run folder holds something this run must not overwrite."""
+
+
+class RunRecordError(ValueError):
+    """A path that is not the run folder asked for, or a run folder without the record
+    asked for (the message names what is missing)."""
+
+
+class ModelLoadError(ValueError):
+    """A model path that cannot be read: missing, not a model, or corrupt."""
+
+
+# -- names ------------------------------------------------------------------------------------
+def stage_folder(run, stage):
+    """The folder of stage ``stage`` (its name) in ``run``."""
+    return os.path.join(run, STAGES, stage)
+
+
+def checkpoint_name(stage_index, epochs_done):
+    """The run checkpoint written after ``epochs_done`` epochs of stage ``stage_index``."""
+    return f"{CHECKPOINT_PREFIX}{stage_index}-{epochs_done:04d}.keras"
+
+
+def snapshot_name(epoch=None, step=None):
+    """A snapshot's file name: ``snapshot-eNNN.keras`` after ``epoch`` epochs, or
+    ``snapshot-sNNNNNN.keras`` after ``step`` steps."""
+    if (epoch is None) == (step is None):
+        raise ValueError(f"give exactly one of epoch or step. Received: {epoch=}, {step=}")
+    return f"{SNAPSHOT_PREFIX}e{epoch:03d}.keras" if step is None else f"{SNAPSHOT_PREFIX}s{step:06d}.keras"
+
+
+def snapshot_paths(run):
+    """Every snapshot of ``run`` (all stages), sorted by path."""
+    return sorted(glob.glob(os.path.join(run, STAGES, "*", SNAPSHOTS, "*.keras")))
+
+
+# -- what a path is ---------------------------------------------------------------------------
+def is_run_folder(path):
+    """A folder written by ``tiny_keras.train.train`` (it holds ``recipe.json``)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, RECIPE))
+
+
+def workdir_runs(path):
+    """The run folders of a reproduction workdir (``tiny_keras.reproduce``: ``results.json``
+    naming its runs, one folder each), in the order they ran; [] if ``path`` is not one."""
+    results = os.path.join(path, RESULTS)
+    if not os.path.isdir(path) or is_run_folder(path) or not os.path.isfile(results):
+        return []
+    recipes = files.read_json(results).get("recipe")
+    if not isinstance(recipes, dict):
+        return []
+    return [os.path.join(path, name) for name in recipes if is_run_folder(os.path.join(path, name))]
+
+
+def _not_a_run(path):
+    runs = workdir_runs(path)
+    if runs:
+        names = ", ".join(os.path.basename(r) for r in runs)
+        return RunRecordError(f"{path} is a reproduction workdir holding the runs {names}; this needs one of "
+                              f"them (e.g. {runs[0]})")
+    if not os.path.exists(path):
+        return RunRecordError(f"{path}: no such file or folder")
+    return RunRecordError(f"{path} is not a run folder (no {RECIPE}): this needs the folder tiny_keras.train "
+                          "wrote")
+
+
+def _single_model(path):
+    """The one model ``path`` stands for directly (a file, a SavedModel folder, a folder's
+    ``model.keras``), or None."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, SAVED_MODEL)):
+        return path
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, MODEL)):
+        return os.path.join(path, MODEL)
+    return None
+
+
+def model_path(path):
+    """The model file behind ``path``: a ``.keras`` file, a SavedModel folder, or a run
+    folder (its ``model.keras``; in an unfinished run, the last finished stage's)."""
+    path = os.fspath(path)
+    single = _single_model(path)
+    if single is not None:
+        return single
+    if is_run_folder(path):
+        for name in reversed(stage_names(path)):
+            candidate = os.path.join(stage_folder(path, name), MODEL)
+            if os.path.isfile(candidate):
+                return candidate
+        raise RunRecordError(f"{path}: this run has no model yet (no {MODEL}, no finished stage)")
+    raise _not_a_run(path) if os.path.isdir(path) else RunRecordError(f"{path}: no such file or folder")
+
+
+def member_paths(path):
+    """The model files or SavedModel folders that ``path`` stands for: a file; a SavedModel
+    folder; a run folder's ``model.keras``; else every ``*.keras`` in the folder (a
+    snapshot folder), sorted."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: no such file or folder")
+    single = _single_model(path)
+    if single is not None:
+        return [single]
+    found = sorted(p for p in glob.glob(os.path.join(path, "*.keras")) if not os.path.basename(p).startswith("."))
+    if found:
+        return found
+    raise ModelLoadError(f"{path}: a folder with no model: expected {SAVED_MODEL} (a SavedModel), {MODEL} "
+                         "(a run folder) or *.keras files (a snapshot folder)")
+
+
+# -- records ----------------------------------------------------------------------------------
+def read_recipe(run):
+    """The run's ``recipe.json`` (a dict)."""
+    if not is_run_folder(run):
+        raise _not_a_run(run)
+    return files.read_json(os.path.join(run, RECIPE))
+
+
+def stage_names(run):
+    """The run's stage names, in training order (from its ``recipe.json``)."""
+    return [s["name"] for s in read_recipe(run)["stages"]]
+
+
+@dataclasses.dataclass
+class Boundary:
+    """Where a stage starts on the run's epoch axis (``start``: epochs before it)."""
+
+    start: int
+    stage: str
+    image_size: Optional[int] = None
+
+
+@dataclasses.dataclass
+class History:
+    """A run's per-epoch records over all its stages.
+
+    ``epoch``: the run's epoch number, 1-based and counting across stages (so a stage's
+    epochs follow the previous stage's); ``columns``: the CSVLogger columns (``loss``,
+    ``top1``, ``val_loss``, ``val_top1``, ``learning_rate`` ...) as float arrays, NaN where
+    a stage lacks one; ``boundaries``: where each stage starts.
+    """
+
+    run: str
+    epoch: np.ndarray
+    columns: dict
+    boundaries: list
+
+    def get(self, name):
+        return self.columns.get(name, np.full(len(self.epoch), np.nan))
+
+
+def _stage_sizes(run):
+    return {s["name"]: s.get("image_size") for s in read_recipe(run)["stages"]}
+
+
+def read_history(run):
+    """The :class:`History` of a run folder: its stages' ``history.csv`` files, in stage order.
+
+    Stages not started yet (an unfinished run) are left out; a run with no history at all
+    is an error naming the files looked for."""
+    names = stage_names(run)
+    sizes = _stage_sizes(run)
+    rows, boundaries, offset = [], [], 0
+    for name in names:
+        path = os.path.join(stage_folder(run, name), HISTORY)
+        if not os.path.isfile(path):
+            break
+        with open(path, newline="") as f:
+            stage_rows = [r for r in csv.DictReader(f) if r.get("epoch", "") != ""]
+        if not stage_rows:
+            break
+        boundaries.append(Boundary(offset, name, sizes.get(name)))
+        stage_rows.sort(key=lambda r: int(r["epoch"]))
+        for r in stage_rows:
+            rows.append({**r, "_x": offset + int(r["epoch"]) + 1})
+        offset += int(stage_rows[-1]["epoch"]) + 1
+    if not rows:
+        wanted = ", ".join(os.path.join(STAGES, n, HISTORY) for n in names)
+        raise RunRecordError(f"{run}: no training history ({wanted} missing or empty): no epoch has finished yet")
+    keys = [k for k in rows[0] if k not in ("epoch", "_x")]
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys and k not in ("epoch", "_x")]
+    columns = {k: np.array([_float(r.get(k)) for r in rows]) for k in keys}
+    if "learning_rate" not in columns and "lr" in columns:
+        columns["learning_rate"] = columns["lr"]
+    return History(run, np.array([r["_x"] for r in rows]), columns, boundaries)
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def read_activations(run):
+    """The run's activation percentiles over all stages.
+
+    Returns ``{"percentiles": [...], "layers": {"last_block": name, "logits": name},
+    "epoch": [run epochs, 1-based], "last_block": [E, P], "logits": [E, P],
+    "boundaries": [Boundary]}``."""
+    names = stage_names(run)
+    sizes = _stage_sizes(run)
+    epochs, blocks, logits, boundaries, layers, percentiles, offset = [], [], [], [], {}, None, 0
+    for name in names:
+        path = os.path.join(stage_folder(run, name), ACTIVATIONS)
+        if not os.path.isfile(path):
+            break
+        data = files.read_json(path)
+        records = sorted(data.get("epochs", []), key=lambda e: e["epoch"])
+        if not records:
+            break
+        percentiles = data["percentiles"]
+        layers = data.get("layers", layers)
+        boundaries.append(Boundary(offset, name, sizes.get(name)))
+        for record in records:
+            epochs.append(offset + int(record["epoch"]) + 1)
+            blocks.append(record["last_block"])
+            logits.append(record["logits"])
+        offset += int(records[-1]["epoch"]) + 1
+    if not epochs:
+        raise RunRecordError(
+            f"{run}: no activation records ({STAGES}/<stage>/{ACTIVATIONS} for stages {names}): the run was "
+            "trained with activation_samples=0, or no epoch has finished yet")
+    return {"percentiles": list(percentiles), "layers": layers, "epoch": np.array(epochs),
+            "last_block": np.array(blocks, float), "logits": np.array(logits, float), "boundaries": boundaries}
+
+
+# -- keeping a run folder -----------------------------------------------------------------------
+def prepare_folder(workdir, recipe, overwrite):
+    """Make ``workdir`` the run folder of ``recipe`` (a ``tiny_keras.recipe.Recipe``): write
+    its ``recipe.json``; a folder holding another recipe's run is an error
+    (:class:`RunFolderError`) unless ``overwrite``, which empties it first."""
+    os.makedirs(workdir, exist_ok=True)
+    recipe_path = os.path.join(workdir, RECIPE)
+    saved = files.read_json(recipe_path, None)
+    ours = json.loads(recipe.to_json())
+    if saved is not None and overwrite:
+        for name in os.listdir(workdir):
+            path = os.path.join(workdir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        saved = None
+    if saved is not None and saved != ours:
+        changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+        raise RunFolderError(
+            f"{workdir} holds a different run (recipe differs in {changed}); choose another workdir "
+            "or pass overwrite=True (--overwrite) to replace it"
+        )
+    files.write_json(ours, recipe_path)
+
+
+def truncate_history(path, epochs):
+    """Keep the history rows of the first ``epochs`` epochs: a run killed after logging an
+    epoch but before checkpointing it trains that epoch again, and logs it once."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    with files.atomic_open(path, newline="") as f:
+        csv.writer(f).writerows(rows[:1] + [row for row in rows[1:] if row and int(row[0]) < epochs])
+
+
+def remove_checkpoints(folder, keep=None):
+    """Delete the run checkpoints in ``folder`` other than ``keep``."""
+    for old in os.listdir(folder):
+        if old.startswith(CHECKPOINT_PREFIX) and old.endswith(".keras") and old != keep:
+            os.remove(os.path.join(folder, old))
