@@ -3,6 +3,7 @@ exactly with the augmented images, the detection metrics, the model (build, a tr
 step, .keras reload), bad boxes files, and the reproduction script's --smoke."""
 import csv
 import json
+import os
 
 import keras
 import numpy as np
@@ -327,6 +328,10 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
     assert 0 <= float(history[0]["val_mean_iou"]) <= 1 and float(history[0]["learning_rate"]) > 0
     with pytest.raises(FileExistsError, match="--overwrite"):  # a finished run is kept
         loc.run(loc.Config(), workdir, data=fixture_zip)
+    from tiny_keras import published
+
+    with pytest.raises(published.PublishError, match="smoke"):
+        published.publish(workdir, tmp_path / "results")
     png = tmp_path / "boxes.png"
     plot_tool = _load_tool("plot")
     assert plot_tool.BOX_KINDS == plots.BOX_KINDS
@@ -360,3 +365,21 @@ def test_smoke_all_classes_is_one_localiser_held_out_on_the_official_val_boxes(f
     split = json.loads((workdir / "split.json").read_text())
     assert split["train_files"] == 4 * classes and len(split["held_out_files"]) == classes
     assert all(name.startswith("val_") for name in split["held_out_files"])
+
+
+def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_path):
+    from tiny_keras import published
+
+    config = loc.Config(encoder="small", encoder_options={"filters": (8, 8, 16, 16)}, epochs=1, batch_size=8)
+    results = loc.run(config, tmp_path / "goldfish", data=fixture_zip, verbose=0)
+    target = published.publish(tmp_path / "goldfish", tmp_path / "results")
+    assert target == str(tmp_path / "results" / "paper2_localization" / "goldfish")
+    assert sorted(os.listdir(target)) == sorted(published.LOCALIZATION_FILES)  # no weights
+    assert published.read_published(tmp_path / "results") == {}  # not a row of the papers table
+    table = published.localization_markdown(tmp_path / "results")
+    ours = results["rows"][0]
+    assert f"| ours | {100 * ours['mean_iou']:.1f} | {100 * ours['corloc']:.1f} | {100 * ours['ap50']:.1f} |" in table
+    command = json.loads((tmp_path / "goldfish" / "run.json").read_text())["sessions"][-1]["command"]
+    assert "| full image (0.0, 0.0, 1.0, 1.0) | " in table and f"```bash\n{command}\n```" in table
+    with pytest.raises(published.PublishError, match="exists"):
+        published.publish(tmp_path / "goldfish", tmp_path / "results")

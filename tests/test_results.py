@@ -13,11 +13,14 @@ sys.path.insert(0, str(REPO / "tools"))
 import results as results_tool  # noqa: E402
 
 
-def test_readme_papers_table_matches_results_folder():
-    """The README's table is what ``tools/results.py readme`` makes from ``results/``."""
+def test_readme_tables_match_results_folder():
+    """The README's papers and localisation tables are what ``tools/results.py readme``
+    makes from ``results/``."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    _, generated = results_tool.generated_table()
-    assert results_tool.readme_block(readme) == generated, "run: python tools/results.py readme"
+    blocks = results_tool.generated_blocks()
+    assert set(blocks) == {None, "localization-table"}
+    for block, generated in blocks.items():
+        assert results_tool.readme_block(readme, block) == generated, "run: python tools/results.py readme"
 
 
 def test_catalogue_lists_every_figure_the_papers_report():

@@ -9,7 +9,9 @@ A published run is a finished run folder's record, without its weights::
                          /note.md              optional: what a gap to the paper's figure comes from
 
 It keeps the run folder's names, so ``tools/plot.py curves results/paper4/model2`` works
-on it. :func:`publish` copies a run folder there; :func:`papers_table` puts each row the
+on it. A localisation run (paper 2's localiser, ``reproductions/paper2_localization.py``)
+is published the same way with its own record (:data:`LOCALIZATION_FILES`), under
+``results/<paper>_localization/<run>/``, and has its own table (:func:`localization_markdown`). :func:`publish` copies a run folder there; :func:`papers_table` puts each row the
 papers report (:class:`Row`, listed by the reproduction scripts) beside what was measured.
 """
 import csv
@@ -21,6 +23,7 @@ from tiny_keras import files, runs
 
 RECORD_FILES = (runs.RESULTS, runs.RECIPE, runs.RUN_INFO)
 NOTE = "note.md"  # optional: what a gap to the paper's figure comes from
+LOCALIZATION_FILES = ("results.json", "config.json", "split.json", "run.json", "history.csv")
 # The estimate for rows not yet run, on one H100-class GPU: training FLOPs (3 x forward) at a
 # sustained 100 TFLOP/s, but no faster than 5,000 images/s, what host-side augmentation on
 # a few CPU cores delivers to small models.
@@ -54,6 +57,8 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     an unfinished run, or an existing published run (unless ``overwrite``) is refused.
     """
     run_folder = os.path.abspath(run_folder)
+    if is_localization(files.read_json(os.path.join(run_folder, runs.RESULTS), {})):
+        return _publish_localization(run_folder, results_dir, paper, run, overwrite, note)
     missing = [name for name in RECORD_FILES if not os.path.isfile(os.path.join(run_folder, name))]
     if missing:
         raise PublishError(f"{run_folder}: not a finished run (no {', '.join(missing)}); "
@@ -81,6 +86,33 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     return target
 
 
+def is_localization(results):
+    """True for a localisation run's ``results.json`` (``tiny_keras.localization``)."""
+    return results.get("task") == "localization"
+
+
+def _publish_localization(run_folder, results_dir, paper, run, overwrite, note):
+    """``publish`` for a localisation run: to ``results_dir/<paper>_localization/<run>/``."""
+    missing = [name for name in LOCALIZATION_FILES if not os.path.isfile(os.path.join(run_folder, name))]
+    if missing:
+        raise PublishError(f"{run_folder}: not a finished localisation run (no {', '.join(missing)}); "
+                           "only finished runs are published")
+    results = files.read_json(os.path.join(run_folder, runs.RESULTS))
+    subset = {k: results["config"].get(k) for k in ("per_class", "val_per_class") if results["config"].get(k)}
+    if results.get("smoke") or subset:
+        raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'smoke'}) is not a measured result; "
+                           "publish a full run")
+    target = os.path.join(results_dir, paper or f"{results['paper']}_localization", run or os.path.basename(run_folder))
+    if os.path.exists(target) and not overwrite:
+        raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+    with files.atomic_path(target, overwrite=True) as staging:
+        for name in LOCALIZATION_FILES:
+            files.copy(os.path.join(run_folder, name), os.path.join(staging, name))
+        if note:
+            files.write_text(note.strip() + "\n", os.path.join(staging, NOTE))
+    return target
+
+
 # -- reading --------------------------------------------------------------------------------
 def read_history(folder, stage):
     path = os.path.join(runs.stage_folder(folder, stage), runs.HISTORY)
@@ -98,27 +130,62 @@ def first_epoch_reaching(history, top1):
     return None
 
 
-def read_published(results_dir):
-    """``{(paper, run): {"folder", "results", "recipe", "run", "note"}}`` for every published run."""
-    found = {}
+def _published_folders(results_dir):
+    """``(paper, run, folder, results)`` for every published run folder, in name order."""
     if not os.path.isdir(results_dir):
-        return found
+        return
     for paper in sorted(os.listdir(results_dir)):
         paper_dir = os.path.join(results_dir, paper)
         if not os.path.isdir(paper_dir):
             continue
         for run in sorted(os.listdir(paper_dir)):
             folder = os.path.join(paper_dir, run)
-            if not os.path.isfile(os.path.join(folder, runs.RESULTS)):
-                continue
-            found[(paper, run)] = {
-                "folder": folder,
-                "results": files.read_json(os.path.join(folder, runs.RESULTS)),
-                "recipe": files.read_json(os.path.join(folder, runs.RECIPE)),
-                "run": files.read_json(os.path.join(folder, runs.RUN_INFO)),
-                "note": _read_note(os.path.join(folder, NOTE)),
-            }
-    return found
+            if os.path.isfile(os.path.join(folder, runs.RESULTS)):
+                yield paper, run, folder, files.read_json(os.path.join(folder, runs.RESULTS))
+
+
+def read_published(results_dir):
+    """``{(paper, run): {"folder", "results", "recipe", "run", "note"}}`` for every published
+    classification run."""
+    return {
+        (paper, run): {
+            "folder": folder,
+            "results": results,
+            "recipe": files.read_json(os.path.join(folder, runs.RECIPE)),
+            "run": files.read_json(os.path.join(folder, runs.RUN_INFO)),
+            "note": _read_note(os.path.join(folder, NOTE)),
+        }
+        for paper, run, folder, results in _published_folders(results_dir) if not is_localization(results)
+    }
+
+
+def localization_markdown(results_dir):
+    """Every published localisation run as a Markdown table (held-out images, percent),
+    the baselines beside ours, then how it was measured and the command."""
+    blocks = []
+    for paper, run, folder, results in _published_folders(results_dir):
+        if not is_localization(results):
+            continue
+        record = files.read_json(os.path.join(folder, runs.RUN_INFO))
+        session = record["sessions"][-1]
+        commit = session["environment"]["source"].get("commit") or "unknown"
+        lines = [f"{paper} / {run}: classes {results['classes']}, held out {results['held_out']}; "
+                 f"{results['config']['encoder']} encoder, {results['epochs']} epochs.",
+                 "",
+                 "| method | mean IoU | CorLoc | AP@0.5 | images |",
+                 "| --- | --- | --- | --- | --- |"]
+        for row in results["rows"]:
+            method = row["method"] + (f" {tuple(row['box'])}" if "box" in row else "")
+            lines.append(f"| {method} | {100 * row['mean_iou']:.1f} | {100 * row['corloc']:.1f} "
+                         f"| {100 * row['ap50']:.1f} | {row['images']} |")
+        link = os.path.relpath(folder, os.path.dirname(os.path.abspath(results_dir)))
+        date = (record.get("finished") or session["started"])[:10]
+        lines += ["", f"Measured on {machine_of(record)}, {date}, commit {commit[:7]}: "
+                      f"{_hours(results['train_seconds'] / 3600.0)} of training, "
+                      f"{_hours(results['wall_seconds'] / 3600.0)} in all ([record]({link})).",
+                  "", "```bash", session["command"], "```"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else "No localisation run is published yet."
 
 
 def _read_note(path):

@@ -2,7 +2,7 @@
 """The measured results in ``results/``, beside the papers' figures.
 
     python tools/results.py table [--json OUT]       # the papers table, Markdown (and JSON)
-    python tools/results.py readme [--check]          # write (or check) README.md's papers table
+    python tools/results.py readme [--check]          # write (or check) README.md's tables
     python tools/results.py publish RUN_FOLDER [--as PAPER/RUN] [--note TEXT] [--overwrite]
 
 ``table`` lists every result a paper reports (the rows come from the reproduction
@@ -11,7 +11,9 @@ difference, our epochs, the first epoch at which ours reached the paper's figure
 machine and backend, the training time, and a link to the published folder. Rows not yet
 run say what they need, with an estimate of the GPU time (``tiny_keras.published``).
 ``publish`` copies a finished run folder's record (results, recipe, provenance, per-stage
-histories; never weights) to ``results/<paper>/<run>/``.
+histories; never weights) to ``results/<paper>/<run>/``; a localisation run (paper 2's
+localiser) goes to ``results/<paper>_localization/<run>/`` and into the README's
+localisation table.
 """
 import argparse
 import functools
@@ -24,6 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
 README = os.path.join(REPO, "README.md")
 BEGIN, END = "<!-- papers-table -->", "<!-- /papers-table -->"
+LOCALIZATION = "localization-table"  # README block of the published localisation runs
 
 
 def script(paper):
@@ -99,11 +102,29 @@ def generated_table(results_dir=RESULTS):
     return table, published.markdown(table)
 
 
-def readme_block(text):
-    """The papers table now in README.md's text (between the markers)."""
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
+def _markers(block):
+    return (BEGIN, END) if block is None else (f"<!-- {block} -->", f"<!-- /{block} -->")
+
+
+def readme_block(text, block=None):
+    """The papers table (or another generated ``block``) now in README.md's text."""
+    begin, end = _markers(block)
+    if begin not in text or end not in text:
+        raise SystemExit(f"README.md has no {begin} ... {end} block")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def generated_blocks(results_dir=RESULTS):
+    """``{block: text}``: every README block made from ``results_dir`` (None: the papers table)."""
+    from tiny_keras import published
+
+    return {None: generated_table(results_dir)[1], LOCALIZATION: published.localization_markdown(results_dir)}
+
+
+def _replace_block(text, block, content):
+    begin, end = _markers(block)
+    before, rest = text.split(begin, 1)
+    return f"{before}{begin}\n{content}\n{end}{rest.split(end, 1)[1]}"
 
 
 def main(argv=None):
@@ -143,19 +164,20 @@ def main(argv=None):
         return 0
     with open(README, encoding="utf-8") as f:
         current = f.read()
-    _, text = generated_table()
+    blocks = generated_blocks()
     if args.check:
-        if readme_block(current) != text:
-            print("README.md's papers table differs from results/; run: python tools/results.py readme",
+        stale = [block or "papers-table" for block, text in blocks.items() if readme_block(current, block) != text]
+        if stale:
+            print(f"README.md's {', '.join(stale)} differ from results/; run: python tools/results.py readme",
                   file=sys.stderr)
             return 1
-        print("README.md's papers table matches results/")
+        print("README.md's tables match results/")
         return 0
-    before, rest = current.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    with files.atomic_open(README, encoding="utf-8") as f:
-        f.write(f"{before}{BEGIN}\n{text}\n{END}{after}")
-    print("wrote README.md's papers table")
+    for block, text in blocks.items():
+        readme_block(current, block)  # both markers present, or a clear error before writing
+        current = _replace_block(current, block, text)
+    files.write_text(current, README)
+    print("wrote README.md's papers and localisation tables")
     return 0
 
 

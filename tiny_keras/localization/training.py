@@ -204,7 +204,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
                "rows": rows, "beats_baselines": {k: all(rows[0][k] > r[k] for r in rows[1:])
                                                  for k in ("mean_iou", "corloc")},
                "epochs": config.epochs, "train_seconds": round(train_seconds, 1), "wall_seconds": round(wall, 1),
-               "smoke": config.smoke, "data": data or "tfds:tiny_imagenet", "config": json.loads(config.to_json())}
+               "smoke": config.smoke, "data": os.fspath(data) if data else "tfds:tiny_imagenet", "config": json.loads(config.to_json())}
     files.write_json(results, os.path.join(workdir, "results.json"))
     table = format_table(rows)
     with files.atomic_open(os.path.join(workdir, "results.txt")) as f:
