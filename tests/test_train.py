@@ -454,3 +454,23 @@ def test_sharded_input_gives_each_replica_distinct_images():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert done.returncode == 0 and "sharded ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_resumed_run_with_dropout_has_the_uninterrupted_weights(fixture_zip, tmp_path):
+    """Dropout's seed generator state is saved with the checkpoint, so its masks after a
+    resume are the uninterrupted run's (as the augmentation's are)."""
+    recipe = tiny_recipe(model_options={**TINY, "dropout": 0.5})
+    train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+    run = tmp_path / "killed"
+    with pytest.raises(Interrupt):
+        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=2)])
+    train.train(recipe, run, data=fixture_zip, verbose=0)
+    whole = keras.models.load_model(tmp_path / "whole" / "model.keras")
+    resumed = keras.models.load_model(run / "model.keras")
+    for a, b in zip(network_weights(resumed), network_weights(whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    dropout = [layer for layer in whole.backbone.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropout  # the saved model carries the seed state too
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropout[0].seed_generator.state),
+                                  keras.ops.convert_to_numpy(resumed.backbone.get_layer(dropout[0].name)
+                                                             .seed_generator.state))

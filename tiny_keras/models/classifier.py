@@ -139,6 +139,28 @@ class ImageClassifier(keras.Model):
         return ImageClassifier(self.backbone, preprocessor=self.preprocessor, augmenter=augmenter, crop=crop,
                                image_size=image_size, seed=seed)
 
+    # Keras saves layers' variables but not their seed generators' states (Dropout's and the
+    # like): where those random streams stand, which a resumed run needs to draw what the
+    # uninterrupted run would. The model saves them with its own variables.
+    SEED_STATE = "seed_state_"
+
+    def _all_seed_generators(self):
+        """Every seed generator of the model's layers, in a fixed order."""
+        return [generator for layer in self._flatten_layers(include_self=False, recursive=True)
+                for generator in layer._seed_generators]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, generator in enumerate(self._all_seed_generators()):
+            store[f"{self.SEED_STATE}{i}"] = generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith(self.SEED_STATE)})
+        for i, generator in enumerate(self._all_seed_generators()):
+            if f"{self.SEED_STATE}{i}" in keys:
+                generator.state.assign(store[f"{self.SEED_STATE}{i}"])
+
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
         return {
