@@ -126,9 +126,10 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TINY_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def run_python(*args, timeout=900):
-    """``python ARGS`` in a fresh process with this checkout importable; its CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def run_python(*args, timeout=900, env=None):
+    """``python ARGS`` in a fresh process with this checkout importable (and ``env`` added to
+    the environment, e.g. ``{"KERAS_BACKEND": "jax"}``); its CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=timeout)
 

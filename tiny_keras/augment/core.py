@@ -23,11 +23,18 @@ _REGISTRY = {}
 no_autograph = tf.autograph.experimental.do_not_convert
 
 
+def _backend():
+    import keras
+
+    return keras.backend.backend()
+
+
 def as_seed(seed):
-    """A stateless-RNG seed as an int64 tensor of shape [2].
+    """A stateless-RNG seed as a tensor of shape [2]: int64 for TensorFlow's Philox, uint32
+    key data for JAX's threefry.
 
     Accepts a Python/numpy int (read as ``[seed, 0]``), a pair, or a tensor of shape [2]
-    (int32 or int64, e.g. the per-batch seed the data pipeline passes, or
+    (int32, uint32 or int64, e.g. the per-batch seed the data pipeline passes, or
     ``keras.random.SeedGenerator.next()``).
     """
     if seed is None:
@@ -35,44 +42,76 @@ def as_seed(seed):
             "A random transform needs a seed (an int or an int tensor of shape [2], "
             "e.g. the per-batch seed tiny_keras.data.make_dataset passes). Received: seed=None"
         )
+    backend = _backend()
+    if backend not in RANDOM_BACKENDS:
+        raise NotImplementedError(
+            f"Random augmentation draws its numbers with TensorFlow's or JAX's stateless generators; "
+            f"the {backend!r} backend has none yet. Deterministic transforms (crops, resizing, "
+            f"standardisation, apply_transform with given parameters) work on every backend."
+        )
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return tf.constant([int(seed), 0], tf.int64)
-    seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer:
-        raise ValueError(f"A seed must be integer; received dtype {seed.dtype.name}.")
-    if seed.shape.rank is not None and seed.shape.as_list() != [2]:
-        raise ValueError(f"A seed must have shape [2]; received shape {seed.shape}.")
+        seed = np.array([int(seed) % (1 << 64), 0], np.uint64).astype(np.int64)  # any int, wrapped to 64 bits
+    seed = ops.convert_to_tensor(seed)
+    if "int" not in str(seed.dtype):
+        raise ValueError(f"A seed must be integer; received dtype {seed.dtype}.")
+    if len(seed.shape) != 1 or seed.shape[0] not in (None, 2):
+        raise ValueError(f"A seed must have shape [2]; received shape {tuple(seed.shape)}.")
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(seed).astype(jnp.uint32)  # int64 values wrap, as uint32 key data
     return tf.cast(seed, tf.int64)
 
 
 # The transforms are written with keras.ops; the random bits below are the one place that
-# speaks TensorFlow (stateless Philox: no keras.random counterpart folds seeds or gives raw
-# bits the same way eagerly and under XLA).
+# speaks a backend's own generator (no keras.random function folds seeds or gives raw bits):
+# TensorFlow's stateless Philox, JAX's threefry. The two give different numbers for the same
+# seed; each is the same eagerly and compiled.
 #
-# Random numbers are the same eagerly, in a tf.function and under XLA: the Philox generator
-# named explicitly ("auto_select" picks another under XLA) gives the same *bits* everywhere,
-# and the bits are made floats here (TensorFlow's float conversion differs under XLA).
+# On TensorFlow, random numbers are the same eagerly, in a tf.function and under XLA: the
+# Philox generator named explicitly ("auto_select" picks another under XLA) gives the same
+# *bits* everywhere, and the bits are made floats here (TensorFlow's float conversion
+# differs under XLA).
 RNG_ALG = "philox"
+RANDOM_BACKENDS = ("tensorflow", "jax")
+
+
+def _jax_key(seed):
+    import jax
+
+    return jax.random.wrap_key_data(as_seed(seed), impl="threefry2x32")
 
 
 def fold_seed(seed, index):
     """The sub-seed number ``index`` of ``seed`` (independent streams for each parameter)."""
+    if _backend() == "jax":
+        import jax
+
+        return jax.random.key_data(jax.random.fold_in(_jax_key(seed), index))
     return tf.random.experimental.stateless_fold_in(as_seed(seed), index, alg=RNG_ALG)
 
 
 def random_bits(shape, seed):
     """Uniform uint32 bits of ``shape`` from a stateless ``seed``."""
+    if _backend() == "jax":
+        import jax
+
+        return jax.random.bits(_jax_key(seed), tuple(shape), dtype="uint32")
     return tf.random.stateless_uniform(shape, as_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALG)
 
 
 def uniform(shape, seed, minval=0.0, maxval=1.0):
     """Uniform float32 draws in ``[minval, maxval)`` (24 random bits each)."""
-    unit = tf.cast(tf.bitwise.right_shift(random_bits(shape, seed), 8), tf.float32) * (1.0 / (1 << 24))
+    unit = ops.cast(ops.right_shift(random_bits(shape, seed), 8), "float32") * (1.0 / (1 << 24))
     return minval + (maxval - minval) * unit
 
 
 def uniform_int(shape, seed, minval, maxval):
     """Uniform int32 draws in ``[minval, maxval)``."""
+    if _backend() == "jax":
+        import jax
+
+        return jax.random.randint(_jax_key(seed), tuple(shape), minval, maxval, dtype="int32")
     return tf.random.stateless_uniform(shape, as_seed(seed), minval=minval, maxval=maxval, dtype=tf.int32,
                                        alg=RNG_ALG)
 
@@ -88,9 +127,7 @@ def compile_function(fn, jit_compile):
     """``fn`` compiled once for use outside a model (eagerly, in ``Dataset.map``): a
     ``tf.function`` (with XLA if ``jit_compile``) on the TensorFlow backend. Inside a model
     the model's own compilation applies, so on other backends ``fn`` is returned as is."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
+    if _backend() != "tensorflow":
         return fn
     return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
 
