@@ -388,10 +388,10 @@ def test_load_split_from_tfds_matches_zip(fixture_zip, tmp_path, monkeypatch):
     manual = tmp_path / "manual"
     manual.mkdir()
     shutil.copy(fixture_zip, manual / "tiny-imagenet-200.zip")
-    from_tfds = tfds_builder.load_split(
-        "val", cache="memory", progress=False, data_dir=str(tmp_path / "tfds"),
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
+    source = tfds_builder.TfdsSource(
+        data_dir=str(tmp_path / "tfds"), download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
     )
+    from_tfds = data.load_split(source, "val", cache="memory", progress=False)
     from_zip = data.load_split(fixture_zip, "val", cache="memory", progress=False)
     order = [from_tfds.files.index(f) for f in from_zip.files]
     assert np.array_equal(from_tfds.images[order], from_zip.images)  # same decoder, same pixels

@@ -12,6 +12,7 @@ from tiny_keras.data.classes import ClassNames, official_classes, sort_wnids
 from tiny_keras.data.layout import NO_BOX, SPLITS, DatasetError, Record, TinyImageNet
 from tiny_keras.data.pipeline import make_dataset, resize_images
 from tiny_keras.data import tfds_builder  # registers "tiny_imagenet" with TFDS
+from tiny_keras.data.tfds_builder import TfdsSource
 
 __all__ = [
     "ClassNames",
@@ -20,6 +21,7 @@ __all__ = [
     "NO_BOX",
     "Record",
     "SPLITS",
+    "TfdsSource",
     "TinyImageNet",
     "default_cache_dir",
     "load_split",
