@@ -694,7 +694,8 @@ def test_make_dataset_hook_is_seeded_and_evaluates_deterministically(fixture_roo
     aug = Compose([RandomCrop(56), RandomFlip(), Augmenter(rotation_range=20)])
 
     def batches(seed, split="train", fn=aug):
-        ds = data.make_dataset(fixture_root, split, batch_size=4, augment=fn, seed=seed, progress=False)
+        loaded = data.load_split(fixture_root, split, progress=False)
+        ds = data.make_dataset(loaded, batch_size=4, augment=fn, seed=seed)
         return [x.numpy() for x, _ in ds]
 
     first, again, other = batches(0), batches(0), batches(1)

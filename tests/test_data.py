@@ -159,7 +159,7 @@ def test_interrupted_cache_write_leaves_nothing(fixture_root, tmp_path, monkeypa
 # -- pipelines --------------------------------------------------------------------------
 def test_pipeline_shapes_order_and_determinism(fixture_zip):
     def batches(seed):
-        ds = data.make_dataset(fixture_zip, "train", batch_size=4, seed=seed, progress=False)
+        ds = data.make_dataset(data.load_split(fixture_zip, "train", progress=False), batch_size=4, seed=seed)
         return [(x.numpy(), y.numpy()) for x, y in ds]
 
     a, b, c = batches(1), batches(1), batches(2)
@@ -173,11 +173,11 @@ def test_pipeline_shapes_order_and_determinism(fixture_zip):
 
 
 def test_pipeline_reshuffles_each_epoch_and_eval_is_ordered(fixture_zip):
-    ds = data.make_dataset(fixture_zip, "train", batch_size=12, seed=3, progress=False)
+    ds = data.make_dataset(data.load_split(fixture_zip, "train", progress=False), batch_size=12, seed=3)
     epoch1 = next(iter(ds))[1].numpy()
     epoch2 = next(iter(ds))[1].numpy()
     assert not np.array_equal(epoch1, epoch2)
-    val = data.make_dataset(fixture_zip, "val", batch_size=4, progress=False)
+    val = data.make_dataset(data.load_split(fixture_zip, "val", progress=False), batch_size=4)
     sizes = [len(y) for _, y in val]
     assert sizes == [4, 2]  # no shuffle, last partial batch kept
     decoded = data.load_split(fixture_zip, "val", progress=False)
@@ -191,14 +191,15 @@ def test_augment_hook_gets_batches_and_per_batch_seeds(fixture_zip):
         seen.append(seed)
         return images[:, 4:60, 4:60, :] + tf.cast(seed[0] % 2, tf.float32) * 0.0
 
-    ds = data.make_dataset(fixture_zip, "train", batch_size=4, augment=augment, image_size=32, progress=False)
+    ds = data.make_dataset(data.load_split(fixture_zip, "train", progress=False), batch_size=4, augment=augment,
+                           image_size=32)
     x, y = next(iter(ds))
     assert x.shape == (4, 32, 32, 3) and y.shape == (4,)
     assert seen and seen[0].shape == (2,)
 
     # Seeds differ from batch to batch and epoch to epoch, and repeat with the pipeline seed.
     def seeds(seed):
-        ds = data.make_dataset(fixture_zip, "train", batch_size=4, seed=seed, progress=False,
+        ds = data.make_dataset(data.load_split(fixture_zip, "train", progress=False), batch_size=4, seed=seed,
                                augment=lambda images, s: tf.fill(tf.shape(images), tf.cast(s[0] % 1000, tf.float32)))
         return [float(x[0, 0, 0, 0]) for _ in range(2) for x, _ in ds]
 
@@ -207,12 +208,20 @@ def test_augment_hook_gets_batches_and_per_batch_seeds(fixture_zip):
 
 
 def test_resize_for_progressive_resizing(fixture_zip):
+    val = data.load_split(fixture_zip, "val", progress=False)
     for size in (32, 40, 48, 54, 64):
-        x, _ = next(iter(data.make_dataset(fixture_zip, "val", batch_size=2, image_size=size, progress=False)))
+        x, _ = next(iter(data.make_dataset(val, batch_size=2, image_size=size)))
         assert x.shape == (2, size, size, 3)
-    x, _ = next(iter(data.make_dataset(fixture_zip, "val", batch_size=2, image_size=32, progress=False)))
+    x, _ = next(iter(data.make_dataset(val, batch_size=2, image_size=32)))
     # Resizing a flat-coloured image keeps its colour (antialiased bilinear).
     assert mean_colour_label(x[0].numpy().astype(np.uint8)) == int(_[0])
+
+
+def test_make_dataset_takes_a_loaded_split(fixture_zip):
+    with pytest.raises(TypeError, match="load_split"):
+        data.make_dataset(fixture_zip, batch_size=4)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        data.make_dataset(data.load_split(fixture_zip, "val", progress=False), "val")
 
 
 # -- bad input --------------------------------------------------------------------------
@@ -388,10 +397,10 @@ def test_load_split_from_tfds_matches_zip(fixture_zip, tmp_path, monkeypatch):
     manual = tmp_path / "manual"
     manual.mkdir()
     shutil.copy(fixture_zip, manual / "tiny-imagenet-200.zip")
-    from_tfds = tfds_builder.load_split(
-        "val", cache="memory", progress=False, data_dir=str(tmp_path / "tfds"),
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
+    source = tfds_builder.TfdsSource(
+        data_dir=str(tmp_path / "tfds"), download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
     )
+    from_tfds = data.load_split(source, "val", cache="memory", progress=False)
     from_zip = data.load_split(fixture_zip, "val", cache="memory", progress=False)
     order = [from_tfds.files.index(f) for f in from_zip.files]
     assert np.array_equal(from_tfds.images[order], from_zip.images)  # same decoder, same pixels

@@ -277,7 +277,7 @@ def test_savedmodel_export_is_a_member(tmp_path):
 # -- tools/evaluate.py -------------------------------------------------------------------------------
 def test_cli_top1_equals_model_evaluate(trained_run, fixture_zip, tmp_path):
     model = keras.models.load_model(trained_run / "model.keras")  # compiled by the engine: top1, top5
-    expected = model.evaluate(data.make_dataset(fixture_zip, "val", batch_size=4, progress=False),
+    expected = model.evaluate(data.make_dataset(data.load_split(fixture_zip, "val", progress=False), batch_size=4),
                               return_dict=True, verbose=0)
     out_json, out_csv = tmp_path / "results.json", tmp_path / "per_class.csv"
     snapshots = trained_run / "stages" / "train" / "snapshots"

@@ -201,15 +201,16 @@ def train_input(strategy, split, batch_size, seed, skip_batches=0):
     reading its own shard of the stream in per-replica batches; the global batch stays
     ``batch_size``, the replicas of a step see distinct images and an epoch every image once."""
     if strategy.num_replicas_in_sync == 1:
-        return data_lib.make_dataset(split, batch_size=batch_size, seed=seed, repeat=True, skip_batches=skip_batches)
+        return data_lib.make_dataset(split, batch_size=batch_size, training=True, seed=seed, repeat=True,
+                                     skip_batches=skip_batches)
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch size {batch_size} does not split over {strategy.num_replicas_in_sync} replicas")
 
     def per_pipeline(context):
         # A step takes one batch per replica: this pipeline's replicas' batches from it.
         replicas_here = strategy.num_replicas_in_sync // context.num_input_pipelines
-        return data_lib.make_dataset(split, batch_size=context.get_per_replica_batch_size(batch_size), seed=seed,
-                                     repeat=True, skip_batches=skip_batches * replicas_here,
+        return data_lib.make_dataset(split, batch_size=context.get_per_replica_batch_size(batch_size),
+                                     training=True, seed=seed, repeat=True, skip_batches=skip_batches * replicas_here,
                                      shard=(context.num_input_pipelines, context.input_pipeline_id))
 
     return strategy.distribute_datasets_from_function(per_pipeline)
@@ -369,7 +370,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # resumed run stopped.
     train_ds = train_input(tf.distribute.get_strategy(), train_split, stage.batch_size, stage_seed(recipe, index),
                            skip_batches=initial_epoch * steps)
-    val_ds = data_lib.make_dataset(val_split, "val", batch_size=stage.batch_size)
+    val_ds = data_lib.make_dataset(val_split, batch_size=stage.batch_size, training=False)
 
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
     # its step, so a resumed run continues it); the logger reports the rate of each

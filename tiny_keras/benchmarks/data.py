@@ -19,8 +19,7 @@ def run(args):
         start = time.perf_counter()
         split = data.load_split(args.data, "train", per_class=args.per_class, cache_dir=cache_dir)
         decode_seconds = time.perf_counter() - start
-        ds = data.make_dataset(args.data, "train", batch_size=args.batch_size, per_class=args.per_class,
-                               cache_dir=cache_dir, progress=False)
+        ds = data.make_dataset(split, batch_size=args.batch_size)
         rates = []
         for epoch in range(args.epochs):
             start, count = time.perf_counter(), 0

@@ -127,8 +127,8 @@ def run(args):
         }
         del exact
 
-        ours = data.make_dataset(split, "train", batch_size=args.batch_size, augment=ours_aug, seed=args.seed,
-                                 training=True, drop_remainder=False, progress=False)
+        ours = data.make_dataset(split, batch_size=args.batch_size, augment=ours_aug, seed=args.seed,
+                                 training=True, drop_remainder=False)
         flow = idg.flow(split.images, split.labels, batch_size=args.batch_size, shuffle=True, seed=args.seed)
         ffd = idg.flow_from_directory(str(train_dir), target_size=(64, 64), batch_size=args.batch_size,
                                       class_mode="sparse", shuffle=True, seed=args.seed)

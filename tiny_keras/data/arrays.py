@@ -1,10 +1,14 @@
 """A split decoded once into uint8 arrays, and the cache file that keeps it between runs.
 
-``load_split(source, split)`` returns a :class:`DecodedSplit`. The first call decodes
-every JPEG (with a progress bar) and writes the arrays to the cache folder
-(``$TINY_KERAS_CACHE``, default ``~/.cache/tiny_keras``); later calls map the cache
-file instead. The cache key holds the source's signature (archive size and mtime,
-or every file's size and mtime for a folder), so a changed source is decoded again.
+``load_split(source, split)`` returns a :class:`DecodedSplit`. A source is the official
+layout (:class:`~tiny_keras.data.layout.TinyImageNet`: the zip or the folder) or the
+prepared TFDS dataset (:class:`~tiny_keras.data.tfds_builder.TfdsSource`); both list
+records and read their bytes the same way, and everything after that is one path. The
+first call decodes every JPEG (with a progress bar) and writes the arrays to the cache
+folder (``$TINY_KERAS_CACHE``, default ``~/.cache/tiny_keras``); later calls map the
+cache file instead. The cache key holds the source's signature (archive size and mtime,
+every file's size and mtime for a folder, the prepared dataset's folder and metadata for
+TFDS), so a changed source is decoded again.
 Cache entries are written to a temporary folder and renamed into place, so an
 interrupted run never leaves a half-written cache behind.
 """
@@ -17,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-from tiny_keras.data import decode, layout
+from tiny_keras.data import decode, layout, tfds_builder
 from tiny_keras.data.classes import ClassNames
 
 CACHE_VERSION = 1
@@ -131,6 +135,17 @@ def cached(make, key_parts, split, classes, source, cache="disk", cache_dir=None
     return _read_cache(folder, split, classes)
 
 
+def open_source(source, on_error="raise"):
+    """The source object for ``source``: a :class:`~tiny_keras.data.layout.TinyImageNet` for
+    a path, a :class:`~tiny_keras.data.tfds_builder.TfdsSource` for ``None``; a source
+    object is returned as it is."""
+    if isinstance(source, (layout.TinyImageNet, tfds_builder.TfdsSource)):
+        return source
+    if source is None:
+        return tfds_builder.TfdsSource()
+    return layout.TinyImageNet(source, on_error=on_error)
+
+
 def load_split(
     source,
     split="train",
@@ -145,8 +160,10 @@ def load_split(
 
     Args:
       source: the zip, the ``tiny-imagenet-200`` folder, a folder holding either, or a
-        :class:`~tiny_keras.data.layout.TinyImageNet`; ``None`` for the TFDS dataset
-        (``tiny_keras.data.tfds_builder``), downloaded when absent.
+        :class:`~tiny_keras.data.layout.TinyImageNet`; ``None`` for the TFDS dataset,
+        downloaded and prepared when absent, or a
+        :class:`~tiny_keras.data.tfds_builder.TfdsSource` (its ``data_dir``, its
+        ``download_config``). Both kinds are read the same way.
       split: "train", "val" or "test" ("validation" is accepted for "val").
       classes: a subset: wnids, class indices, or an int n for the first n classes
         (labels keep their full-dataset indices).
@@ -158,12 +175,7 @@ def load_split(
     split = {"validation": "val"}.get(split, split)
     if cache not in ("disk", "memory"):
         raise ValueError(f"cache must be 'disk' or 'memory'. Received: {cache=}")
-    if source is None:
-        from tiny_keras.data import tfds_builder
-
-        return tfds_builder.load_split(split, classes=classes, per_class=per_class, cache=cache,
-                                       cache_dir=cache_dir, on_error=on_error, progress=progress)
-    dataset = source if isinstance(source, layout.TinyImageNet) else layout.TinyImageNet(source, on_error=on_error)
+    dataset = open_source(source, on_error=on_error)
     records = layout.select(dataset.records(split), classes=classes, per_class=per_class)
     if not records:
         raise ValueError(f"{dataset.location}: no {split} images match {classes=} and {per_class=}")

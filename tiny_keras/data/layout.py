@@ -212,6 +212,10 @@ class TinyImageNet:
 
     ``on_error="raise"`` (default) stops at the first inconsistency with an error naming
     the file; ``"skip"`` leaves the bad entry out and records it in ``self.problems``.
+
+    A source for :func:`~tiny_keras.data.load_split`: ``classes``, ``location``,
+    ``problems``, ``records``, ``read``, ``describe`` and ``signature`` are what it uses;
+    :class:`~tiny_keras.data.tfds_builder.TfdsSource` offers the same for the TFDS dataset.
     """
 
     def __init__(self, path, on_error="raise"):

@@ -2,8 +2,9 @@
 
 One fixed order, each step for a reason:
 
-1. decode once and cache (``load_split``): JPEG decoding is the costly part; the
-   decoded uint8 split lives in memory (100k images are 1.2 GB) or a cache file;
+1. decode once and cache (``load_split``, before ``make_dataset``): JPEG decoding is the
+   costly part; the decoded uint8 split lives in memory (100k images are 1.2 GB) or a
+   cache file;
 2. shuffle indices with a seed (cheap: the images themselves are not copied into a
    shuffle buffer), reshuffled each epoch;
 3. repeat (optional: Keras ``fit`` can also iterate epoch by epoch);
@@ -22,7 +23,7 @@ layers.
 import numpy as np
 import tensorflow as tf
 
-from tiny_keras.data.arrays import DecodedSplit, load_split
+from tiny_keras.data.arrays import DecodedSplit
 
 
 def resize_images(images, size, method="bilinear", antialias=True):
@@ -34,8 +35,7 @@ def resize_images(images, size, method="bilinear", antialias=True):
 
 
 def make_dataset(
-    source=None,
-    split="train",
+    split,
     batch_size=128,
     *,
     training=None,
@@ -46,22 +46,17 @@ def make_dataset(
     repeat=False,
     skip_batches=0,
     drop_remainder=None,
-    classes=None,
-    per_class=None,
-    cache="disk",
-    cache_dir=None,
-    on_error="raise",
-    progress=True,
     shard=None,
 ):
-    """A ``tf.data.Dataset`` of ``(images, labels)`` batches from Tiny ImageNet.
+    """A ``tf.data.Dataset`` of ``(images, labels)`` batches of a loaded split.
+
+    >>> train = make_dataset(load_split("tiny-imagenet-200.zip", "train"), batch_size=128)
 
     Args:
-      source: zip, folder, or a :class:`~tiny_keras.data.DecodedSplit` already loaded;
-        ``None`` for the TFDS ``tiny_imagenet`` dataset.
-      split: "train", "val" or "test" (test labels are -1).
+      split: a :class:`~tiny_keras.data.DecodedSplit`, from :func:`load_split` (which
+        takes the source, the subset, the cache and error options) or built in memory.
       batch_size: the global batch size.
-      training: shuffle and drop the last partial batch (default: ``split == "train"``).
+      training: shuffle and drop the last partial batch (default: ``split.split == "train"``).
       shuffle: override ``training``'s choice of shuffling.
       seed: seeds the shuffle order and the augmentation.
       augment: ``augment(images, seed) -> images`` applied to whole float32 batches
@@ -72,7 +67,6 @@ def make_dataset(
       skip_batches: start the (repeated) stream this many batches in, with the same
         images and augmentation seeds it would have had there: a resumed run continues
         exactly where it stopped.
-      classes, per_class, cache, cache_dir, on_error: passed to :func:`load_split`.
       shard: ``(num_shards, index)``: this input pipeline's share of the stream (one
         worker's under multi-worker training). Every shard shuffles with the same seed and
         takes every ``num_shards``-th image of the stream, after ``skip_batches`` batches of
@@ -82,19 +76,23 @@ def make_dataset(
     Images come out as stored (uint8, 0..255) or, with ``augment`` or ``image_size``,
     float32 (augmented, resized); labels int32.
     """
-    training = (split == "train") if training is None else training
+    if not isinstance(split, DecodedSplit):
+        raise TypeError(
+            "make_dataset takes a split loaded with tiny_keras.data.load_split(source, split_name, ...), "
+            f"which takes the source and the loading options. Received: {type(split).__name__} {split!r:.80}"
+        )
+    if isinstance(batch_size, str):
+        raise TypeError(f"batch_size must be an int; the split's name comes with the loaded split. "
+                        f"Received: {batch_size=}")
+    decoded = split
+    training = (decoded.split == "train") if training is None else training
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive. Received: {batch_size=}")
-    if isinstance(source, DecodedSplit):
-        decoded = source
-    else:
-        decoded = load_split(source, split, classes=classes, per_class=per_class, cache=cache,
-                             cache_dir=cache_dir, on_error=on_error, progress=progress)
     n = len(decoded)
     if drop_remainder and not repeat and n < batch_size:
-        raise ValueError(f"{split} has {n} images, fewer than one batch of {batch_size=}")
+        raise ValueError(f"{decoded.split} has {n} images, fewer than one batch of {batch_size=}")
     if decoded.tensors is None:
         with tf.device("/CPU:0"):
             decoded.tensors = (tf.constant(np.asarray(decoded.images)),

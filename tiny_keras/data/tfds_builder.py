@@ -1,4 +1,5 @@
-"""TensorFlow Datasets builder ``tiny_imagenet``.
+"""The TensorFlow Datasets builder ``tiny_imagenet`` (:class:`TinyImageNetBuilder`), and the
+prepared dataset as a source for :func:`~tiny_keras.data.load_split` (:class:`TfdsSource`).
 
 Importing ``tiny_keras.data`` registers it, so ``tfds.load("tiny_imagenet")`` works::
 
@@ -54,7 +55,7 @@ def unavailable(url, why, manual_dir):
         f"directory, {manual_dir}, where tfds.load('tiny_imagenet') finds it.")
 
 
-class TinyImagenet(tfds.core.GeneratorBasedBuilder):
+class TinyImageNetBuilder(tfds.core.GeneratorBasedBuilder):
     """Tiny ImageNet: 200 classes of 64x64 images, 500 train, 50 val and 50 test per class."""
 
     name = "tiny_imagenet"
@@ -130,37 +131,53 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
             }
 
 
-def load_split(split, classes=None, per_class=None, cache="disk", cache_dir=None, on_error="raise",
-               progress=True, data_dir=None, download_config=None):
-    """A :class:`~tiny_keras.data.DecodedSplit` from the TFDS dataset (prepared if absent)."""
-    from tiny_keras.data import arrays
+class TfdsSource:
+    """The TFDS dataset ``tiny_imagenet`` as a source: the interface of
+    :class:`~tiny_keras.data.layout.TinyImageNet` (``classes``, ``location``, ``problems``,
+    ``records``, ``read``, ``describe``, ``signature``), so
+    :func:`~tiny_keras.data.load_split` reads both the same way.
 
-    builder = tfds.builder("tiny_imagenet", data_dir=data_dir)
-    builder.download_and_prepare(download_config=download_config)
-    ds = builder.as_dataset(split=TFDS_SPLITS[split], decoders={"image": tfds.decode.SkipDecoding()})
-    examples = [
-        (ex["file_name"].decode(), ex["image"], int(ex["label"]), tuple(int(v) for v in ex["bbox"]))
-        for ex in tfds.as_numpy(ds)
-    ]
-    official = official_classes()
-    records = [
-        layout.Record(name, name, label, official.wnid(label) if label >= 0 else "", bbox)
-        for name, _, label, bbox in examples
-    ]
-    records = layout.select(records, classes=classes, per_class=per_class)
-    if not records:
-        raise ValueError(f"tiny_imagenet: no {split} images match {classes=} and {per_class=}")
-    contents = {name: data for name, data, _, _ in examples}
+    >>> val = tiny_keras.data.load_split(TfdsSource(), "val")   # as load_split(None, "val")
 
-    def make():
-        return arrays.decode_records(records, lambda r: contents[r.path], lambda path: f"tiny_imagenet/{split}/{path}",
-                                     official, split, on_error=on_error, progress=progress,
-                                     location=os.fspath(builder.data_dir))
+    The dataset is downloaded and prepared here if it is not yet (``data_dir`` and
+    ``download_config`` are TFDS's). A record's ``path`` is ``<split>/<file_name>``; its
+    label is the official class index (``tiny_keras.data.official_classes``).
+    """
 
-    key_parts = {
-        "tfds": os.fspath(builder.data_dir),
-        "info": json.dumps(builder.info.as_json, sort_keys=True),
-        "files": [r.file_name for r in records],
-        "on_error": on_error,
-    }
-    return arrays.cached(make, key_parts, split, official, os.fspath(builder.data_dir), cache, cache_dir, progress)
+    def __init__(self, data_dir=None, download_config=None):
+        self._builder = tfds.builder(TinyImageNetBuilder.name, data_dir=data_dir)
+        self._builder.download_and_prepare(download_config=download_config)
+        self.location = os.fspath(self._builder.data_dir)
+        self.classes = official_classes()
+        self.problems = []  # the build checked every file; nothing is ever skipped
+        self._records = {}
+        self._contents = {}
+
+    def describe(self, rel):
+        """A user-facing name for an example: ``tiny_imagenet/<split>/<file_name>``."""
+        return f"{self._builder.name}/{rel}"
+
+    def read(self, record_or_path):
+        """The example's JPEG bytes, as stored."""
+        rel = record_or_path.path if isinstance(record_or_path, layout.Record) else record_or_path
+        return self._contents[rel]  # filled by records()
+
+    def signature(self, split):
+        """The prepared dataset's folder and its metadata (for cache keys)."""
+        return [self.location, json.dumps(self._builder.info.as_json, sort_keys=True)]
+
+    def records(self, split):
+        """All records of ``split`` ("train", "val" or "test"), in the prepared dataset's order."""
+        if split not in layout.SPLITS:
+            raise ValueError(f"split must be one of {layout.SPLITS}. Received: {split=}")
+        if split not in self._records:
+            ds = self._builder.as_dataset(split=TFDS_SPLITS[split], decoders={"image": tfds.decode.SkipDecoding()})
+            records = []
+            for ex in tfds.as_numpy(ds):
+                name, label = ex["file_name"].decode(), int(ex["label"])
+                rel = f"{split}/{name}"
+                wnid = self.classes.wnid(label) if label >= 0 else ""
+                records.append(layout.Record(name, rel, label, wnid, tuple(int(v) for v in ex["bbox"])))
+                self._contents[rel] = ex["image"]
+            self._records[split] = records
+        return self._records[split]
