@@ -184,10 +184,23 @@ _ENTRIES = (
     ),
 )
 
+def _build_localizer(encoder="paper2_resnet18", encoder_options=None, input_shape=(64, 64, 3), **options):
+    """``localizer.build_localizer`` with its encoder given by name: ``"small"`` or a
+    registered classifier, built here (with its offline options and ``encoder_options``)."""
+    if encoder != "small":
+        entry = get_entry(encoder)
+        if entry.task != "classification":
+            raise ValueError(f"The localiser's encoder must be a classifier or 'small'. Received: {encoder=}")
+        encoder = build(encoder, input_shape=input_shape, **{**entry.offline_options, **(encoder_options or {})})
+        encoder_options = None
+    return localizer.build_localizer(encoder=encoder, encoder_options=encoder_options, input_shape=input_shape,
+                                     **options)
+
+
 # Models of other tasks than classification (not in ``names()`` unless asked for).
 _OTHER_TASKS = (
     ModelEntry(
-        "paper2_localizer", "paper2", localizer.build_localizer, _64, False, None,
+        "paper2_localizer", "paper2", _build_localizer, _64, False, None,
         "object localiser (section 3.5): encoder + LSTM emitting max_boxes (cx, cy, w, h, confidence)",
         small_options={"encoder": "small", "encoder_options": {"filters": (8, 8, 16, 16)}, "code_units": 16,
                        "lstm_units": 16, "max_boxes": 3},

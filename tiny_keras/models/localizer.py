@@ -35,21 +35,10 @@ def apply_small_encoder(x, filters=SMALL_ENCODER_FILTERS, name="small_encoder"):
     return x
 
 
-def _registered_feature_maps(encoder, input_shape, encoder_options):
-    """The feature maps of a registered classifier (the input of its head,
-    ``classifier.feature_maps_model``), as a model of its own."""
-    from tiny_keras import models
-
-    entry = models.get_entry(encoder)
-    options = {**entry.offline_options, **(encoder_options or {})}
-    network = models.build(encoder, input_shape=input_shape, **options)
-    return feature_maps_model(network, name=f"{encoder}_features")
-
-
 def build_localizer(
     max_boxes=5,
     input_shape=(64, 64, 3),
-    encoder="paper2_resnet18",
+    encoder="small",
     encoder_options=None,
     code_channels=32,
     code_units=256,
@@ -77,19 +66,21 @@ def build_localizer(
       fed to the LSTM at every step, as TensorBox feeds each cell's features.
     - Boxes are ``(cx, cy, w, h)`` as fractions of the image, through a sigmoid, so a
       box never leaves [0, 1]; TensorBox regresses pixel offsets from the cell centre.
-    - ``encoder``: any registered classifier's feature maps (default paper 2's
-      ResNet-18, ``models.build("paper2_resnet18")``), or ``"small"``, a 4-stage conv
-      encoder that trains on a CPU (:func:`apply_small_encoder`). TensorBox used
-      GoogLeNet; the paper does not say which it used.
+    - ``encoder``: a classifier network's feature maps (through the registry, any
+      registered model by name; its default is paper 2's ResNet-18), or ``"small"``, a
+      4-stage conv encoder that trains on a CPU (:func:`apply_small_encoder`). TensorBox
+      used GoogLeNet; the paper does not say which it used.
     - The input is scaled from 0..255 to [-1, 1] inside the model, so it takes the
       dataset's uint8 images as they are.
 
     Args:
         max_boxes: decoder steps (boxes emitted, accepted or not); TensorBox's default 5.
         input_shape: ``(height, width, channels)``; boxes are relative to it.
-        encoder: ``"small"`` or a registered model name whose feature maps are used.
-        encoder_options: options for that registered model (e.g. ``{"filters": (8, 16,
-            32, 64)}``), or for ``"small"`` ``{"filters": (...)}``.
+        encoder: ``"small"``, or a classifier network (``keras.Model``) whose feature maps
+            (the input of its head) are used. ``models.build("paper2_localizer",
+            encoder=NAME, encoder_options=...)`` builds the registered model ``NAME``
+            for it.
+        encoder_options: for ``"small"``, ``{"filters": (...)}``.
         code_channels: channels of the 1x1 conv that shrinks the feature maps.
         code_units: the dense code the LSTM reads at every step.
         lstm_units: the LSTM's state size.
@@ -107,8 +98,11 @@ def build_localizer(
     input_shape = blocks.check_input_shape(input_shape, min_size=16, allow_none=False)
     for value, arg_name in ((code_channels, "code_channels"), (code_units, "code_units"), (lstm_units, "lstm_units")):
         blocks.check_positive_int(value, arg_name)
-    if not isinstance(encoder, str):
-        raise ValueError(f"`encoder` must be 'small' or a registered model name. Received: {encoder=}")
+    if encoder != "small" and not isinstance(encoder, keras.Model):
+        raise ValueError(
+            "`encoder` must be 'small' or a classifier network (a keras.Model; the registry's "
+            f"models.build('paper2_localizer', encoder=NAME) builds one by name). Received: {encoder=}"
+        )
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name="image")
@@ -119,8 +113,8 @@ def build_localizer(
         if unknown:
             raise ValueError(f"The small encoder takes only `filters`. Received: {encoder_options=}")
         features = apply_small_encoder(x, filters)
-    else:
-        features = _registered_feature_maps(encoder, input_shape, encoder_options)(x)
+    else:  # the network's feature maps: the input of its head
+        features = feature_maps_model(encoder, name=f"{encoder.name}_features")(x)
     code = blocks.apply_conv_bn_act(features, code_channels, 1, name="code")
     code = layers.Flatten(name="code_flatten")(code)
     code = layers.Dense(code_units, activation="relu", name="code_dense")(code)
