@@ -12,6 +12,7 @@ crop becomes a centre crop, random photometric changes do nothing, standardisati
 applies); ``transform.inference`` is that, in the ``fn(images, seed)`` form the data
 pipeline calls.
 """
+import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -88,8 +89,6 @@ def compile_function(fn, jit_compile):
     """``fn`` compiled once for use outside a model (eagerly, in ``Dataset.map``): a
     ``tf.function`` (with XLA if ``jit_compile``) on the TensorFlow backend. Inside a model
     the model's own compilation applies, so on other backends ``fn`` is returned as is."""
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         return fn
     return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
