@@ -61,6 +61,6 @@ __all__ = [
     "MeanImageSubtraction",
     "RandomApply", "RandomContrast", "RandomCrop", "RandomFlip", "RandomGamma", "RandomMultiply",
     "RandomTint", "Rescale", "Resize", "Standardization", "SubtractMeanImage", "Transform",
-    "apply_transform", "as_seed", "augmenter_layers", "center_crop", "deserialize", "five_crop", "serialize", "standardize",
-    "ten_crop", "transform_matrices",
+    "apply_transform", "as_seed", "augmenter_layers", "center_crop", "deserialize", "five_crop", "serialize",
+    "standardize", "ten_crop", "transform_matrices",
 ]
