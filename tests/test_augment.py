@@ -31,6 +31,7 @@ from tiny_keras.augment import (
     Standardization,
     SubtractMeanImage,
     apply_transform,
+    augmenter_layers,
     five_crop,
     ten_crop,
 )
@@ -573,7 +574,7 @@ def small_model(images_shape=(64, 64, 3)):
                     featurewise_std_normalization=True).fit(synthetic_images(10, seed=1))
     inputs = keras.Input(images_shape)
     x = MeanImageSubtraction(mean_image=np.full(images_shape, 3.0, np.float32))(inputs)
-    random_part, standardization = aug.to_layers(seed=0)
+    random_part, standardization = augmenter_layers(aug, seed=0)
     x = random_part(x)
     x = standardization(x)
     x = AugmentationLayer(RandomCrop(56))(x)

@@ -1,8 +1,8 @@
 """Export a trained model for serving, and check the export against the Keras model.
 
-A SavedModel export (:func:`export_savedmodel`) holds the whole Keras model, preprocessing
-included, behind three signatures; ``tf.saved_model.load`` alone runs it (no Keras, no
-``tiny_keras``):
+A SavedModel export (:func:`export_savedmodel`, written by ``keras.export.ExportArchive``)
+holds the whole Keras model, preprocessing included, behind three signatures;
+``tf.saved_model.load`` alone runs it (no Keras, no ``tiny_keras``):
 
 - ``serving_default``: ``images`` uint8 ``[None, 64, 64, 3]`` ->
   ``probabilities`` float32 ``[None, C]``, ``top5_indices`` int32 ``[None, 5]`` (highest
@@ -27,10 +27,14 @@ place; an existing destination is replaced only with ``overwrite=True``.
 """
 import os
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from tiny_keras import evaluate as evaluate_lib
 from tiny_keras import files, runs
+from tiny_keras.data import ClassNames, official_classes
+from tiny_keras.data.decode import decode_jpeg
 
 IMAGE_SIZE = 64
 TOP_K = 5
@@ -42,16 +46,8 @@ class ExportMismatchError(ValueError):
     """The reloaded export does not predict what the Keras model predicts."""
 
 
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
 def class_wnids(num_classes, classes=None):
     """The wnids naming a model's ``num_classes`` outputs (see the module docstring)."""
-    from tiny_keras.data import ClassNames, official_classes
-
     if classes is None:
         classes = official_classes()
     wnids = list(classes.wnids) if isinstance(classes, ClassNames) else [str(w) for w in classes]
@@ -63,8 +59,6 @@ def class_wnids(num_classes, classes=None):
 
 def load_keras_model(source):
     """A Keras model from a model, a ``.keras`` file or a run folder (its ``model.keras``)."""
-    import keras
-
     if isinstance(source, keras.Model):
         return source
     paths = runs.member_paths(source)
@@ -75,50 +69,43 @@ def load_keras_model(source):
     return evaluate_lib.load_member(paths[0]).model
 
 
-def _serving_module(model, wnids):
-    tf = _tf()
-    from tiny_keras.data.decode import decode_jpeg
-
+def _serving_archive(model, wnids):
+    """A ``keras.export.ExportArchive`` of ``model`` with the three signatures."""
     k = min(TOP_K, len(wnids))
     lookup = tf.constant(wnids, tf.string)
     image_shape = [None, IMAGE_SIZE, IMAGE_SIZE, 3]
 
-    class Serving(tf.Module):
-        def __init__(self):
-            super().__init__(name="tiny_keras_serving")
-            self.model = model  # tracked: its variables are saved with the module
+    def outputs(images):
+        logits = tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        top = tf.math.top_k(probabilities, k=k)
+        return {"probabilities": probabilities, "top5_indices": top.indices,
+                "top5_wnids": tf.gather(lookup, top.indices)}
 
-        def _outputs(self, images):
-            logits = tf.cast(self.model(tf.cast(images, tf.float32), training=False), tf.float32)
-            probabilities = tf.nn.softmax(logits, axis=-1)
-            top = tf.math.top_k(probabilities, k=k)
-            return {"probabilities": probabilities, "top5_indices": top.indices,
-                    "top5_wnids": tf.gather(lookup, top.indices)}
+    def decode(contents):
+        image = decode_jpeg(contents)
+        shape = tf.shape(image)
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.equal(shape[:2], [IMAGE_SIZE, IMAGE_SIZE])),
+            [f"serving_jpeg takes {IMAGE_SIZE}x{IMAGE_SIZE} JPEG images; received one of shape", shape])
+        with tf.control_dependencies([check]):
+            image = tf.identity(image)
+        return tf.reshape(image, [IMAGE_SIZE, IMAGE_SIZE, 3])
 
-        @tf.function(input_signature=[tf.TensorSpec(image_shape, tf.uint8, name="images")])
-        def serve_uint8(self, images):
-            return self._outputs(images)
+    def serve_jpeg(jpeg):
+        images = tf.map_fn(decode, jpeg, fn_output_signature=tf.TensorSpec(image_shape[1:], tf.uint8))
+        return outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="jpeg")])
-        def serve_jpeg(self, jpeg):
-            def decode(contents):
-                image = decode_jpeg(contents)
-                shape = tf.shape(image)
-                check = tf.debugging.Assert(
-                    tf.reduce_all(tf.equal(shape[:2], [IMAGE_SIZE, IMAGE_SIZE])),
-                    [f"serving_jpeg takes {IMAGE_SIZE}x{IMAGE_SIZE} JPEG images; received one of shape", shape])
-                with tf.control_dependencies([check]):
-                    image = tf.identity(image)
-                return tf.reshape(image, [IMAGE_SIZE, IMAGE_SIZE, 3])
+    def logits(images):
+        return {"logits": tf.cast(model(images, training=False), tf.float32)}
 
-            images = tf.map_fn(decode, jpeg, fn_output_signature=tf.TensorSpec(image_shape[1:], tf.uint8))
-            return self._outputs(images)
-
-        @tf.function(input_signature=[tf.TensorSpec(image_shape, tf.float32, name="images")])
-        def logits(self, images):
-            return {"logits": tf.cast(self.model(images, training=False), tf.float32)}
-
-    return Serving()
+    archive = keras.export.ExportArchive()
+    archive.track(model)  # its variables are saved with the archive
+    archive.add_endpoint("serving_default", outputs,
+                         input_signature=[tf.TensorSpec(image_shape, tf.uint8, name="images")])
+    archive.add_endpoint("serving_jpeg", serve_jpeg, input_signature=[tf.TensorSpec([None], tf.string, name="jpeg")])
+    archive.add_endpoint("logits", logits, input_signature=[tf.TensorSpec(image_shape, tf.float32, name="images")])
+    return archive
 
 
 def check_images(n=8, seed=0):
@@ -156,9 +143,6 @@ def verify_export(model, path, images=None, tolerance=TOLERANCE, classes=None):
     reloaded model's probabilities. Raises :class:`ExportMismatchError` if any max abs
     difference exceeds ``tolerance``. Returns ``{"path", "images", "max_abs_diff", ...}``.
     """
-    tf = _tf()
-    from tiny_keras.data.decode import decode_jpeg
-
     path = os.fspath(path)
     images = check_images() if images is None else np.asarray(images, np.uint8)
     expected = _keras_probabilities(model, images)
@@ -213,18 +197,13 @@ def export_savedmodel(model, out, classes=None, overwrite=False, verify=True, im
     """Export ``model`` (a Keras model, ``.keras`` file or run folder) as a SavedModel folder
     ``out`` (see the module docstring). Returns the :func:`verify_export` report (or
     ``{"path"}`` with ``verify=False``)."""
-    tf = _tf()
     out = os.fspath(out)
     _check_destination(out, overwrite)
     model = load_keras_model(model)
     wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
-    module = _serving_module(model, wnids)
+    archive = _serving_archive(model, wnids)
     with files.atomic_path(out, overwrite=overwrite) as tmp:  # a folder, moved into place once verified
-        tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.serve_uint8,
-            "serving_jpeg": module.serve_jpeg,
-            "logits": module.logits,
-        })
+        archive.write_out(tmp, verbose=False)
         report = verify_export(model, tmp, images=images, classes=wnids) if verify else {}
     return {**report, "path": out, "format": "savedmodel", "classes": len(wnids)}
 
@@ -241,8 +220,6 @@ def export_keras(model, out, overwrite=False, verify=True, images=None):
         if getattr(model, "optimizer", None) is not None or getattr(model, "compiled", False):
             # Keras 3 saves the optimizer and compile arguments with a compiled model: reload
             # without them and save again, so the copy is only the model.
-            import keras
-
             keras.models.load_model(tmp, compile=False).save(tmp)
         report = verify_export(model, tmp, images=images) if verify else {}
     return {**report, "path": out, "format": "keras", "classes": int(model.outputs[0].shape[-1])}

@@ -37,9 +37,11 @@ and, through ``tiny_keras.evaluate``, the probabilities behind the per-class plo
 import math
 import os
 
+import keras
 import numpy as np
 
-from tiny_keras import files, runs
+from tiny_keras import evaluate, files, localization, runs
+from tiny_keras.models import CLASSIFIER_LAYER, ImageClassifier
 
 DPI = 100  # fixed: a figure of W x H pixels is W / DPI x H / DPI inches
 DEFAULT_SIZE = (1200, 800)  # pixels (width, height)
@@ -61,6 +63,7 @@ class PlotError(ValueError):
 # -- figures ----------------------------------------------------------------------------------
 def new_figure(size=DEFAULT_SIZE, **kwargs):
     """A ``Figure`` of ``size`` = (width, height) pixels at :data:`DPI`, constrained layout."""
+    # matplotlib (optional): loaded when a figure is drawn, not when the module is imported
     from matplotlib.figure import Figure
 
     width, height = _check_size(size)
@@ -101,8 +104,6 @@ def _run_records(read, path):
 
 def load_model(path):
     """The Keras model at ``path`` (a ``.keras`` file or run folder), without its optimizer."""
-    import keras  # the package's layers are registered: importing this module ran tiny_keras/__init__
-
     file = _run_records(runs.model_path, path)
     if os.path.isdir(file):
         raise PlotError(f"{file} is a SavedModel: this plot needs the Keras model (a .keras file or run folder)")
@@ -115,14 +116,10 @@ def load_model(path):
 def network_of(model):
     """The network inside ``model``: an ``ImageClassifier``'s backbone; any other model is
     its own network."""
-    from tiny_keras.models import ImageClassifier
-
     return model.backbone if isinstance(model, ImageClassifier) else model
 
 
 def _walk(layer):
-    import keras
-
     for child in layer.layers:
         if isinstance(child, keras.Model):
             yield from _walk(child)
@@ -132,8 +129,6 @@ def _walk(layer):
 
 def first_conv_layer(model):
     """The first ``Conv2D`` of the model's network, in the order the network runs its layers."""
-    import keras
-
     for layer in _walk(network_of(model)):
         if isinstance(layer, keras.layers.Conv2D):
             return layer
@@ -145,10 +140,6 @@ def penultimate_layer(network):
 
     A registered network names it ``tiny_keras.models.CLASSIFIER_LAYER``; for another
     network, its last top-level ``Dense``."""
-    import keras
-
-    from tiny_keras.models import CLASSIFIER_LAYER
-
     names = {layer.name: layer for layer in network.layers}
     if CLASSIFIER_LAYER in names:
         dense = [names[CLASSIFIER_LAYER]] if isinstance(names[CLASSIFIER_LAYER], keras.layers.Dense) else []
@@ -162,8 +153,6 @@ def penultimate_layer(network):
 def feature_model(model):
     """A model mapping 0..255 images to the input of the network's final Dense layer (e.g.
     paper 5's 400-d last hidden layer), through the model's preprocessing, centre crop and resize."""
-    import keras
-
     network = network_of(model)
     probe = keras.Model(network.inputs, penultimate_layer(network).input, name=f"{network.name}_features")
     if network is model:
@@ -181,8 +170,6 @@ def penultimate_features(model, images, batch_size=256):
 
 def predict(path, images, batch_size=256):
     """``(probabilities [N, C], num_classes)`` of the model at ``path`` (``tiny_keras.evaluate``)."""
-    from tiny_keras import evaluate
-
     try:
         member = evaluate.load_member(_run_records(runs.model_path, path))
     except evaluate.ModelLoadError as err:
@@ -194,7 +181,7 @@ def predict(path, images, batch_size=256):
 # -- small drawing helpers --------------------------------------------------------------------
 def _mark_stages(ax, boundaries):
     """Dashed lines where stages start (after the first), each stage's name at the bottom."""
-    import matplotlib.transforms as mtransforms
+    import matplotlib.transforms as mtransforms  # matplotlib (optional), as in new_figure
 
     if len(boundaries) < 2:
         return
@@ -207,7 +194,7 @@ def _mark_stages(ax, boundaries):
 
 
 def _epoch_axis(ax, last_epoch):
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # matplotlib (optional), as in new_figure
 
     ax.set_xlabel("epoch (all stages)")
     ax.set_xlim(0.5, max(1, last_epoch) + 0.5)
@@ -281,7 +268,7 @@ def _run_name(run):
 
 
 def _plot_compare(histories, title, size):
-    import matplotlib
+    import matplotlib  # matplotlib (optional), as in new_figure
 
     fig = new_figure(size)
     ax_loss, ax_top1 = fig.subplots(1, 2)
@@ -359,6 +346,7 @@ def tsne_perplexity(n):
 def tsne_embedding(features, seed=0, perplexity=None):
     """2-d t-SNE (``sklearn.manifold.TSNE``, PCA initialisation) of ``features`` ``[N, D]``;
     features of more than :data:`TSNE_PCA_DIMS` dimensions are first reduced by PCA."""
+    # scikit-learn (optional, heavy): loaded only for a t-SNE
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -396,7 +384,7 @@ def choose_classes(labels, classes=10):
 def plot_tsne(embedding, labels, class_names=None, legend=10, title=None, size=DEFAULT_SIZE):
     """t-SNE points coloured by class (paper5 figure 2): the ``legend`` classes (an int n,
     or class indices) in distinct colours and named, the others in gray."""
-    import matplotlib
+    import matplotlib  # matplotlib (optional), as in new_figure
 
     embedding = np.asarray(embedding)
     labels = np.asarray(labels)
@@ -430,8 +418,6 @@ def plot_classes(images, labels, probabilities, class_names=None, k=5, samples=4
     """The ``k`` best and ``k`` worst classes by top-1 (paper2 figure 7, paper5 figures 5-6):
     each a row of ``samples`` of its images (frame: green if classified right, red if not)
     and its accuracy."""
-    from tiny_keras import evaluate
-
     images, labels = np.asarray(images), np.asarray(labels)
     rows = evaluate.per_class_accuracy(probabilities, labels, class_names)
     best, worst = evaluate.best_and_worst(rows, k)
@@ -532,7 +518,7 @@ def plot_boxes(images, true_corners, pred_corners, scores, threshold=0.5, sample
     ground-truth box (black, dashed), accepted boxes (confidence >= ``threshold``, green,
     with the confidence) and rejected ones (red, thin). Boxes are corners as fractions of
     the image (``tiny_keras.localization``)."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # matplotlib (optional), as in new_figure
 
     n = min(samples, len(images))
     fig = new_figure(size)
@@ -567,8 +553,6 @@ def plot_boxes(images, true_corners, pred_corners, scores, threshold=0.5, sample
 
 
 def _plot_localization_run(path, data, samples, title, size, progress):
-    from tiny_keras import localization
-
     if not os.path.isfile(os.path.join(path, "split.json")):
         raise PlotError(f"{path}: not a localisation run (no split.json); the boxes plot takes a folder written "
                         "by reproductions/paper2_localization.py")
@@ -637,8 +621,8 @@ def make_plot(kind, path, data=None, split="val", classes=None, k=5, samples=Non
         return plot_filters(load_model(path), title=title, size=size)
     if data is None:
         raise PlotError(f"the {kind} plot runs the model on images: give the dataset (--data PATH)")
+    # tiny_keras.data brings tensorflow_datasets: only the kinds that read images load it
     from tiny_keras import data as data_lib
-    from tiny_keras import evaluate
 
     file = _run_records(runs.model_path, path)
     split_data = data_lib.load_split(data, split, progress=progress)

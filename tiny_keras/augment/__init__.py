@@ -13,8 +13,11 @@ same batch eagerly and inside ``tf.data.Dataset.map``. The data pipeline calls t
   ``five_crop``/``ten_crop`` (test-time augmentation), ``RandomFlip``, ``RandomContrast``,
   ``RandomGamma``, ``RandomTint``, ``RandomMultiply``, ``GaussianNoise``,
   ``SubtractMeanImage``, ``Resize``, ``Rescale``; ``Compose`` and ``RandomApply`` combine them.
+- ``standardize`` and the statistics it uses (per-channel mean and std, the mean image),
+  fitted by streaming over the training images: ``standardization``, shared by
+  ``Augmenter``, ``SubtractMeanImage`` and the layers.
 - Keras layers (``AugmentationLayer``, ``Standardization``, ``MeanImageSubtraction``,
-  ``ImageNetPreprocessing``) run
+  ``ImageNetPreprocessing``; ``augmenter_layers(aug)`` for a fitted ``Augmenter``) run
   the same code in a model and save with it.
 
 Example (paper 1)::
@@ -27,8 +30,15 @@ Example (paper 1)::
 """
 from tiny_keras.augment.affine import apply_transform, transform_matrices
 from tiny_keras.augment.core import Compose, RandomApply, Transform, as_seed, deserialize, serialize
-from tiny_keras.augment.generator import Augmenter, standardize
-from tiny_keras.augment.layers import AugmentationLayer, ImageNetPreprocessing, MeanImageSubtraction, Standardization
+from tiny_keras.augment.generator import Augmenter
+from tiny_keras.augment.layers import (
+    AugmentationLayer,
+    ImageNetPreprocessing,
+    MeanImageSubtraction,
+    Standardization,
+    augmenter_layers,
+)
+from tiny_keras.augment.standardization import standardize
 from tiny_keras.augment.transforms import (
     CenterCrop,
     GaussianNoise,
@@ -51,6 +61,6 @@ __all__ = [
     "MeanImageSubtraction",
     "RandomApply", "RandomContrast", "RandomCrop", "RandomFlip", "RandomGamma", "RandomMultiply",
     "RandomTint", "Rescale", "Resize", "Standardization", "SubtractMeanImage", "Transform",
-    "apply_transform", "as_seed", "center_crop", "deserialize", "five_crop", "serialize", "standardize",
-    "ten_crop", "transform_matrices",
+    "apply_transform", "as_seed", "augmenter_layers", "center_crop", "deserialize", "five_crop", "serialize",
+    "standardize", "ten_crop", "transform_matrices",
 ]

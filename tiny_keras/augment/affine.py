@@ -42,6 +42,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tiny_keras.augment.core import compile_function, no_autograph, to_float32
@@ -185,8 +186,6 @@ def _projective_sample(images, matrices, cval, fill_mode, order):
     [0, n - 1] and cval outside (TF's own CONSTANT blends cval into the edge pixels).
     TensorFlow only: the fast path of the TensorFlow backend without XLA.
     """
-    import tensorflow as tf
-
     b = tf.shape(images)[0]
     transforms = tf.concat([tf.reshape(matrices[:, :2, :], [b, 6]), tf.zeros([b, 2])], axis=1)
     out = tf.raw_ops.ImageProjectiveTransformV3(

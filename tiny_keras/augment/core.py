@@ -12,11 +12,13 @@ crop becomes a centre crop, random photometric changes do nothing, standardisati
 applies); ``transform.inference`` is that, in the ``fn(images, seed)`` form the data
 pipeline calls.
 """
+import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-_REGISTRY = {}
+# Transforms are registered with Keras under this package ("tiny_keras.augment>RandomCrop").
+PACKAGE = "tiny_keras.augment"
 
 # Nothing here branches on tensor values, so AutoGraph has nothing to convert; keeping it out
 # also keeps it from rewriting this code when a user calls a transform inside Dataset.map.
@@ -24,8 +26,6 @@ no_autograph = tf.autograph.experimental.do_not_convert
 
 
 def _backend():
-    import keras
-
     return keras.backend.backend()
 
 
@@ -76,6 +76,7 @@ RNG_ALG = "philox"
 RANDOM_BACKENDS = ("tensorflow", "jax")
 
 
+# JAX is imported inside the functions below, on its backend only: it is optional.
 def _jax_key(seed):
     import jax
 
@@ -163,15 +164,17 @@ class Transform:
     Subclasses set ``random`` and implement ``_train(images, seed)`` (random ones) and
     ``_eval(images)`` (what ``training=False`` does; deterministic transforms implement only
     this, and it runs in both modes), and ``get_config()`` returning their constructor
-    arguments. Every subclass is registered by class name so that ``serialize`` /
-    ``deserialize`` (and the Keras layer wrapper) can rebuild it from its config.
+    arguments. Every subclass is registered with Keras
+    (``keras.saving.register_keras_serializable``, package ``tiny_keras.augment``), so that
+    ``deserialize`` (and the Keras layer wrapper) can rebuild it from its config, as can
+    ``keras.saving.deserialize_keras_object``.
     """
 
     random = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
     @no_autograph
     def __call__(self, images, seed=None, training=True):
@@ -240,6 +243,13 @@ def _is_large(value):
     return isinstance(value, (list, tuple)) and len(value) > 8
 
 
+# serialize/deserialize keep their own two-key dict rather than Keras's
+# serialize_keras_object/deserialize_keras_object: that adds "module" and "registered_name"
+# to every dict, so a recipe serialised again would no longer equal the recipe.json of a
+# run made before (runs.prepare_folder refuses a folder whose recipe differs), and
+# deserialize_keras_object cannot rebuild the dicts already in recipe.json files and saved
+# .keras models (it finds a registered class by "registered_name", not by "class_name").
+# The classes themselves are Keras's registry's (Transform.__init_subclass__).
 def serialize(transform):
     """``{"class_name": ..., "config": ...}``, JSON-compatible."""
     if not isinstance(transform, Transform):
@@ -252,12 +262,19 @@ def deserialize(config):
     if isinstance(config, Transform):
         return config
     name = config.get("class_name") if isinstance(config, dict) else None
-    if name not in _REGISTRY:
+    cls = keras.saving.get_registered_object(f"{PACKAGE}>{name}")
+    if not (isinstance(cls, type) and issubclass(cls, Transform)):
         raise ValueError(
-            f"Unknown transform {name!r}; expected one of {sorted(_REGISTRY)} "
+            f"Unknown transform {name!r}; expected one of {registered_names()} "
             f"in a dict {{'class_name': ..., 'config': ...}}. Received: {config!r:.200}"
         )
-    return _REGISTRY[name].from_config(config.get("config", {}))
+    return cls.from_config(config.get("config", {}))
+
+
+def registered_names():
+    """The class names ``deserialize`` knows, sorted."""
+    prefix = f"{PACKAGE}>"
+    return sorted(key[len(prefix):] for key in keras.saving.get_custom_objects() if key.startswith(prefix))
 
 
 class Compose(Transform):

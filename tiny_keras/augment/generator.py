@@ -29,20 +29,17 @@ them); ``samplewise_*`` statistics are per image, as in the legacy iterators (th
 ``standardize`` called on a whole batch would pool the batch); there is no
 ``preprocessing_function``, ``validation_split`` or ``data_format`` (channels last only).
 """
-import json
 import numbers
-import os
 
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tiny_keras.augment.affine import IDENTITY, FILL_MODES, GEOMETRIC_KEYS, apply_params, apply_transform, resample
 from tiny_keras.augment.core import (
     Transform, compile_function, fold_seed, identity_where_not, no_autograph, to_float32, uniform, uniform_int
 )
+from tiny_keras.augment.standardization import channel_mean_std, read_stats, standardize, write_stats
 
-_EPSILON = 1e-6  # legacy standardize: x /= std + 1e-6
 _STATS_FORMAT = "tiny_keras.augment.Augmenter.stats/1"
 
 # One sub-seed index per parameter, fixed, so enabling one transform does not change the
@@ -73,29 +70,6 @@ def _check_shift(name, value):
             f"{name} must be a non-negative float, an int or a list of numbers. Received: {name}={value!r}"
         )
     return int(value) if isinstance(value, numbers.Integral) else float(value)
-
-
-@no_autograph
-def standardize(images, mean=None, std=None, rescale=None, samplewise_center=False,
-                samplewise_std_normalization=False):
-    """Legacy ``ImageDataGenerator.standardize`` per image, featurewise stats as arguments.
-
-    ``rescale`` multiplies first; ``samplewise_*`` use each image's mean and std over all
-    its values; ``mean`` (if given) is subtracted per channel, then ``std + 1e-6`` (if
-    given) divides, in the legacy order.
-    """
-    x = to_float32(images)
-    if rescale:
-        x = x * rescale
-    if samplewise_center or samplewise_std_normalization:
-        x = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
-    if samplewise_std_normalization:
-        x = x / (ops.std(x, axis=(1, 2, 3), keepdims=True) + _EPSILON)
-    if mean is not None:
-        x = x - ops.cast(mean, "float32")
-    if std is not None:
-        x = x / (ops.cast(std, "float32") + _EPSILON)
-    return x
 
 
 class Augmenter(Transform):
@@ -371,48 +345,23 @@ class Augmenter(Transform):
         Returns:
             self.
         """
-        total = num_images = 0
-        sum1 = sum2 = None
-        for i, batch in enumerate(_batches(x, batch_size)):
-            num_images += batch.shape[0]
-            for r in range(rounds if augment else 1):
-                xb = np.asarray(batch, np.float64)
-                if self.rescale:  # legacy: rescale first, then augment (if asked), then the statistics
-                    xb = xb * self.rescale
-                if augment:
-                    xb = self.random_transform(xb, fold_seed(fold_seed(seed, r), i)).numpy().astype(np.float64)
-                flat = xb.reshape(-1, xb.shape[-1])
-                s1, s2 = flat.sum(axis=0), np.square(flat).sum(axis=0)
-                sum1 = s1 if sum1 is None else sum1 + s1
-                sum2 = s2 if sum2 is None else sum2 + s2
-                total += flat.shape[0]
-        if not total:
-            raise ValueError("fit() received no images.")
-        mean = sum1 / total
-        # Legacy: std of the centred data, ddof=0.
-        std = np.sqrt(np.maximum(sum2 / total - np.square(mean), 0.0))
-        self.mean = mean.astype(np.float32)
-        self.std = std.astype(np.float32)
-        self.fitted_on = num_images
+        def augmented(images, r, i):
+            return ops.convert_to_numpy(self.random_transform(images, fold_seed(fold_seed(seed, r), i)))
+
+        self.mean, self.std, self.fitted_on = channel_mean_std(
+            x, batch_size, rescale=self.rescale, augment=augmented if augment else None, rounds=rounds)
         return self
 
     def save_stats(self, path):
         """Write the fitted featurewise statistics as JSON (to store with a training run)."""
         if self.mean is None:
             raise ValueError("No statistics to save: call fit() first.")
-        stats = {"format": _STATS_FORMAT, "mean": self.mean.tolist(), "std": self.std.tolist(),
-                 "rescale": self.rescale, "num_images": self.fitted_on}
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(stats, f, indent=2)
-        os.replace(tmp, path)
+        write_stats(path, _STATS_FORMAT, mean=self.mean.tolist(), std=self.std.tolist(), rescale=self.rescale,
+                    num_images=self.fitted_on)
 
     def load_stats(self, path):
         """Read statistics written by ``save_stats``; the rescale they were fitted with must match."""
-        with open(path) as f:
-            stats = json.load(f)
-        if stats.get("format") != _STATS_FORMAT:
-            raise ValueError(f"{path} is not an Augmenter statistics file (format {stats.get('format')!r}).")
+        stats = read_stats(path, _STATS_FORMAT, "an Augmenter statistics file")
         if stats.get("rescale") != self.rescale:
             raise ValueError(
                 f"{path} was fitted with rescale={stats.get('rescale')!r} but this Augmenter has "
@@ -451,41 +400,3 @@ class Augmenter(Transform):
             "std": plain(self.std),
             "jit_compile": self.jit_compile,
         }
-
-    def to_layers(self, seed=None):
-        """Keras layers doing the same in a model: ``[random transform, standardisation]``.
-
-        The first is active only with ``training=True``; the second always, with the
-        featurewise statistics stored as non-trainable weights.
-        """
-        from tiny_keras.augment.layers import AugmentationLayer, Standardization
-
-        config = self.get_config()
-        for key in ("featurewise_center", "featurewise_std_normalization", "samplewise_center",
-                    "samplewise_std_normalization"):
-            config[key] = False
-        config.update(rescale=None, mean=None, std=None)
-        random_part = AugmentationLayer(Augmenter(**config), seed=seed)
-        return [random_part, Standardization.from_augmenter(self)]
-
-
-def _batches(x, batch_size):
-    """Chunks of images from an array/tensor, an object with ``.images`` (a decoded split), or
-    an iterable of batches (``(images, labels)`` tuples are fine)."""
-    if hasattr(x, "images") and not isinstance(x, (np.ndarray, tf.data.Dataset)):
-        x = x.images
-    if ops.is_tensor(x):
-        x = ops.convert_to_numpy(x)
-    if isinstance(x, np.ndarray):
-        if x.ndim != 4:
-            raise ValueError(f"fit() expects images [N, H, W, C]; received shape {tuple(x.shape)}.")
-        for start in range(0, x.shape[0], batch_size):
-            yield x[start:start + batch_size]
-        return
-    for batch in x:
-        if isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        batch = np.asarray(batch)
-        if batch.ndim != 4:
-            raise ValueError(f"fit() expects batches of images [B, H, W, C]; received shape {batch.shape}.")
-        yield batch

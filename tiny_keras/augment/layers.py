@@ -9,6 +9,11 @@ and deterministic preprocessing travels with a saved ``.keras`` model.
 - ``Standardization``: ``ImageDataGenerator.standardize`` (rescale, samplewise and
   featurewise), with the featurewise mean and std as non-trainable weights.
 - ``MeanImageSubtraction``: the mean training image as a non-trainable weight.
+- ``augmenter_layers(augmenter)``: a fitted ``Augmenter`` as ``[AugmentationLayer,
+  Standardization]``.
+
+The statistics (``adapt``) and ``standardize`` are ``standardization``'s, shared with
+``Augmenter`` and ``SubtractMeanImage``.
 
 The transforms are written with ``keras.ops``; their random bits come from TensorFlow's
 stateless Philox (``core``), so random augmentation needs the TensorFlow backend for now.
@@ -18,11 +23,11 @@ float32, computed there, and returned in the layer's compute dtype (float16 unde
 """
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tiny_keras.augment.core import deserialize, fold_seed, serialize
-from tiny_keras.augment.generator import Augmenter, standardize
-from tiny_keras.augment.transforms import SubtractMeanImage
+from tiny_keras.augment.standardization import channel_mean_std, mean_image, standardize
 
 
 @keras.saving.register_keras_serializable(package="tiny_keras")
@@ -73,8 +78,6 @@ def _per_replica(seed):
     (the replica id folded in), so replicas draw different augmentation."""
     if keras.backend.backend() != "tensorflow":
         return seed
-    import tensorflow as tf
-
     replica = tf.distribute.get_replica_context()
     if replica is None or replica.num_replicas_in_sync <= 1:
         return seed
@@ -121,12 +124,11 @@ class Standardization(keras.layers.Layer):
 
     def adapt(self, x, batch_size=1024):
         """Fit the featurewise statistics on training images (as ``Augmenter.fit``)."""
-        aug = Augmenter(featurewise_center=True, featurewise_std_normalization=True, rescale=self.rescale)
-        aug.fit(x, batch_size=batch_size)
+        mean, std, _ = channel_mean_std(x, batch_size, rescale=self.rescale)
         if not self.built:
-            self.build((None, None, None, aug.mean.shape[0]))
-        self.mean.assign(aug.mean)
-        self.std.assign(aug.std)
+            self.build((None, None, None, mean.shape[0]))
+        self.mean.assign(mean)
+        self.std.assign(std)
 
     def call(self, inputs):
         x = standardize(
@@ -147,6 +149,22 @@ class Standardization(keras.layers.Layer):
                 "samplewise_center": self.samplewise_center,
                 "samplewise_std_normalization": self.samplewise_std_normalization,
                 "rescale": self.rescale}
+
+
+def augmenter_layers(augmenter, seed=None):
+    """Keras layers doing what a fitted ``Augmenter`` does, in a model:
+    ``[random transform, standardisation]``.
+
+    The first is active only with ``training=True``; the second always, with the
+    featurewise statistics stored as non-trainable weights.
+    """
+    config = augmenter.get_config()
+    for key in ("featurewise_center", "featurewise_std_normalization", "samplewise_center",
+                "samplewise_std_normalization"):
+        config[key] = False
+    config.update(rescale=None, mean=None, std=None)
+    random_part = AugmentationLayer(type(augmenter)(**config), seed=seed)
+    return [random_part, Standardization.from_augmenter(augmenter)]
 
 
 @keras.saving.register_keras_serializable(package="tiny_keras")
@@ -181,7 +199,8 @@ class MeanImageSubtraction(keras.layers.Layer):
             self.mean_image.assign(self._initial)
 
     def adapt(self, x, batch_size=1024):
-        mean = SubtractMeanImage().fit(x, batch_size=batch_size).mean_image
+        """Fit the mean image on training images (as ``SubtractMeanImage.fit``)."""
+        mean = mean_image(x, batch_size)
         if not self.built:
             self.build((None,) + mean.shape)
         self.mean_image.assign(mean)

@@ -14,9 +14,6 @@ Every class is a ``Transform`` (see ``core``): ``t(images, seed)`` in training,
 - Preprocessing: ``SubtractMeanImage`` (papers 3 and 5; the mean training image, with
   ``fit``), ``Resize`` (paper 1's progressive resizing), ``Rescale``, ``RandomFlip``.
 """
-import json
-import os
-
 import numpy as np
 from keras import ops
 
@@ -24,6 +21,7 @@ from tiny_keras.augment.core import (
     Transform, batch_size, batch_uniform, fold_seed, identity_where_not, no_autograph, normal, select, to_float32,
     uniform, uniform_int
 )
+from tiny_keras.augment.standardization import mean_image, read_stats, write_stats
 
 
 def _pair(size, name="size"):
@@ -367,16 +365,7 @@ class SubtractMeanImage(Transform):
             raise ValueError(f"mean_image must be [H, W, C]; received shape {self.mean_image.shape}.")
 
     def fit(self, x, batch_size=1024):
-        from tiny_keras.augment.generator import _batches
-
-        total, count = None, 0
-        for batch in _batches(x, batch_size):
-            s = batch.astype(np.float64).sum(axis=0)
-            total = s if total is None else total + s
-            count += batch.shape[0]
-        if not count:
-            raise ValueError("fit() received no images.")
-        self.mean_image = (total / count).astype(np.float32)
+        self.mean_image = mean_image(x, batch_size)
         return self
 
     def _eval(self, images):
@@ -393,16 +382,10 @@ class SubtractMeanImage(Transform):
     def save_stats(self, path):
         if self.mean_image is None:
             raise ValueError("No mean image to save: call fit() first.")
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"format": self._FORMAT, "mean_image": self.mean_image.tolist()}, f)
-        os.replace(tmp, path)
+        write_stats(path, self._FORMAT, indent=None, mean_image=self.mean_image.tolist())
 
     def load_stats(self, path):
-        with open(path) as f:
-            stats = json.load(f)
-        if stats.get("format") != self._FORMAT:
-            raise ValueError(f"{path} is not a mean-image file (format {stats.get('format')!r}).")
+        stats = read_stats(path, self._FORMAT, "a mean-image file")
         self.mean_image = np.asarray(stats["mean_image"], np.float32)
         return self
 
