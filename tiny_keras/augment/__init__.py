@@ -25,8 +25,8 @@ Example (paper 1)::
     aug = Augmenter(rotation_range=35, width_shift_range=0.2, height_shift_range=0.2,
                     fill_mode="nearest", horizontal_flip=True, featurewise_std_normalization=True)
     aug.fit(load_split(path).images)
-    train = make_dataset(path, augment=aug)
-    val = make_dataset(path, split="val", augment=aug.inference)
+    train = make_dataset(load_split(path), augment=aug)
+    val = make_dataset(load_split(path, "val"), augment=aug.inference)
 """
 from tiny_keras.augment.affine import apply_transform, transform_matrices
 from tiny_keras.augment.core import Compose, RandomApply, Transform, as_seed, deserialize, serialize

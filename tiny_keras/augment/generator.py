@@ -14,8 +14,8 @@ legacy iterators (``flow``, ``flow_from_directory``) do::
                     featurewise_center=True, featurewise_std_normalization=True)
     aug.fit(train_images)                      # uint8 [N, 64, 64, 3], or batches
     aug.save_stats(workdir / "augment_stats.json")
-    train_ds = make_dataset(path, augment=aug)                 # random transform + standardize
-    val_ds = make_dataset(path, split="val", augment=aug.inference)  # standardize only
+    train_ds = make_dataset(load_split(path), augment=aug)                # random transform + standardize
+    val_ds = make_dataset(load_split(path, "val"), augment=aug.inference)  # standardize only
 
 Fit the statistics before building the dataset: ``tf.data`` traces the function once and
 keeps the statistics it saw.
