@@ -21,12 +21,15 @@ shows its traceback instead of the paragraph saying what to do).
 """
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
 import time
 
+from tiny_keras import download, evaluate, files, models, runs
 from tiny_keras.recipe import PRECISIONS
+from tiny_keras.runs import RESULTS, RESULTS_TABLE
 
 # The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
 SCRIPTS = {
@@ -42,8 +45,6 @@ SCRIPTS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 def load_script(paper):
     """The reproduction script of ``paper`` as a module (its ``RECIPES``, ``DEFAULT_RUNS``...),
     from the ``reproductions/`` folder of the checkout this package runs from."""
-    import importlib
-
     if paper not in SCRIPTS:
         raise ValueError(f"paper must be one of {sorted(SCRIPTS)}. Received: {paper=}")
     if not os.path.isdir(SCRIPTS_FOLDER):
@@ -79,8 +80,6 @@ def smoke_recipe(recipe):
     unless XLA or a distribution strategy was asked for, which need the compiled step),
     and built offline: a model that would download weights (paper 4's ResNet50) starts
     from random ones, since a smoke run checks the pipeline, not the weights."""
-    from tiny_keras import models
-
     offline = dict(models.get_entry(recipe.model).offline_options)
     stages = []
     for stage in recipe.stages:
@@ -174,8 +173,8 @@ def apply_flags(recipe, args):
 def evaluate_ensemble(ensemble, recipes, workdir, data):
     """Rows for the ensemble: the members' probabilities averaged on the validation set
     (``tiny_keras.evaluate``, as ``tools/evaluate.py --ensemble`` does)."""
+    # tiny_keras.data brings tensorflow_datasets (~0.4 s): loaded only to evaluate
     from tiny_keras import data as data_lib
-    from tiny_keras import evaluate, runs
 
     first = recipes[ensemble.members[0]]
     val = data_lib.load_split(data, "val", classes=first.classes, per_class=first.val_per_class, progress=False)
@@ -208,9 +207,6 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     recipes = {name: apply_flags(recipes[name], args) for name in selected}
     workdir = args.workdir or os.path.join("runs", paper)
     os.makedirs(workdir, exist_ok=True)
-
-    from tiny_keras import download
-
     try:
         return _run(paper, recipes, ensembles, workdir, args)
     except download.DownloadError as error:
@@ -221,8 +217,8 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
 
 
 def _run(paper, recipes, ensembles, workdir, args):
-    from tiny_keras import files, train
-    from tiny_keras.runs import RESULTS, RESULTS_TABLE
+    # tiny_keras.train brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
+    from tiny_keras import train
 
     runs = []
     for i, (name, recipe) in enumerate(recipes.items()):
