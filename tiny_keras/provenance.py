@@ -20,7 +20,7 @@ import sys
 import keras
 import numpy
 
-from tiny_keras import __version__, files
+from tiny_keras import __version__, files, runs
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Environment variables that change what a run computes or where it runs.
@@ -117,7 +117,7 @@ def describe_machine(env):
 def record_session(workdir):
     """Add this process (command, date, commit, backend, versions, machine) to
     ``workdir/run.json``."""
-    path = os.path.join(workdir, "run.json")
+    path = os.path.join(workdir, runs.RUN_INFO)
     run = files.read_json(path, {"sessions": []})
     run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment()})
     files.write_json(run, path)
@@ -125,7 +125,7 @@ def record_session(workdir):
 
 def record_finish(workdir, **fields):
     """Mark the run in ``workdir/run.json`` finished now, with ``fields`` (``train_seconds`` ...)."""
-    path = os.path.join(workdir, "run.json")
+    path = os.path.join(workdir, runs.RUN_INFO)
     run = files.read_json(path, {"sessions": []})
     run.update(finished=now(), **fields)
     files.write_json(run, path)
