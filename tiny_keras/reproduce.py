@@ -27,9 +27,8 @@ import os
 import sys
 import time
 
-from tiny_keras import download, evaluate, files, models, runs
+from tiny_keras import download, evaluate, models, runs
 from tiny_keras.recipe import PRECISIONS
-from tiny_keras.runs import RESULTS, RESULTS_TABLE
 
 # The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
 SCRIPTS = {
@@ -220,21 +219,20 @@ def _run(paper, recipes, ensembles, workdir, args):
     # tiny_keras.train brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
     from tiny_keras import train
 
-    runs = []
+    rows = []
     for i, (name, recipe) in enumerate(recipes.items()):
         print(f"\n=== {paper}: {name} ({i + 1}/{len(recipes)}) ===")
         result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite,
                              verbose="auto" if args.verbose is None else args.verbose)
-        runs += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
+        rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
     for ensemble in ensembles:
         if all(m in recipes for m in ensemble.members):
             print(f"\n=== {paper}: ensemble {ensemble.name} ===")
-            runs.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
-    results = {"paper": paper, "runs": runs, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
+            rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
+    results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
-    table = train.format_table(runs)
-    files.write_json(results, os.path.join(workdir, RESULTS))
-    files.write_text(table + "\n", os.path.join(workdir, RESULTS_TABLE))
+    table = train.format_table(rows)
+    path = runs.write_results(workdir, results, table)
     print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")
-    print(f"\nwrote {os.path.join(workdir, RESULTS)}")
+    print(f"\nwrote {path}")
     return results
