@@ -52,7 +52,7 @@ def import_tensorflow():
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), stderr_fd)
         try:
-            import tensorflow as tf
+            import tensorflow as tf  # here, with stderr captured: the point of this function
 
             tf.config.list_logical_devices()  # device start-up notices, here rather than mid-run
         finally:  # also when the import fails: its messages are written back

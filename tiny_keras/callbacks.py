@@ -9,6 +9,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from tiny_keras import files, runs
 
@@ -167,8 +168,6 @@ class ActivationPercentiles(keras.callbacks.Callback):
         self._probe = None
 
     def on_epoch_end(self, epoch, logs=None):
-        import numpy as np
-
         # The model is an ImageClassifier: its backbone's input for these images, and a probe
         # giving the backbone's last conv block (the input of its head) and its logits.
         if self._probe is None:

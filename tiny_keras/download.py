@@ -12,6 +12,8 @@ import hashlib
 import os
 import urllib.parse
 
+import keras
+
 
 class DownloadError(RuntimeError):
     """A file the package needs could not be downloaded; the message says what to do instead."""
@@ -54,8 +56,6 @@ def fetch(url, path, expected, algorithm="sha256"):
     """Download ``url`` to ``path`` unless a file with the ``expected`` hash is there already;
     return ``path``. Raises :class:`DownloadError` naming the URL and the reason; a file
     with another hash is deleted (see :func:`check_file`)."""
-    import keras
-
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         folder = os.path.dirname(path)

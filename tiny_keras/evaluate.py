@@ -45,9 +45,12 @@ import collections
 import functools
 import os
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from tiny_keras import runs
+from tiny_keras import augment, runs
+from tiny_keras.models import ImageClassifier
 from tiny_keras.runs import ModelLoadError  # what loading a member raises, as evaluate.ModelLoadError too
 
 TTA_MODES = ("none", "flip", "crops10")
@@ -174,6 +177,7 @@ def resolve_classes(num_classes, dataset_classes=None):
     every dataset class has the same index there (so the labels mean the same classes).
     Anything else is an error: there is no way to name the model's outputs.
     """
+    # tiny_keras.data brings tensorflow_datasets (~0.4 s): loaded only to name a model's classes
     from tiny_keras.data import official_classes
 
     if dataset_classes is not None and len(dataset_classes) == num_classes:
@@ -197,17 +201,11 @@ def resolve_classes(num_classes, dataset_classes=None):
 # -- members: models loaded from paths ---------------------------------------------------------
 def _classifier(model):
     """``model`` if it is a ``tiny_keras.models.ImageClassifier`` (its parts are attributes), else None."""
-    from tiny_keras.models import ImageClassifier
-
     return model if isinstance(model, ImageClassifier) else None
 
 
 def _views_for_crops10(images, classifier):
     """``[B * 10, h, w, 3]`` inputs for the classifier's backbone (see the module docstring)."""
-    import tensorflow as tf
-
-    from tiny_keras import augment
-
     mirrored = tf.reverse(images, axis=[2])
     if classifier is None:  # a plain size-agnostic model: crops of the raw images
         views = augment.ten_crop(images, CROPS10_SIZE)
@@ -264,8 +262,6 @@ class Member:
     # -- one batch ---------------------------------------------------------------------------
     def _logits_or_probabilities(self, images):
         """``(array, is_probabilities)`` for a float32 batch of 0..255 images."""
-        import tensorflow as tf
-
         if self.kind == "keras":
             run = self._function("plain", images.shape, lambda x: self.model(x, training=False))
             return run(images).numpy(), False
@@ -282,8 +278,6 @@ class Member:
 
     def _function(self, name, shape, fn):
         """``fn`` as a tf.function traced once per image size (any batch size)."""
-        import tensorflow as tf
-
         key = (name, tuple(shape[1:]))
         if key not in self._functions:
             spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
@@ -328,8 +322,6 @@ class Member:
 
         ``batch_size`` counts network inputs (a crops10 step holds ``batch_size // 10`` images);
         ``progress`` shows a progress bar over batches."""
-        import keras
-
         self.check_tta(tta)
         images = np.asarray(images)
         step = max(1, batch_size // TTA_VIEWS[tta]) if tta == "crops10" else batch_size
@@ -366,8 +358,6 @@ SAVEDMODEL_SIGNATURES = ("logits", "probabilities", "serving_default")
 
 
 def _load_savedmodel(path):
-    import tensorflow as tf
-
     try:
         loaded = tf.saved_model.load(path)
     except Exception as err:  # noqa: BLE001 - any failure means the same thing here
@@ -389,8 +379,7 @@ def _load_savedmodel(path):
 
 
 def _load_keras(path):
-    import keras  # the package's layers are registered: importing this module ran tiny_keras/__init__
-
+    # The package's layers are registered: importing this module ran tiny_keras/__init__.
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001

@@ -18,8 +18,9 @@ import subprocess
 import sys
 
 import keras
+import numpy
 
-from tiny_keras import files
+from tiny_keras import __version__, files, runs
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Environment variables that change what a run computes or where it runs.
@@ -64,17 +65,17 @@ def cpu_model():
 def accelerators():
     """The accelerators the backend sees, as ``"GPU: NVIDIA H100 80GB HBM3"`` strings."""
     backend = keras.backend.backend()
-    try:
+    try:  # each backend's own library, imported on that backend only
         if backend == "jax":
-            import jax
+            import jax  # optional
 
             return [f"{d.platform.upper()}: {d.device_kind}" for d in jax.devices() if d.platform != "cpu"]
         if backend == "torch":
-            import torch
+            import torch  # optional
 
             return [f"GPU: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
         if backend == "tensorflow":
-            import tensorflow as tf
+            import tensorflow as tf  # kept off the other backends' path
 
             return [f"GPU: {tf.config.experimental.get_device_details(d).get('device_name', d.name)}"
                     for d in tf.config.list_physical_devices("GPU")]
@@ -84,15 +85,11 @@ def accelerators():
 
 
 def versions():
-    import numpy
-
     found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
     for name in ("tensorflow", "jax", "torch"):
         module = sys.modules.get(name)
         if module is not None:
             found[name] = getattr(module, "__version__", "?")
-    from tiny_keras import __version__
-
     found["tiny_keras"] = __version__
     return found
 
@@ -120,7 +117,7 @@ def describe_machine(env):
 def record_session(workdir):
     """Add this process (command, date, commit, backend, versions, machine) to
     ``workdir/run.json``."""
-    path = os.path.join(workdir, "run.json")
+    path = os.path.join(workdir, runs.RUN_INFO)
     run = files.read_json(path, {"sessions": []})
     run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment()})
     files.write_json(run, path)
@@ -128,7 +125,7 @@ def record_session(workdir):
 
 def record_finish(workdir, **fields):
     """Mark the run in ``workdir/run.json`` finished now, with ``fields`` (``train_seconds`` ...)."""
-    path = os.path.join(workdir, "run.json")
+    path = os.path.join(workdir, runs.RUN_INFO)
     run = files.read_json(path, {"sessions": []})
     run.update(finished=now(), **fields)
     files.write_json(run, path)

@@ -19,7 +19,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from tiny_keras import files, runs
+from tiny_keras import files, provenance, runs
 
 RECORD_FILES = (runs.RESULTS, runs.RECIPE, runs.RUN_INFO)
 NOTE = "note.md"  # optional: what a gap to the paper's figure comes from
@@ -197,8 +197,6 @@ def _read_note(path):
 
 def machine_of(run_record):
     """``"AMD EPYC, 2 cores (tensorflow)"``: where the run's last session ran."""
-    from tiny_keras import provenance
-
     env = run_record["sessions"][-1]["environment"]
     return f"{provenance.describe_machine(env)} ({env['backend']})"
 

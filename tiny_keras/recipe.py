@@ -21,6 +21,8 @@ import dataclasses
 import json
 from typing import Any, Optional
 
+from tiny_keras import models
+
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 AUTO_STEPS_PER_EXECUTION = 32  # the most train steps per host call "auto" picks on a GPU
@@ -151,8 +153,6 @@ class Recipe:
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
 
     def validate(self):
-        from tiny_keras import models
-
         models.get_entry(self.model)
         if not self.stages:
             raise ValueError(f"recipe for {self.model}: no stages")

@@ -21,11 +21,13 @@ shows its traceback instead of the paragraph saying what to do).
 """
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
 import time
 
+from tiny_keras import download, evaluate, models, runs
 from tiny_keras.recipe import PRECISIONS
 
 # The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
@@ -42,8 +44,6 @@ SCRIPTS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 def load_script(paper):
     """The reproduction script of ``paper`` as a module (its ``RECIPES``, ``DEFAULT_RUNS``...),
     from the ``reproductions/`` folder of the checkout this package runs from."""
-    import importlib
-
     if paper not in SCRIPTS:
         raise ValueError(f"paper must be one of {sorted(SCRIPTS)}. Received: {paper=}")
     if not os.path.isdir(SCRIPTS_FOLDER):
@@ -79,8 +79,6 @@ def smoke_recipe(recipe):
     unless XLA or a distribution strategy was asked for, which need the compiled step),
     and built offline: a model that would download weights (paper 4's ResNet50) starts
     from random ones, since a smoke run checks the pipeline, not the weights."""
-    from tiny_keras import models
-
     offline = dict(models.get_entry(recipe.model).offline_options)
     stages = []
     for stage in recipe.stages:
@@ -174,8 +172,8 @@ def apply_flags(recipe, args):
 def evaluate_ensemble(ensemble, recipes, workdir, data):
     """Rows for the ensemble: the members' probabilities averaged on the validation set
     (``tiny_keras.evaluate``, as ``tools/evaluate.py --ensemble`` does)."""
+    # tiny_keras.data brings tensorflow_datasets (~0.4 s): loaded only to evaluate
     from tiny_keras import data as data_lib
-    from tiny_keras import evaluate, runs
 
     first = recipes[ensemble.members[0]]
     val = data_lib.load_split(data, "val", classes=first.classes, per_class=first.val_per_class, progress=False)
@@ -208,9 +206,6 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     recipes = {name: apply_flags(recipes[name], args) for name in selected}
     workdir = args.workdir or os.path.join("runs", paper)
     os.makedirs(workdir, exist_ok=True)
-
-    from tiny_keras import download
-
     try:
         return _run(paper, recipes, ensembles, workdir, args)
     except download.DownloadError as error:
@@ -221,24 +216,23 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
 
 
 def _run(paper, recipes, ensembles, workdir, args):
-    from tiny_keras import files, train
-    from tiny_keras.runs import RESULTS, RESULTS_TABLE
+    # tiny_keras.train brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
+    from tiny_keras import train
 
-    runs = []
+    rows = []
     for i, (name, recipe) in enumerate(recipes.items()):
         print(f"\n=== {paper}: {name} ({i + 1}/{len(recipes)}) ===")
         result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite,
                              verbose="auto" if args.verbose is None else args.verbose)
-        runs += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
+        rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
     for ensemble in ensembles:
         if all(m in recipes for m in ensemble.members):
             print(f"\n=== {paper}: ensemble {ensemble.name} ===")
-            runs.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
-    results = {"paper": paper, "runs": runs, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
+            rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
+    results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
-    table = train.format_table(runs)
-    files.write_json(results, os.path.join(workdir, RESULTS))
-    files.write_text(table + "\n", os.path.join(workdir, RESULTS_TABLE))
+    table = train.format_table(rows)
+    path = runs.write_results(workdir, results, table)
     print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")
-    print(f"\nwrote {os.path.join(workdir, RESULTS)}")
+    print(f"\nwrote {path}")
     return results

@@ -310,6 +310,15 @@ def prepare_folder(workdir, recipe, overwrite):
     files.write_json(ours, recipe_path)
 
 
+def write_results(folder, results, table):
+    """Write ``results`` to ``folder/results.json`` and ``table`` beside it (``results.txt``);
+    return the path of ``results.json``."""
+    path = os.path.join(folder, RESULTS)
+    files.write_json(results, path)
+    files.write_text(table + "\n", os.path.join(folder, RESULTS_TABLE))
+    return path
+
+
 def truncate_history(path, epochs):
     """Keep the history rows of the first ``epochs`` epochs: a run killed after logging an
     epoch but before checkpointing it trains that epoch again, and logs it once."""

@@ -242,22 +242,6 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def _record_session(workdir):
-    """Add this process (command, date, commit, backend, versions, machine) to ``run.json``."""
-    path = os.path.join(workdir, runs.RUN_INFO)
-    run = files.read_json(path, {"sessions": []})
-    run["sessions"].append({"command": provenance.command(), "cwd": os.getcwd(), "started": provenance.now(),
-                            "environment": provenance.environment()})
-    files.write_json(run, path)
-
-
-def _record_finish(workdir, final):
-    path = os.path.join(workdir, runs.RUN_INFO)
-    run = files.read_json(path, {"sessions": []})
-    run.update(finished=provenance.now(), train_seconds=round(sum(r["seconds"] for r in final["runs"]), 1))
-    files.write_json(run, path)
-
-
 # -- the engine -----------------------------------------------------------------------------
 def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callbacks=()):
     """Train ``recipe`` in ``workdir`` on ``data``: the zip, the folder, None for TFDS, or
@@ -286,7 +270,7 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
             print(format_table(finished["runs"]))
         return finished
 
-    _record_session(workdir)
+    provenance.record_session(workdir)
     keras.utils.set_random_seed(recipe.seed)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(recipe.precision)
@@ -335,7 +319,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
     files.copy(os.path.join(runs.stage_folder(workdir, recipe.stages[-1].name), runs.MODEL),
                os.path.join(workdir, runs.MODEL))
     files.write_json(final, results_path)
-    _record_finish(workdir, final)
+    provenance.record_finish(workdir, train_seconds=round(sum(r["seconds"] for r in final["runs"]), 1))
     if os.path.exists(os.path.join(workdir, runs.STATE)):
         os.remove(os.path.join(workdir, runs.STATE))
     runs.remove_checkpoints(workdir)

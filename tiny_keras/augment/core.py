@@ -57,7 +57,7 @@ def as_seed(seed):
     if len(seed.shape) != 1 or seed.shape[0] not in (None, 2):
         raise ValueError(f"A seed must have shape [2]; received shape {tuple(seed.shape)}.")
     if backend == "jax":
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # optional: JAX only on its backend
 
         return jnp.asarray(seed).astype(jnp.uint32)  # int64 values wrap, as uint32 key data
     return tf.cast(seed, tf.int64)
@@ -76,9 +76,8 @@ RNG_ALG = "philox"
 RANDOM_BACKENDS = ("tensorflow", "jax")
 
 
-# JAX is imported inside the functions below, on its backend only: it is optional.
 def _jax_key(seed):
-    import jax
+    import jax  # optional: JAX only on its backend
 
     return jax.random.wrap_key_data(as_seed(seed), impl="threefry2x32")
 
@@ -86,7 +85,7 @@ def _jax_key(seed):
 def fold_seed(seed, index):
     """The sub-seed number ``index`` of ``seed`` (independent streams for each parameter)."""
     if _backend() == "jax":
-        import jax
+        import jax  # optional: JAX only on its backend
 
         return jax.random.key_data(jax.random.fold_in(_jax_key(seed), index))
     return tf.random.experimental.stateless_fold_in(as_seed(seed), index, alg=RNG_ALG)
@@ -95,7 +94,7 @@ def fold_seed(seed, index):
 def random_bits(shape, seed):
     """Uniform uint32 bits of ``shape`` from a stateless ``seed``."""
     if _backend() == "jax":
-        import jax
+        import jax  # optional: JAX only on its backend
 
         return jax.random.bits(_jax_key(seed), tuple(shape), dtype="uint32")
     return tf.random.stateless_uniform(shape, as_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALG)
@@ -110,7 +109,7 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
 def uniform_int(shape, seed, minval, maxval):
     """Uniform int32 draws in ``[minval, maxval)``."""
     if _backend() == "jax":
-        import jax
+        import jax  # optional: JAX only on its backend
 
         return jax.random.randint(_jax_key(seed), tuple(shape), minval, maxval, dtype="int32")
     return tf.random.stateless_uniform(shape, as_seed(seed), minval=minval, maxval=maxval, dtype=tf.int32,

@@ -104,6 +104,11 @@ def ten_crop(images, size):
     return ops.concatenate([views, ops.flip(views, axis=3)], axis=1)
 
 
+def _clip_range(clip):
+    """A transform's ``clip`` argument as ``(low, high)`` floats, or None (no clipping)."""
+    return None if clip is None else (float(clip[0]), float(clip[1]))
+
+
 def _clip_where(images, clip, apply):
     """``images`` clipped to ``clip`` (None: not clipped), only where ``apply`` holds (None: all)."""
     if clip is None:
@@ -193,7 +198,7 @@ class RandomContrast(Transform):
 
     def __init__(self, lower=0.9, upper=1.08, clip=(0.0, 255.0), per_image=True):
         self.lower, self.upper = _check_interval("RandomContrast", lower, upper)
-        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        self.clip = _clip_range(clip)
         self.per_image = bool(per_image)
 
     def _train(self, images, seed):
@@ -246,7 +251,7 @@ class RandomTint(Transform):
         if max_delta < 0:
             raise ValueError(f"max_delta must be >= 0. Received: {max_delta=}")
         self.max_delta = float(max_delta)
-        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        self.clip = _clip_range(clip)
 
     def _train(self, images, seed):
         return self._train_masked(images, seed, None)
@@ -276,7 +281,7 @@ class RandomMultiply(Transform):
 
     def __init__(self, lower=0.8, upper=1.2, clip=None):
         self.lower, self.upper = _check_interval("RandomMultiply", lower, upper)
-        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        self.clip = _clip_range(clip)
 
     def _train(self, images, seed):
         return self._train_masked(images, seed, None)
@@ -300,7 +305,7 @@ class GaussianNoise(Transform):
         if stddev < 0:
             raise ValueError(f"stddev must be >= 0. Received: {stddev=}")
         self.stddev = float(stddev)
-        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        self.clip = _clip_range(clip)
 
     def _train(self, images, seed):
         return self._train_masked(images, seed, None)

@@ -10,6 +10,7 @@ run all five; a smaller network makes the augmentation's share larger, not small
 """
 import dataclasses
 
+from tiny_keras import provenance
 from tiny_keras.benchmarks.train import MAIN_RUNS, bare_fit, paper_recipe, print_table, synthetic_split
 
 
@@ -23,8 +24,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    from tiny_keras import provenance
-
     results = {"machine": provenance.environment().get("machine"), "full_width": args.full_width, "papers": {}}
     for paper in args.paper or sorted(MAIN_RUNS):
         name = f"{paper}_{MAIN_RUNS[paper]}"

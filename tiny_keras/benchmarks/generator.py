@@ -29,6 +29,12 @@ import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
+from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+from tiny_keras import data
+from tiny_keras.augment import Augmenter
+from tiny_keras.data.layout import select
 
 PAPER1 = dict(
     rotation_range=35,             # paper 1 "rotation=35%", read as degrees
@@ -56,9 +62,6 @@ def add_arguments(parser):
 def _select(path, n, cache_dir):
     """The first ceil(n / classes) training images of every class, cut to n, decoded, and
     their dataset records (to extract the very same JPEGs)."""
-    from tiny_keras import data
-    from tiny_keras.data.layout import select
-
     dataset = data.TinyImageNet(path)
     per_class = math.ceil(n / len(dataset.classes))
     records = select(dataset.records("train"), per_class=per_class)[:n]
@@ -99,12 +102,6 @@ def _epoch_legacy(iterator):
 
 
 def run(args):
-    import tensorflow as tf
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator
-
-    from tiny_keras import data
-    from tiny_keras.augment import Augmenter
-
     own_tmp = args.tmp is None
     tmp = tempfile.mkdtemp(prefix="tiny_keras_augment_bench_") if own_tmp else args.tmp
     try:

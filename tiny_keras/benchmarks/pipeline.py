@@ -15,6 +15,7 @@ default (``--images``), or the training split of ``--data``.
 import os
 import time
 
+from tiny_keras import augment, data, provenance
 from tiny_keras.benchmarks.train import MAIN_RUNS, paper_recipe, print_table, synthetic_split
 
 
@@ -37,8 +38,6 @@ def _rate(ds, seconds):
 
 
 def run(args):
-    from tiny_keras import augment, data, provenance
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     split = (data.load_split(args.data, "train", progress=False) if args.data
              else synthetic_split(args.images, "train"))

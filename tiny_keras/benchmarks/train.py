@@ -23,6 +23,12 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+from tiny_keras import models, provenance, train
+from tiny_keras.data import official_classes
+from tiny_keras.data.arrays import DecodedSplit
+from tiny_keras.reproduce import load_script
 
 DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
 
@@ -89,9 +95,6 @@ def paper_recipe(name, small=False):
     """The first stage of the recipe the paper's reproduction script trains model ``name``
     with (its optimizer, schedule, augmentation, preprocessing), built offline; with
     ``small``, the registry's small variant of the network."""
-    from tiny_keras import models
-    from tiny_keras.reproduce import load_script
-
     entry = models.get_entry(name)
     recipes = [r for r in load_script(entry.paper).RECIPES.values() if r.model == name]
     if not recipes:
@@ -102,9 +105,6 @@ def paper_recipe(name, small=False):
 
 
 def synthetic_split(n, split, seed=0, num_classes=200):
-    from tiny_keras.data import official_classes
-    from tiny_keras.data.arrays import DecodedSplit
-
     rng = np.random.default_rng(seed)
     return DecodedSplit(split=split, images=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
                         labels=rng.integers(0, num_classes, n).astype(np.int32),
@@ -113,8 +113,6 @@ def synthetic_split(n, split, seed=0, num_classes=200):
 
 
 def _engine(recipe, splits, spe, steps, epochs, workdir):
-    from tiny_keras import train
-
     timer = StepTimer()
     stage = dataclasses.replace(recipe.stages[0], epochs=epochs, steps_per_epoch=steps)
     run = recipe.replace(stages=[stage], steps_per_execution=spe, tensorboard=False, activation_samples=0)
@@ -124,10 +122,6 @@ def _engine(recipe, splits, spe, steps, epochs, workdir):
 
 
 def bare_fit(recipe, splits, steps, epochs):
-    import tensorflow as tf
-
-    from tiny_keras import train
-
     keras.utils.set_random_seed(recipe.seed)
     stage = recipe.stages[0]
     model = train.stage_model(recipe, stage, 0, train_images=splits["train"].images)
@@ -142,8 +136,6 @@ def bare_fit(recipe, splits, steps, epochs):
 
 
 def run(args):
-    from tiny_keras import provenance
-
     names = args.model or list(DEFAULT_MODELS)
     if names == ["main"]:
         names = [f"{paper}_{run}" for paper, run in MAIN_RUNS.items()]

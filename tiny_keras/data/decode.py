@@ -9,7 +9,9 @@ chunk that fails is decoded again file by file, so the error names the bad file.
 import concurrent.futures
 import re
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from tiny_keras.data.layout import DatasetError
 
@@ -17,25 +19,16 @@ IMAGE_SHAPE = (64, 64, 3)
 _CHUNK = 1024
 
 
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
 def decode_jpeg(contents):
     """One JPEG (bytes or string tensor) -> uint8 [H, W, 3], the package's decoder."""
-    tf = _tf()
     return tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
 
 
 def _decode_with_channels(contents):
-    tf = _tf()
     return decode_jpeg(contents), tf.io.extract_jpeg_shape(contents)[2]
 
 
 def _decode_chunk_fast(contents):
-    tf = _tf()
     ds = tf.data.Dataset.from_tensor_slices(contents)
     ds = ds.map(_decode_with_channels, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     images, channels = ds.batch(len(contents)).get_single_element()
@@ -63,7 +56,6 @@ def _reason(error):
 
 def _decode_chunk_slow(contents, names, on_error, problems, shape):
     """File by file: finds which images are bad. Returns arrays and a keep mask."""
-    tf = _tf()
     images = np.zeros((len(contents),) + shape, np.uint8)
     channels = np.zeros(len(contents), np.int32)
     keep = np.ones(len(contents), bool)
@@ -95,8 +87,6 @@ def decode_all(items, count, on_error="raise", problems=None, progress=True, sha
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'. Received: {on_error=}")
-    tf = _tf()
-    import keras
 
     problems = [] if problems is None else problems
     images = np.empty((count,) + tuple(shape), np.uint8)

@@ -12,6 +12,7 @@ box overlaps the ground truth (IoU >= 0.25) always beats one that does not ("loc
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.optimize import linear_sum_assignment
 
 from tiny_keras.localization.boxes import cxcywh_to_corners, iou
 
@@ -39,8 +40,6 @@ def match(true_boxes, pred_boxes, iou_threshold=MATCH_IOU):
     boxes the extra steps stay unmatched (their confidence target is 0); with more boxes
     than steps the extra boxes are left out.
     """
-    from scipy.optimize import linear_sum_assignment
-
     true_boxes = np.asarray(true_boxes, np.float64).reshape(-1, 4)
     pred_boxes = np.asarray(pred_boxes, np.float64).reshape(-1, 4)
     steps = len(pred_boxes)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tiny_keras import callbacks, files, provenance
+from tiny_keras import callbacks, files, models, provenance, runs
 from tiny_keras.localization.boxes import BoxAugment, decode, pixel_to_corners
 from tiny_keras.localization.matching import MATCH_IOU, MatchingLoss
 from tiny_keras.localization.metrics import baselines, format_table, metrics_row, top_box_ious
@@ -45,6 +45,7 @@ def load_boxes(data, classes=GOLDFISH, train_fraction=0.8, seed=0, per_class=Non
     images to train on, the rest held out, split by a permutation with ``seed``), or
     ``"all"``: every class's training images, held out the official validation set.
     Returns ``(train, held_out, description of the held-out set)``."""
+    # tiny_keras.data brings tensorflow_datasets (~0.4 s): loaded only to read images
     from tiny_keras import data as data_lib
 
     if classes == "all":
@@ -148,8 +149,6 @@ class HeldOutBoxes(keras.callbacks.Callback):
 
 
 def build_model(config):
-    from tiny_keras import models
-
     return models.build("paper2_localizer", max_boxes=config.max_boxes, encoder=config.encoder,
                         encoder_options=dict(config.encoder_options) or None)
 
@@ -163,7 +162,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
     ``results.json`` / ``results.txt`` (ours and the baselines) and ``run.json`` (command,
     commit, machine, wall time). Runs take minutes, so an interrupted one starts again."""
     workdir = os.fspath(workdir)
-    if os.path.exists(os.path.join(workdir, "results.json")) and not overwrite:
+    if os.path.exists(os.path.join(workdir, runs.RESULTS)) and not overwrite:
         raise FileExistsError(f"{workdir} holds a finished run; choose another workdir or pass --overwrite")
     os.makedirs(workdir, exist_ok=True)
     files.write_json(json.loads(config.to_json()), os.path.join(workdir, "config.json"))
@@ -190,11 +189,11 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
     # The learning rate and the held-out scores join the logs before the CSVLogger writes them.
     epoch_callbacks = [callbacks.LearningRateLogger(schedule),
                        HeldOutBoxes(held_out, config.epochs, echo=bool(verbose)),
-                       keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"))]
+                       keras.callbacks.CSVLogger(os.path.join(workdir, runs.HISTORY))]
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=epoch_callbacks, verbose=0,
               shuffle=False)  # the dataset is shuffled already
     train_seconds = time.perf_counter() - train_start
-    files.save_model(model, os.path.join(workdir, "model.keras"))
+    files.save_model(model, os.path.join(workdir, runs.MODEL))
 
     corners, scores = decode(_predict(model, held_out.images))
     accepted = (scores >= config.confidence_threshold).sum(axis=1).mean()
@@ -205,10 +204,8 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
                                                  for k in ("mean_iou", "corloc")},
                "epochs": config.epochs, "train_seconds": round(train_seconds, 1), "wall_seconds": round(wall, 1),
                "smoke": config.smoke, "data": os.fspath(data) if data else "tfds:tiny_imagenet", "config": json.loads(config.to_json())}
-    files.write_json(results, os.path.join(workdir, "results.json"))
     table = format_table(rows)
-    with files.atomic_open(os.path.join(workdir, "results.txt")) as f:
-        f.write(table + "\n")
+    runs.write_results(workdir, results, table)
     provenance.record_finish(workdir, train_seconds=round(train_seconds, 1), wall_seconds=round(wall, 1))
     if verbose:
         print(f"\nheld-out localisation ({held_name}; percent)\n{table}")

@@ -22,6 +22,7 @@ import os
 import keras
 from keras import layers
 
+from tiny_keras import download
 from tiny_keras.models import blocks
 
 
@@ -217,8 +218,6 @@ def imagenet_weights():
     ``~/.keras/models`` (``$KERAS_HOME/models``) from ``$TINY_KERAS_RESNET50_WEIGHTS_URL``
     or Keras's address and checked against Keras's MD5; a failure raises
     :class:`tiny_keras.download.DownloadError` saying what to do instead."""
-    from tiny_keras import download
-
     url = os.environ.get("TINY_KERAS_RESNET50_WEIGHTS_URL") or IMAGENET_WEIGHTS_URL
     cache = os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "models")
     target = os.path.join(cache, IMAGENET_WEIGHTS_FILE)
