@@ -1,6 +1,6 @@
 """Augmentation outputs on whichever Keras backend is active, for ``test_backends.py``.
 
-``python tests/backend_cases.py OUT.npz`` (with ``KERAS_BACKEND`` set) writes them; the test
+``python tests/backend_cases.py OUT.npz MODELS_DIR`` (with ``KERAS_BACKEND`` set) writes them; the test
 computes the same on TensorFlow in its own process and compares. ``same_parameter_outputs``
 are transforms whose parameters are given (no random draw), so every backend must give the
 same pixels; ``random_checks`` are properties of the seeded random draws, which differ
@@ -101,10 +101,59 @@ def random_checks():
     return checks
 
 
+SAVED_MODELS = ("paper4_model2", "paper5_cnn8")  # saved on TensorFlow, loaded on the other backend
+
+
+def images_for(network):
+    """The smooth images, cut to the network's input size."""
+    height, width = (s or 64 for s in network.input_shape[1:3])
+    return smooth_images()[:, :height, :width]
+
+
+def registry_checks():
+    """name -> array: every registered classifier (small variant) builds and gives logits
+    of the right shape; one trains a step (finite loss, weights move)."""
+    import keras
+    from tiny_keras import models
+
+    checks = {}
+    for name in models.names():
+        entry = models.get_entry(name)
+        network = models.build(name, **{**entry.offline_options, **entry.small_options})
+        shape = tuple(s or 64 for s in network.input_shape[1:])
+        checks[f"{name}_logits"] = keras.ops.convert_to_numpy(network(np.zeros((2,) + shape, "float32")))
+    network = models.build("paper5_cnn5", **models.get_entry("paper5_cnn5").small_options)
+    network.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    before = [w.copy() for w in network.get_weights()]
+    x = images_for(network)[:4]
+    loss = network.train_on_batch(x / 255.0, np.arange(4))
+    checks["train_step"] = np.array([float(loss), sum(float(np.abs(a - b).sum()) for a, b in
+                                                      zip(before, network.get_weights()))])
+    return checks
+
+
+def saved_model_predictions(folder):
+    """name -> logits of the .keras files in ``folder`` (written by the TensorFlow side)."""
+    import importlib
+    import os
+
+    import keras
+
+    importlib.import_module("tiny_keras")  # registers the package's layers, for loading
+
+    logits = {}
+    for name in SAVED_MODELS:
+        network = keras.models.load_model(os.path.join(folder, f"{name}.keras"))
+        logits[name] = keras.ops.convert_to_numpy(network(images_for(network)))
+    return logits
+
+
 if __name__ == "__main__":
     import keras
 
     results = {f"same/{k}": v for k, v in same_parameter_outputs().items()}
     results.update({f"random/{k}": v for k, v in random_checks().items()})
+    results.update({f"registry/{k}": v for k, v in registry_checks().items()})
+    results.update({f"saved/{k}": v for k, v in saved_model_predictions(sys.argv[2]).items()})
     results["backend"] = np.array(keras.backend.backend())
     np.savez(sys.argv[1], **results)
