@@ -70,17 +70,21 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
                            "result; publish runs of the full recipe")
     paper = paper or recipe["paper"]
     run = run or os.path.basename(run_folder)
-    target = os.path.join(results_dir, paper, run)
+    histories = [os.path.join(runs.stage_folder("", stage["name"]), runs.HISTORY) for stage in recipe["stages"]]
+    histories = [h for h in histories if os.path.isfile(os.path.join(run_folder, h))]
+    return _copy_record(run_folder, os.path.join(results_dir, paper, run), list(RECORD_FILES) + histories,
+                        overwrite, note)
+
+
+def _copy_record(run_folder, target, paths, overwrite, note):
+    """Copy ``paths`` (relative to ``run_folder``) and the note to ``target``; return it.
+    An existing record is refused unless ``overwrite``, and replaced only once the new one
+    is complete."""
     if os.path.exists(target) and not overwrite:
         raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
-    # An existing record is replaced only once the new one is complete.
     with files.atomic_path(target, overwrite=True) as staging:
-        for name in RECORD_FILES:
-            files.copy(os.path.join(run_folder, name), os.path.join(staging, name))
-        for stage in recipe["stages"]:
-            history = os.path.join(runs.stage_folder(run_folder, stage["name"]), runs.HISTORY)
-            if os.path.isfile(history):
-                files.copy(history, os.path.join(runs.stage_folder(staging, stage["name"]), runs.HISTORY))
+        for path in paths:
+            files.copy(os.path.join(run_folder, path), os.path.join(staging, path))
         if note:
             files.write_text(note.strip() + "\n", os.path.join(staging, NOTE))
     return target
@@ -103,14 +107,7 @@ def _publish_localization(run_folder, results_dir, paper, run, overwrite, note):
         raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'smoke'}) is not a measured result; "
                            "publish a full run")
     target = os.path.join(results_dir, paper or f"{results['paper']}_localization", run or os.path.basename(run_folder))
-    if os.path.exists(target) and not overwrite:
-        raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
-    with files.atomic_path(target, overwrite=True) as staging:
-        for name in LOCALIZATION_FILES:
-            files.copy(os.path.join(run_folder, name), os.path.join(staging, name))
-        if note:
-            files.write_text(note.strip() + "\n", os.path.join(staging, NOTE))
-    return target
+    return _copy_record(run_folder, target, LOCALIZATION_FILES, overwrite, note)
 
 
 # -- reading --------------------------------------------------------------------------------
