@@ -47,9 +47,11 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from tiny_keras import augment, runs
+from tiny_keras import backend as backend_lib
+from tiny_keras.backend import tf
 from tiny_keras.models import ImageClassifier
 from tiny_keras.runs import ModelLoadError  # what loading a member raises, as evaluate.ModelLoadError too
 
@@ -206,24 +208,24 @@ def _classifier(model):
 
 def _views_for_crops10(images, classifier):
     """``[B * 10, h, w, 3]`` inputs for the classifier's backbone (see the module docstring)."""
-    mirrored = tf.reverse(images, axis=[2])
+    mirrored = ops.flip(images, axis=2)
     if classifier is None:  # a plain size-agnostic model: crops of the raw images
         views = augment.ten_crop(images, CROPS10_SIZE)
-        return tf.reshape(views, (-1, CROPS10_SIZE, CROPS10_SIZE, images.shape[-1]))
+        return ops.reshape(views, (-1, CROPS10_SIZE, CROPS10_SIZE, images.shape[-1]))
     size = (classifier.crop_size,) * 2 if classifier.crop_size else (CROPS10_SIZE, CROPS10_SIZE)
     both = []
     for x in (images, mirrored):
-        x = tf.cast(x, tf.float32)
+        x = ops.cast(x, "float32")
         if classifier.preprocessor is not None:
             x = classifier.preprocessor(x, training=False)
-        both.append(augment.five_crop(tf.cast(x, tf.float32), size))
-    views = tf.reshape(tf.concat(both, axis=1), (-1, size[0], size[1], images.shape[-1]))
+        both.append(augment.five_crop(ops.cast(x, "float32"), size))
+    views = ops.reshape(ops.concatenate(both, axis=1), (-1, size[0], size[1], images.shape[-1]))
     if classifier.resize is not None:
         views = classifier.resize(views, training=False)
     else:
         wanted = tuple(classifier.backbone.input_shape[1:3])
         if None not in wanted and wanted != size:
-            views = tf.image.resize(views, wanted, method="bilinear")
+            views = ops.image.resize(views, wanted, interpolation="bilinear", antialias=False)
     return views
 
 
@@ -264,7 +266,7 @@ class Member:
         """``(array, is_probabilities)`` for a float32 batch of 0..255 images."""
         if self.kind == "keras":
             run = self._function("plain", images.shape, lambda x: self.model(x, training=False))
-            return run(images).numpy(), False
+            return ops.convert_to_numpy(run(images)), False
         name, spec = self._input_spec()
         outputs = self.signature(**{name: tf.cast(images, spec.dtype)})
         if self._output is None:
@@ -277,7 +279,10 @@ class Member:
         return values, kind == "probabilities"
 
     def _function(self, name, shape, fn):
-        """``fn`` as a tf.function traced once per image size (any batch size)."""
+        """``fn`` compiled once per image size (any batch size): a tf.function on TensorFlow;
+        on JAX and PyTorch, ``fn`` as it is (the model's layers run op by op)."""
+        if not backend_lib.is_tensorflow():
+            return fn
         key = (name, tuple(shape[1:]))
         if key not in self._functions:
             spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
@@ -304,7 +309,7 @@ class Member:
                 return self.model(views, training=False)
             return classifier.backbone(views, training=False)
 
-        logits = self._function("crops10", images.shape, run)(images).numpy()
+        logits = ops.convert_to_numpy(self._function("crops10", images.shape, run)(images))
         return softmax(logits).reshape(len(images), 10, -1).mean(axis=1)
 
     def predict_batch(self, images, tta="none"):
@@ -358,6 +363,7 @@ SAVEDMODEL_SIGNATURES = ("logits", "probabilities", "serving_default")
 
 
 def _load_savedmodel(path):
+    backend_lib.require_tensorflow(f"{path}: a SavedModel member")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as err:  # noqa: BLE001 - any failure means the same thing here

@@ -17,7 +17,11 @@ The wnids are a constant string tensor gathered by the top-5 indices; they come 
 class list (``classes``: a ``ClassNames`` or a list of wnids; default the official 200
 classes), whose length must equal the model's output width.
 
-A ``.keras`` export (:func:`export_keras`) is a copy of the model without optimizer state
+The SavedModel export runs on Keras's TensorFlow backend (its serving functions are
+TensorFlow code); a model trained on JAX or PyTorch is exported there from its ``.keras``
+file, which loads on TensorFlow with the same predictions.
+
+A ``.keras`` export (:func:`export_keras`, any backend) is a copy of the model without optimizer state
 or training configuration; it loads with ``import tiny_keras; keras.models.load_model``.
 
 Every export is written to a temporary folder, reloaded and checked by
@@ -29,10 +33,11 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tiny_keras import backend
 from tiny_keras import evaluate as evaluate_lib
 from tiny_keras import files, runs
+from tiny_keras.backend import tf
 from tiny_keras.data import ClassNames, official_classes
 from tiny_keras.data.decode import decode_jpeg
 
@@ -121,7 +126,7 @@ def check_images(n=8, seed=0):
 def _keras_probabilities(model, images):
     """The Keras model's probabilities, computed eagerly (no tracing) in batches of 64."""
     images = np.asarray(images, np.float32)
-    logits = [np.asarray(model(images[i:i + 64], training=False)) for i in range(0, len(images), 64)]
+    logits = [keras.ops.convert_to_numpy(model(images[i:i + 64], training=False)) for i in range(0, len(images), 64)]
     return evaluate_lib.softmax(np.concatenate(logits))
 
 
@@ -196,7 +201,12 @@ def _check_destination(out, overwrite):
 def export_savedmodel(model, out, classes=None, overwrite=False, verify=True, images=None):
     """Export ``model`` (a Keras model, ``.keras`` file or run folder) as a SavedModel folder
     ``out`` (see the module docstring). Returns the :func:`verify_export` report (or
-    ``{"path"}`` with ``verify=False``)."""
+    ``{"path"}`` with ``verify=False``). TensorFlow backend only."""
+    if not backend.is_tensorflow():
+        raise backend.TensorFlowRequired(
+            f"SavedModel export runs on Keras's TensorFlow backend (its serving functions are TensorFlow code); "
+            f"this process runs {backend.name()}. Export the .keras file instead (format='keras'), or run "
+            "the export with KERAS_BACKEND=tensorflow: .keras files load there with the same predictions")
     out = os.fspath(out)
     _check_destination(out, overwrite)
     model = load_keras_model(model)

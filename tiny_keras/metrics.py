@@ -10,10 +10,22 @@ bfloat16 (mixed precision) or from a saturated network.
 
 :class:`TopKAccuracy` ranks as numpy does and keeps its counts in float64, so its mean over
 N images is the same float as numpy's: a run's ``val_top1`` (``results.json``) and
-``tools/evaluate.py``'s top-1 for the same predictions agree to the last digit.
+``tools/evaluate.py``'s top-1 for the same predictions agree to the last digit. On JAX
+without 64-bit types (``JAX_ENABLE_X64`` unset, JAX's default) it counts in float32:
+counts stay exact below 2**24 images, and the mean is numpy's to float32 rounding (1e-7).
 """
 import keras
 from keras import ops
+
+
+def count_dtype(requested="float64"):
+    """``requested``, unless it is float64 on JAX without 64-bit types: then float32."""
+    if requested == "float64" and keras.backend.backend() == "jax":
+        import jax  # the JAX backend's own library
+
+        if not jax.config.jax_enable_x64:
+            return "float32"
+    return requested
 
 
 def top_k_hits(y_true, y_pred, k=1):
@@ -34,10 +46,10 @@ def top_k_hits(y_true, y_pred, k=1):
 @keras.saving.register_keras_serializable(package="tiny_keras")
 class TopKAccuracy(keras.metrics.MeanMetricWrapper):
     """The fraction of images whose label ranks in the top ``k`` (see :func:`top_k_hits`),
-    counted in float64; ``name`` defaults to ``top{k}``."""
+    counted in float64 (see :func:`count_dtype`); ``name`` defaults to ``top{k}``."""
 
     def __init__(self, k=1, name=None, dtype="float64"):
-        super().__init__(fn=top_k_hits, name=name or f"top{k}", dtype=dtype, k=k)
+        super().__init__(fn=top_k_hits, name=name or f"top{k}", dtype=count_dtype(dtype), k=k)
         self.k = k
         self._direction = "up"
 

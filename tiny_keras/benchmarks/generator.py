@@ -29,10 +29,10 @@ import tempfile
 import time
 
 import numpy as np
-import tensorflow as tf
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 from tiny_keras import data
+from tiny_keras.backend import tf
 from tiny_keras.augment import Augmenter
 from tiny_keras.data.layout import select
 

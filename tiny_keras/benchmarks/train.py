@@ -9,7 +9,10 @@ of its reproduction script's recipe, in one process and in alternating rounds:
   uint8 images, once per ``--steps-per-execution`` value;
 - ``bare``: the same model (the same ``ImageClassifier``, augmentation included) compiled
   with the same optimizer, loss and metrics, fed by ``tf.data.Dataset.from_tensor_slices``
-  and trained by ``model.fit`` with no callbacks.
+  (on JAX and PyTorch: the numpy arrays themselves) and trained by ``model.fit`` with no
+  callbacks.
+
+It runs on whichever Keras backend the process has (``KERAS_BACKEND``); the results name it.
 
 The figure is training steps per second inside epochs (from the first to the last batch
 of each epoch after the first, so compilation, validation and checkpoints are left out;
@@ -23,9 +26,9 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tiny_keras import models, provenance, train
+from tiny_keras import backend, models, provenance, train
+from tiny_keras.backend import tf
 from tiny_keras.data import official_classes
 from tiny_keras.data.arrays import DecodedSplit
 from tiny_keras.reproduce import load_script
@@ -128,8 +131,12 @@ def bare_fit(recipe, splits, steps, epochs):
     compile_recipe = train.resolve_performance(recipe, train.gpu_compute_capability())
     train.compile_model(model, compile_recipe, stage, steps)
     images, labels = splits["train"].images, splits["train"].labels
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(stage.batch_size, drop_remainder=True)
     timer = StepTimer()
+    if not backend.is_tensorflow():  # Keras's array adapter: one pass of the arrays per epoch
+        model.fit(images[:steps * stage.batch_size], labels[:steps * stage.batch_size], batch_size=stage.batch_size,
+                  epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
+        return timer.best
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(stage.batch_size, drop_remainder=True)
     model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, callbacks=[timer],
               verbose=0, shuffle=False)
     return timer.best
@@ -139,7 +146,9 @@ def run(args):
     names = args.model or list(DEFAULT_MODELS)
     if names == ["main"]:
         names = [f"{paper}_{run}" for paper, run in MAIN_RUNS.items()]
-    results = {"machine": provenance.environment().get("machine"), "models": {}}
+    environment = provenance.environment()
+    results = {"backend": environment["backend"], "machine": environment["machine"], "models": {}}
+    print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)}", flush=True)
     for name in names:
         recipe = paper_recipe(name, small=name == "paper2_resnet18" and not args.full_width)
         if args.batch_size:

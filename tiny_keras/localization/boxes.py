@@ -11,7 +11,8 @@ as ``(cx, cy, w, h)``; a box of zero width marks "no box".
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+
+from tiny_keras.backend import tf
 
 IMAGE_SIZE = 64
 FULL_IMAGE = (0.0, 0.0, 1.0, 1.0)

@@ -11,9 +11,9 @@ box overlaps the ground truth (IoU >= 0.25) always beats one that does not ("loc
 """
 import keras
 import numpy as np
-import tensorflow as tf
 from scipy.optimize import linear_sum_assignment
 
+from tiny_keras.backend import tf
 from tiny_keras.localization.boxes import cxcywh_to_corners, iou
 
 # TensorBox's matching: overlap first, then rank, then distance (its hungarian.cc adds 100

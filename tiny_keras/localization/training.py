@@ -9,9 +9,9 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tiny_keras import callbacks, files, models, provenance, runs
+from tiny_keras.backend import tf
+from tiny_keras import backend, callbacks, files, models, provenance, runs
 from tiny_keras.localization.boxes import BoxAugment, decode, pixel_to_corners
 from tiny_keras.localization.matching import MATCH_IOU, MatchingLoss
 from tiny_keras.localization.metrics import baselines, format_table, metrics_row, top_box_ious
@@ -160,7 +160,14 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
     ``CSVLogger``, as a classification stage's: per epoch from 0, loss, learning rate,
     held-out mean IoU and CorLoc, seconds), ``model.keras``,
     ``results.json`` / ``results.txt`` (ours and the baselines) and ``run.json`` (command,
-    commit, machine, wall time). Runs take minutes, so an interrupted one starts again."""
+    commit, machine, wall time). Runs take minutes, so an interrupted one starts again.
+
+    TensorFlow backend only: the matching loss calls scipy through ``tf.numpy_function``
+    and the input pipeline is tf.data."""
+    if not backend.is_tensorflow():
+        raise NotImplementedError(f"the localisation run needs Keras's TensorFlow backend (its matching loss calls "
+                                  f"scipy through tf.numpy_function); this process runs {backend.name()}. "
+                                  "Set KERAS_BACKEND=tensorflow")
     workdir = os.fspath(workdir)
     if os.path.exists(os.path.join(workdir, runs.RESULTS)) and not overwrite:
         raise FileExistsError(f"{workdir} holds a finished run; choose another workdir or pass --overwrite")
