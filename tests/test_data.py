@@ -1,8 +1,10 @@
 """The Tiny ImageNet data layer: layout reading, decoding, caching, pipelines, TFDS, verify CLI."""
 import hashlib
+import io
 import json
 import os
 import shutil
+import textwrap
 import zipfile
 
 import numpy as np
@@ -11,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import (
+    REPO,
     CLASS_COLOURS,
     CLASS_GRAYS,
     FIXTURE_WNIDS,
@@ -102,6 +105,47 @@ def test_decoder_matches_pil_exactly(fixture_root):
     assert np.array_equal(ours, pil)
 
 
+def _jpeg(array, mode, **options):
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="JPEG", **options)
+    return buf.getvalue()
+
+
+def _test_pattern(channels, seed=0):
+    """Noise over gradients: every DCT coefficient and chroma plane gets work to do."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 180, 64)
+    base = rng.integers(0, 75, (64, 64, channels)) + ramp[None, :, None] * np.linspace(0.3, 1, channels)
+    return np.clip(base, 0, 255).astype(np.uint8).squeeze()
+
+
+@pytest.mark.parametrize("quality", [30, 75, 95])
+@pytest.mark.parametrize("mode,subsampling", [("RGB", 0), ("RGB", 1), ("RGB", 2), ("L", None), ("CMYK", 0),
+                                              ("CMYK", 2)])
+def test_pillow_decoder_gives_tensorflows_pixels(mode, subsampling, quality):
+    """Pillow's decode equals TensorFlow's INTEGER_ACCURATE one exactly: RGB at 4:4:4, 4:2:2 and
+    4:2:0, grayscale (repeated to 3 channels), CMYK with black (TensorFlow's conversion)."""
+    array = _test_pattern({"RGB": 3, "L": 1, "CMYK": 4}[mode], seed=quality)
+    options = {"quality": quality} if subsampling is None else {"quality": quality, "subsampling": subsampling}
+    contents = _jpeg(array, mode, **options)
+    pillow, channels = decode.decode_jpeg_pillow(contents)
+    expected = decode.decode_jpeg(contents).numpy()
+    assert pillow.dtype == np.uint8 and pillow.shape == (64, 64, 3)
+    assert np.array_equal(pillow, expected)
+    assert channels == int(tf.io.extract_jpeg_shape(contents)[2]) == {"RGB": 3, "L": 1, "CMYK": 4}[mode]
+
+
+@pytest.mark.parametrize("decoder", ["tensorflow", "pillow"])
+def test_load_split_with_either_decoder(fixture_zip, decoder):
+    ours = data.load_split(fixture_zip, "train", cache="memory", progress=False, decoder=decoder)
+    reference = data.load_split(fixture_zip, "train", cache="memory", progress=False, decoder="tensorflow")
+    assert np.array_equal(ours.images, reference.images) and ours.files == reference.files
+    assert [f for f, g in zip(ours.files, ours.grayscale) if g] == [GRAY_TRAIN_FILE]
+    assert data.default_decoder() == "tensorflow"  # the suite runs on the TensorFlow backend
+    with pytest.raises(ValueError, match=r"decoder must be one of \('tensorflow', 'pillow'\).*decoder='PIL'"):
+        data.load_split(fixture_zip, "val", cache="memory", progress=False, decoder="PIL")
+
+
 def test_reorganised_val_folders(tmp_path):
     root = write_fixture(tmp_path, reorganised_val=True)
     ds = TinyImageNet(root)
@@ -154,6 +198,60 @@ def test_interrupted_cache_write_leaves_nothing(fixture_root, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         data.load_split(fixture_root, "val", cache_dir=tmp_path, progress=False)
     assert os.listdir(tmp_path) == []
+
+
+# Run on JAX in a process where importing TensorFlow or TFDS fails. Only tiny_keras.data is
+# imported (the package's __init__ is replaced by an empty module): this checks the data layer.
+_WITHOUT_TENSORFLOW = """
+import sys, types
+sys.modules["tensorflow"] = None
+sys.modules["tensorflow_datasets"] = None
+package = types.ModuleType("tiny_keras")
+package.__path__ = [{package!r}]
+sys.modules["tiny_keras"] = package
+import keras, numpy as np
+import tiny_keras.data as data
+from tiny_keras.backend import TensorFlowRequired
+assert keras.backend.backend() == "jax" and data.default_decoder() == "pillow"
+"""
+
+
+def test_data_without_tensorflow_shares_the_cache(fixture_zip, tmp_path):
+    """On JAX with no TensorFlow: import, decode with Pillow, batch; the cache entries written
+    there are read by TensorFlow's path and the other way round (same pixels, same key)."""
+    cache = tmp_path / "cache"
+    val_tf = data.load_split(fixture_zip, "val", cache_dir=cache, progress=False)  # TensorFlow writes val
+    np.save(tmp_path / "val_tf.npy", np.asarray(val_tf.images))
+    script = _WITHOUT_TENSORFLOW.format(package=str(REPO / "tiny_keras")) + textwrap.dedent(f"""
+        val = data.load_split({str(fixture_zip)!r}, "val", cache_dir={str(cache)!r})  # Pillow reads TensorFlow's
+        assert np.array_equal(val.images, np.load({str(tmp_path / "val_tf.npy")!r}))
+        train = data.load_split({str(fixture_zip)!r}, "train", cache_dir={str(cache)!r}, progress=False)  # Pillow writes
+        loader = data.BatchLoader(train, 4, training=True, seed=1)
+        images, labels = loader[0]
+        assert images.dtype == np.uint8 and images.shape == (4, 64, 64, 3) and labels.dtype == np.int32
+        for call, feature in ((lambda: data.TfdsSource(), "the TFDS builder"),
+                              (lambda: data.make_dataset(train), "make_dataset"),
+                              (lambda: data.load_split({str(fixture_zip)!r}, "val", cache="memory",
+                                                       decoder="tensorflow"), "decoder='tensorflow'")):
+            try:
+                call()
+            except TensorFlowRequired as error:
+                assert feature in str(error), error
+            else:
+                raise AssertionError(feature + " ran without TensorFlow")
+        print("no tensorflow:", "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
+    """)
+    out = run_python("-c", script, env={"KERAS_BACKEND": "jax"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Using cached val images" in out.stdout and "no tensorflow: False" in out.stdout
+    entries = sorted(os.listdir(cache))
+    assert len(entries) == 2  # one entry per split, whichever decoder wrote it
+    with open(cache / next(e for e in entries if e.startswith("train")) / "meta.json") as f:
+        assert json.load(f)["decoder"] == "pillow"
+    train = data.load_split(fixture_zip, "train", cache_dir=cache, progress=False, decoder="tensorflow")
+    assert isinstance(train.images, np.memmap)  # read from Pillow's entry, not decoded again
+    assert np.array_equal(train.images, data.load_split(fixture_zip, "train", cache="memory", progress=False).images)
+    assert sorted(os.listdir(cache)) == entries
 
 
 # -- pipelines --------------------------------------------------------------------------
@@ -288,32 +386,34 @@ def test_malformed_annotation_line(fixture_copy):
         TinyImageNet(fixture_copy).records("val")
 
 
+@pytest.mark.parametrize("decoder", ["tensorflow", "pillow"])
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 @pytest.mark.parametrize("kind", ["folder", "zip"])
-def test_bad_jpeg_named_or_skipped(fixture_copy, tmp_path, damage, kind):
+def test_bad_jpeg_named_or_skipped(fixture_copy, tmp_path, damage, kind, decoder):
     target = fixture_copy / "val" / "images" / "val_2.JPEG"
     content = target.read_bytes()
     target.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"\xff\xd8garbage" * 20)
     src = fixture_copy if kind == "folder" else zip_folder(fixture_copy, tmp_path / "bad.zip")
     with pytest.raises(DatasetError, match=r"val_2.JPEG: not a valid JPEG image") as error:
-        data.load_split(src, "val", cache="memory", progress=False)
-    # What is wrong, in the decoder's words, without TensorFlow's op and device names.
+        data.load_split(src, "val", cache="memory", progress=False, decoder=decoder)
+    # What is wrong, in the same words from either decoder, without TensorFlow's op and device names.
     reason = {"truncated": "(truncated or corrupt JPEG data)",
               "corrupt": "(unrecognised image data (not JPEG, PNG, GIF, BMP or WebP))"}
     assert f"val_2.JPEG: not a valid JPEG image {reason[damage]}." in str(error.value)
     for internal in ("function_node", "job:localhost", "[Op:", "{{", "::"):
         assert internal not in str(error.value)
-    decoded = data.load_split(src, "val", cache="memory", on_error="skip", progress=False)
+    decoded = data.load_split(src, "val", cache="memory", on_error="skip", progress=False, decoder=decoder)
     assert len(decoded) == VAL_PER_CLASS * N_CLASSES - 1 and "val_2.JPEG" not in decoded.files
     assert len(decoded.problems) == 1 and "val_2.JPEG" in decoded.problems[0]
     # The images after the bad one keep their own labels: nothing shifted.
     assert [mean_colour_label(im) for im in decoded.images] == list(decoded.labels)
 
 
-def test_wrong_image_size_is_named(fixture_copy):
+@pytest.mark.parametrize("decoder", ["tensorflow", "pillow"])
+def test_wrong_image_size_is_named(fixture_copy, decoder):
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(fixture_copy / "test" / "images" / "test_1.JPEG")
     with pytest.raises(DatasetError, match=r"test_1.JPEG: decoded to shape \(32, 48, 3\), expected \(64, 64, 3\)"):
-        data.load_split(fixture_copy, "test", cache="memory", progress=False)
+        data.load_split(fixture_copy, "test", cache="memory", progress=False, decoder=decoder)
 
 
 # -- TFDS builder -----------------------------------------------------------------------
@@ -453,3 +553,19 @@ def test_real_dataset_every_image_decodes_to_64x64x3(real_dataset):
         decoded = data.load_split(real_dataset, split, cache="memory", progress=False)
         assert decoded.images.shape == (n, 64, 64, 3) and decoded.problems == []
         assert 0 < decoded.grayscale.sum() < 0.03 * n  # about 2% are grayscale
+
+
+@requires_real_data
+def test_real_dataset_pillow_and_tensorflow_decode_alike(real_dataset):
+    """A sample of the archive (every 400th JPEG, and the grayscale ones among every 7th of the first
+    20,000): the same pixels from both decoders, as measured over all 120,000."""
+    with zipfile.ZipFile(real_dataset) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".JPEG"))
+        sample = [zf.read(n) for n in names[::400]]
+        sample += [c for c in map(zf.read, names[:20_000:7]) if Image.open(io.BytesIO(c)).mode == "L"]
+    gray = 0
+    for contents in sample:
+        pillow, channels = decode.decode_jpeg_pillow(contents)
+        assert np.array_equal(pillow, decode.decode_jpeg(contents).numpy())
+        gray += channels == 1
+    assert len(sample) > 300 and gray > 30

@@ -8,7 +8,9 @@ first call decodes every JPEG (with a progress bar) and writes the arrays to the
 folder (``$TINY_KERAS_CACHE``, default ``~/.cache/tiny_keras``); later calls map the
 cache file instead. The cache key holds the source's signature (archive size and mtime,
 every file's size and mtime for a folder, the prepared dataset's folder and metadata for
-TFDS), so a changed source is decoded again.
+TFDS), so a changed source is decoded again. The key does not hold the decoder: TensorFlow's
+and Pillow's give the same pixels (measured over the whole dataset, see
+:mod:`tiny_keras.data.decode`), so an entry written on one backend is read on every other.
 Cache entries are written to a temporary folder and renamed into place, so an
 interrupted run never leaves a half-written cache behind.
 """
@@ -66,6 +68,7 @@ def _key(parts):
 
 
 def _write_cache(folder, decoded, meta):
+    """``meta`` records who wrote the entry (its ``decoder``); readers of any decoder use it."""
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(folder) + ".tmp-", dir=parent)
@@ -102,13 +105,15 @@ def _read_cache(folder, split, classes):
 
 
 def decode_records(records, read, describe, classes, split, on_error="raise", progress=True, location="",
-                   problems=()):
-    """Decode ``records`` (``read(record) -> bytes``; ``describe(path)`` names a file in errors)."""
+                   problems=(), decoder=None):
+    """Decode ``records`` (``read(record) -> bytes``; ``describe(path)`` names a file in errors)
+    with ``decoder`` (``"tensorflow"``, ``"pillow"``, ``None`` for the backend's default)."""
     found = list(problems)
     items = ((describe(r.path), (lambda r=r: read(r))) for r in records)
     if progress:
         print(f"Decoding {len(records)} {split} images from {location}")
-    images, gray, keep = decode.decode_all(items, len(records), on_error=on_error, problems=found, progress=progress)
+    images, gray, keep = decode.decode_all(items, len(records), on_error=on_error, problems=found, progress=progress,
+                                           decoder=decoder)
     kept = [r for r, k in zip(records, keep) if k]
     return DecodedSplit(
         split=split,
@@ -122,14 +127,15 @@ def decode_records(records, read, describe, classes, split, on_error="raise", pr
     )
 
 
-def cached(make, key_parts, split, classes, source, cache="disk", cache_dir=None, progress=True):
-    """``make()`` a DecodedSplit, or read it from the cache entry for ``key_parts``."""
+def cached(make, key_parts, split, classes, source, cache="disk", cache_dir=None, progress=True, meta=None):
+    """``make()`` a DecodedSplit, or read it from the cache entry for ``key_parts`` (``meta``:
+    more to record in a new entry's meta.json, not part of the key)."""
     if cache == "memory":
         return make()
     key = _key(dict(key_parts, version=CACHE_VERSION, split=split))
     folder = os.path.join(cache_dir or default_cache_dir(), f"{split}-{key}")
     if not os.path.isfile(os.path.join(folder, "meta.json")):
-        _write_cache(folder, make(), {"source": source, "split": split})
+        _write_cache(folder, make(), {"source": source, "split": split, **(meta or {})})
     elif progress:
         print(f"Using cached {split} images: {folder}")
     return _read_cache(folder, split, classes)
@@ -155,6 +161,7 @@ def load_split(
     cache_dir=None,
     on_error="raise",
     progress=True,
+    decoder=None,
 ):
     """Decode (or read from the cache) one split of Tiny ImageNet.
 
@@ -171,10 +178,14 @@ def load_split(
       cache: "disk" (decode once, reuse the cache file), "memory" (decode every run).
       on_error: "raise" at the first bad file, or "skip" bad files and list them in
         ``.problems``.
+      decoder: the JPEG decoder, ``"tensorflow"`` or ``"pillow"``; ``None`` (default):
+        TensorFlow's on the TensorFlow backend, Pillow's on JAX and PyTorch. Both give the
+        same pixels, so they share the cache (see :mod:`tiny_keras.data.decode`).
     """
     split = {"validation": "val"}.get(split, split)
     if cache not in ("disk", "memory"):
         raise ValueError(f"cache must be 'disk' or 'memory'. Received: {cache=}")
+    decoder = decode.resolve_decoder(decoder)
     dataset = open_source(source, on_error=on_error)
     records = layout.select(dataset.records(split), classes=classes, per_class=per_class)
     if not records:
@@ -182,7 +193,8 @@ def load_split(
 
     def make():
         return decode_records(records, dataset.read, dataset.describe, dataset.classes, split, on_error=on_error,
-                              progress=progress, location=dataset.location, problems=dataset.problems)
+                              progress=progress, location=dataset.location, problems=dataset.problems,
+                              decoder=decoder)
 
     key_parts = {
         "files": [r.path for r in records],
@@ -190,4 +202,6 @@ def load_split(
         "source": dataset.signature(split),
         "on_error": on_error,
     }
-    return cached(make, key_parts, split, dataset.classes, dataset.location, cache, cache_dir, progress)
+    # No decoder in the key: both decoders' pixels are the same (decode's docstring).
+    return cached(make, key_parts, split, dataset.classes, dataset.location, cache, cache_dir, progress,
+                  meta={"decoder": decoder})

@@ -19,10 +19,14 @@ Training (``tiny_keras.train``) uses steps 1-4 and 7 only: batches stay uint8 (a
 of float32's bytes to the device) and the model augments, crops and resizes them on the
 device (``tiny_keras.models.ImageClassifier``). Steps 5 and 6 serve models without those
 layers.
+
+tf.data needs TensorFlow (on any Keras backend); on JAX and PyTorch without it,
+:class:`~tiny_keras.data.loader.BatchLoader` batches a loaded split instead.
 """
 import numpy as np
-import tensorflow as tf
 
+from tiny_keras import backend
+from tiny_keras.backend import tf
 from tiny_keras.data.arrays import DecodedSplit
 
 
@@ -76,6 +80,7 @@ def make_dataset(
     Images come out as stored (uint8, 0..255) or, with ``augment`` or ``image_size``,
     float32 (augmented, resized); labels int32.
     """
+    backend.require_tensorflow("make_dataset (tf.data pipelines; BatchLoader needs no TensorFlow)")
     if not isinstance(split, DecodedSplit):
         raise TypeError(
             "make_dataset takes a split loaded with tiny_keras.data.load_split(source, split_name, ...), "

@@ -6,15 +6,17 @@ import sys
 from tiny_keras.data import arrays, layout
 
 
-def summarize(path, progress=True):
-    """Decode every image of every split; count images, classes, grayscale images and
-    boxes, and collect every problem found (bad files are counted, not fatal)."""
+def summarize(path, progress=True, decoder=None):
+    """Decode every image of every split (with ``decoder``, see ``load_split``); count images,
+    classes, grayscale images and boxes, and collect every problem found (bad files are
+    counted, not fatal)."""
     dataset = layout.TinyImageNet(path, on_error="skip")
     summary = {"source": dataset.location, "classes": len(dataset.classes)}
     grayscale, boxes, problems = {}, {}, []
     for split in layout.SPLITS:
         try:
-            decoded = arrays.load_split(dataset, split, cache="memory", on_error="skip", progress=progress)
+            decoded = arrays.load_split(dataset, split, cache="memory", on_error="skip", progress=progress,
+                                        decoder=decoder)
         except (layout.DatasetError, ValueError) as e:
             summary[split] = 0
             problems.append(str(e))
@@ -54,9 +56,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tiny_keras.data", description=__doc__)
     parser.add_argument("path", help="tiny-imagenet-200.zip, the tiny-imagenet-200 folder, or a folder holding either")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--decoder", choices=("tensorflow", "pillow"), default=None,
+                        help="JPEG decoder (default: tensorflow on the TensorFlow backend, pillow on the others)")
     args = parser.parse_args(argv)
     try:
-        summary = summarize(args.path, progress=not args.json)
+        summary = summarize(args.path, progress=not args.json, decoder=args.decoder)
     except layout.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
