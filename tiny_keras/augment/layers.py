@@ -15,19 +15,19 @@ and deterministic preprocessing travels with a saved ``.keras`` model.
 The statistics (``adapt``) and ``standardize`` are ``standardization``'s, shared with
 ``Augmenter`` and ``SubtractMeanImage``.
 
-The transforms are written with ``keras.ops``; their random bits come from TensorFlow's
-stateless Philox (``core``), so random augmentation needs the TensorFlow backend for now.
-Inputs are cast to
-float32, computed there, and returned in the layer's compute dtype (float16 under
-``mixed_float16``); weights stay float32.
+The transforms are written with ``keras.ops``; their random bits come from the backend's
+stateless generator (``core``: Philox on TensorFlow, threefry on JAX, a counter hash on
+PyTorch), so the layers run on all three. Inputs are cast to float32, computed there, and
+returned in the layer's compute dtype (float16 under ``mixed_float16``); weights stay
+float32.
 """
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tiny_keras.augment.core import deserialize, fold_seed, serialize
 from tiny_keras.augment.standardization import channel_mean_std, mean_image, standardize
+from tiny_keras.backend import tf
 
 
 @keras.saving.register_keras_serializable(package="tiny_keras")
