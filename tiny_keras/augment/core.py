@@ -264,6 +264,13 @@ class Transform:
     def _eval(self, images):
         return images
 
+    def output_shape(self, input_shape):
+        """The output's shape for an input of ``input_shape`` where the transform declares it
+        (the crops, ``Resize``, a ``Compose`` of such), else None: Keras then infers it by
+        running the transform on symbolic inputs. Keras's JAX backend cannot run a crop on
+        inputs of unknown size, so the layers use this there."""
+        return None
+
     def _train_masked(self, images, seed, apply):
         """The training behaviour for the images where ``apply`` ([B] bool) holds; the others
         unchanged. ``RandomApply`` and ``Compose`` call it with their per-image coins.
@@ -375,6 +382,14 @@ class Compose(Transform):
         for t in self.transforms:
             images = t(images, None, training=False)
         return images
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for t in self.transforms:
+            shape = t.output_shape(shape)
+            if shape is None:
+                return None
+        return shape
 
     def get_config(self):
         return {"transforms": [serialize(t) for t in self.transforms]}

@@ -59,6 +59,15 @@ class AugmentationLayer(keras.layers.Layer):
             out = self.transform(images, None, training=False)
         return ops.cast(out, self.compute_dtype)
 
+    def compute_output_spec(self, inputs, training=None):
+        # On JAX, Keras infers shapes by tracing with symbolic dimensions, which cannot be
+        # sliced to a fixed size (a crop of inputs of unknown size): the transform's declared
+        # shape there. Elsewhere (and for transforms that declare none) Keras's own inference.
+        shape = self.transform.output_shape(inputs.shape) if keras.backend.backend() == "jax" else None
+        if shape is None:
+            return super().compute_output_spec(inputs, training=training)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
     def get_config(self):
         return {**super().get_config(), "transform": serialize(self.transform), "seed": self.seed}
 
