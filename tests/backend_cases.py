@@ -1,13 +1,18 @@
 """Augmentation outputs on whichever Keras backend is active, for ``test_backends.py``.
 
-``python tests/backend_cases.py OUT.npz MODELS_DIR`` (with ``KERAS_BACKEND`` set) writes them; the test
-computes the same on TensorFlow in its own process and compares. ``same_parameter_outputs``
-are transforms whose parameters are given (no random draw), so every backend must give the
-same pixels; ``random_checks`` are properties of the seeded random draws, which differ
-between backends (TensorFlow's Philox, JAX's threefry) but must be seeded and distributed
-alike.
+``python tests/backend_cases.py OUT.npz MODELS_DIR`` (with ``KERAS_BACKEND`` set: ``jax`` or
+``torch``) writes them; the test computes the same on TensorFlow in its own process and
+compares. ``same_parameter_outputs`` are transforms whose parameters are given (no random
+draw), so every backend must give the same pixels; ``random_checks`` are properties of the
+seeded random draws, which differ between backends (TensorFlow's Philox, JAX's threefry,
+PyTorch's SplitMix64 counter hash) but must be seeded and distributed alike;
+``registry_checks`` build every registered model; ``classifier_checks`` train an
+``ImageClassifier`` that augments in its train step; ``saved_model_predictions`` load the
+.keras files the TensorFlow side saved.
 """
+import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -98,6 +103,8 @@ def random_checks():
     checks["uniform"] = keras.ops.convert_to_numpy(core.uniform([100_000], 11, -2.0, 3.0))
     checks["uniform_int"] = keras.ops.convert_to_numpy(core.uniform_int([100_000], 12, 0, 9))
     checks["normal"] = keras.ops.convert_to_numpy(core.normal([100_000], 13))
+    bits = (core.random_bits([2, 4], [123456789012, -5]), core.random_bits([8], core.fold_seed(7, 3)))
+    checks["bits"] = np.concatenate([keras.ops.convert_to_numpy(b).astype(np.int64).reshape(-1) for b in bits])
     return checks
 
 
@@ -132,10 +139,44 @@ def registry_checks():
     return checks
 
 
+def classifier_checks():
+    """An ``ImageClassifier`` with a paper-1-like augmenter and random crops: its augmentation
+    is the transform's with the layer's seeds, it trains two steps (finite loss, weights and
+    seed states move), and a .keras save keeps the seed states and the predictions."""
+    import keras
+    from tiny_keras import augment, models
+
+    transform = augment.Compose([augment.Augmenter(rotation_range=20, width_shift_range=0.1, horizontal_flip=True),
+                                 augment.GaussianNoise(2.0)])
+    keras.utils.set_random_seed(0)
+    network = models.build("paper5_cnn5", **models.get_entry("paper5_cnn5").small_options)
+    model = models.ImageClassifier(network, augmenter=transform, crop=56, seed=3)
+    x = smooth_images()
+    expected = keras.ops.convert_to_numpy(transform(x, keras.random.SeedGenerator(3).next()))
+    first = keras.ops.convert_to_numpy(model.augmenter(x, training=True))
+    second = keras.ops.convert_to_numpy(model.augmenter(x, training=True))
+    augmented = [float(np.abs(first - expected).max()), float(np.array_equal(first, second))]
+
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    states = [keras.ops.convert_to_numpy(g.state).copy() for g in model._all_seed_generators()]
+    weights = [w.copy() for w in model.get_weights()]
+    losses = [float(model.train_on_batch(x.astype("uint8"), np.arange(6))) for _ in range(2)]
+    states_moved = all(not np.array_equal(keras.ops.convert_to_numpy(g.state), s)
+                       for g, s in zip(model._all_seed_generators(), states))
+    moved = sum(float(np.abs(a - b).sum()) for a, b in zip(weights, model.get_weights()))
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(os.path.join(folder, "classifier.keras"))
+        loaded = keras.models.load_model(os.path.join(folder, "classifier.keras"))
+    states_kept = all(np.array_equal(keras.ops.convert_to_numpy(a.state), keras.ops.convert_to_numpy(b.state))
+                      for a, b in zip(model._all_seed_generators(), loaded._all_seed_generators()))
+    predictions = [keras.ops.convert_to_numpy(m.predict(x, verbose=0)) for m in (model, loaded)]
+    return {"classifier": np.array([*augmented, *losses, moved, float(states_moved), len(states), float(states_kept),
+                                    float(np.abs(predictions[0] - predictions[1]).max())])}
+
+
 def saved_model_predictions(folder):
     """name -> logits of the .keras files in ``folder`` (written by the TensorFlow side)."""
     import importlib
-    import os
 
     import keras
 
@@ -154,6 +195,7 @@ if __name__ == "__main__":
     results = {f"same/{k}": v for k, v in same_parameter_outputs().items()}
     results.update({f"random/{k}": v for k, v in random_checks().items()})
     results.update({f"registry/{k}": v for k, v in registry_checks().items()})
+    results.update({f"registry/{k}": v for k, v in classifier_checks().items()})
     results.update({f"saved/{k}": v for k, v in saved_model_predictions(sys.argv[2]).items()})
     results["backend"] = np.array(keras.backend.backend())
     np.savez(sys.argv[1], **results)

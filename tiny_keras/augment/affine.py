@@ -42,10 +42,10 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tiny_keras.augment.core import compile_function, no_autograph, to_float32
+from tiny_keras.backend import tf
 
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 GEOMETRIC_KEYS = ("theta", "tx", "ty", "shear", "zx", "zy", "flip_horizontal", "flip_vertical")

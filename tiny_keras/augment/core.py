@@ -6,32 +6,43 @@ to float32 first, so float16 under mixed precision and decoded uint8 both work) 
 result is float32. ``seed`` is a stateless-RNG seed, an int32/int64 tensor of shape [2]
 (a Python int ``s`` is read as ``[s, 0]``): the same seed gives the same batch, eagerly and
 inside ``tf.data.Dataset.map``, in a model and under XLA, because every random parameter
-is drawn from Philox bits (:func:`uniform`, :func:`normal`) of a sub-seed folded out of it. Deterministic transforms ignore
-the seed. With ``training=False`` a transform does what evaluation needs instead (a random
+is drawn from the backend's stateless random bits (:func:`random_bits`: Philox on
+TensorFlow, threefry on JAX, a SplitMix64 counter hash on PyTorch; :func:`uniform`,
+:func:`normal`) of a sub-seed folded out of it. Deterministic transforms ignore the seed. With ``training=False`` a transform does what evaluation needs instead (a random
 crop becomes a centre crop, random photometric changes do nothing, standardisation still
 applies); ``transform.inference`` is that, in the ``fn(images, seed)`` form the data
 pipeline calls.
 """
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
+
+from tiny_keras.backend import tf
 
 # Transforms are registered with Keras under this package ("tiny_keras.augment>RandomCrop").
 PACKAGE = "tiny_keras.augment"
-
-# Nothing here branches on tensor values, so AutoGraph has nothing to convert; keeping it out
-# also keeps it from rewriting this code when a user calls a transform inside Dataset.map.
-no_autograph = tf.autograph.experimental.do_not_convert
 
 
 def _backend():
     return keras.backend.backend()
 
 
+def no_autograph(fn):
+    """``fn`` kept out of AutoGraph on the TensorFlow backend (``do_not_convert``); as is on
+    the others, which have no AutoGraph (and need no TensorFlow for it).
+
+    Nothing here branches on tensor values, so AutoGraph has nothing to convert; keeping it
+    out also keeps it from rewriting this code when a user calls a transform inside
+    ``Dataset.map``. The backend is fixed per process, so deciding at import is enough.
+    """
+    if _backend() != "tensorflow":
+        return fn
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def as_seed(seed):
-    """A stateless-RNG seed as a tensor of shape [2]: int64 for TensorFlow's Philox, uint32
-    key data for JAX's threefry.
+    """A stateless-RNG seed as a tensor of shape [2]: int64 for TensorFlow's Philox and
+    PyTorch's counter hash, uint32 key data for JAX's threefry.
 
     Accepts a Python/numpy int (read as ``[seed, 0]``), a pair, or a tensor of shape [2]
     (int32, uint32 or int64, e.g. the per-batch seed the data pipeline passes, or
@@ -45,12 +56,15 @@ def as_seed(seed):
     backend = _backend()
     if backend not in RANDOM_BACKENDS:
         raise NotImplementedError(
-            f"Random augmentation draws its numbers with TensorFlow's or JAX's stateless generators; "
+            f"Random augmentation draws its numbers with stateless generators on the "
+            f"{', '.join(RANDOM_BACKENDS)} backends; "
             f"the {backend!r} backend has none yet. Deterministic transforms (crops, resizing, "
             f"standardisation, apply_transform with given parameters) work on every backend."
         )
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        seed = np.array([int(seed) % (1 << 64), 0], np.uint64).astype(np.int64)  # any int, wrapped to 64 bits
+        seed = [seed, 0]
+    if isinstance(seed, (list, tuple)) and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seed):
+        seed = np.array([int(s) % (1 << 64) for s in seed], np.uint64).astype(np.int64)  # wrapped to 64 bits
     seed = ops.convert_to_tensor(seed)
     if "int" not in str(seed.dtype):
         raise ValueError(f"A seed must be integer; received dtype {seed.dtype}.")
@@ -60,20 +74,59 @@ def as_seed(seed):
         import jax.numpy as jnp  # optional: JAX only on its backend
 
         return jnp.asarray(seed).astype(jnp.uint32)  # int64 values wrap, as uint32 key data
+    if backend == "torch":
+        return ops.cast(seed, "int64")
     return tf.cast(seed, tf.int64)
 
 
 # The transforms are written with keras.ops; the random bits below are the one place that
 # speaks a backend's own generator (no keras.random function folds seeds or gives raw bits):
-# TensorFlow's stateless Philox, JAX's threefry. The two give different numbers for the same
-# seed; each is the same eagerly and compiled.
+# TensorFlow's stateless Philox, JAX's threefry, and on PyTorch a counter hash of our own
+# (below). The three give different numbers for the same seed; each is the same eagerly and
+# compiled.
 #
 # On TensorFlow, random numbers are the same eagerly, in a tf.function and under XLA: the
 # Philox generator named explicitly ("auto_select" picks another under XLA) gives the same
 # *bits* everywhere, and the bits are made floats here (TensorFlow's float conversion
 # differs under XLA).
+#
+# PyTorch has no stateless generator: a torch.Generator is a stream with state, seeding one
+# needs the seed on the host (a device sync per draw when it comes from a SeedGenerator on
+# the GPU), and the CPU one keeps only 32 bits of its seed. So on PyTorch the bits are
+# SplitMix64 run as a counter-based generator in int64 tensor ops: the seed's two words are
+# mixed into a 64-bit key, element i of a draw is the upper half of SplitMix64's output
+# function at key + (i + 1) * gamma (the i-th output of SplitMix64 started at key), and a
+# sub-seed is (mix(key), index). Integer arithmetic is exact (int64 products wrap modulo
+# 2**64, as SplitMix64 wants), so the bits are the same on CPU and GPU, eagerly and under
+# torch.compile, with the seed never leaving the device.
 RNG_ALG = "philox"
-RANDOM_BACKENDS = ("tensorflow", "jax")
+RANDOM_BACKENDS = ("tensorflow", "jax", "torch")
+
+_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (2**64 / golden ratio, odd)
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # its output function's multipliers
+
+
+def _int64(value):
+    """A 64-bit constant as the signed value int64 arithmetic (wrapping) uses."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _shift_right_logical(x, bits):
+    """``x >> bits`` on int64 as on uint64 (PyTorch's shift is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(x):
+    """SplitMix64's output function on an int64 tensor (a bijection of 64-bit words)."""
+    x = (x ^ _shift_right_logical(x, 30)) * _int64(_MIX1)
+    x = (x ^ _shift_right_logical(x, 27)) * _int64(_MIX2)
+    return x ^ _shift_right_logical(x, 31)
+
+
+def _torch_key(seed):
+    """The seed's two int64 words mixed into one (a 0-d int64 tensor)."""
+    seed = as_seed(seed)
+    return _mix64(_mix64(seed[0] + _int64(_GAMMA)) ^ seed[1])
 
 
 def _jax_key(seed):
@@ -88,15 +141,28 @@ def fold_seed(seed, index):
         import jax  # optional: JAX only on its backend
 
         return jax.random.key_data(jax.random.fold_in(_jax_key(seed), index))
+    if _backend() == "torch":
+        import torch  # optional: PyTorch only on its backend
+
+        key = _torch_key(seed)
+        return torch.stack([_mix64(key + _int64(_GAMMA)), torch.full_like(key, 0) + index])
     return tf.random.experimental.stateless_fold_in(as_seed(seed), index, alg=RNG_ALG)
 
 
 def random_bits(shape, seed):
-    """Uniform uint32 bits of ``shape`` from a stateless ``seed``."""
+    """Uniform uint32 bits of ``shape`` from a stateless ``seed`` (on PyTorch, which has no
+    shifts for uint32, int64 values in ``[0, 2**32)``)."""
     if _backend() == "jax":
         import jax  # optional: JAX only on its backend
 
         return jax.random.bits(_jax_key(seed), tuple(shape), dtype="uint32")
+    if _backend() == "torch":
+        import torch  # optional: PyTorch only on its backend
+
+        key = _torch_key(seed)
+        shape = [int(s) for s in shape]
+        counter = torch.arange(1, int(np.prod(shape)) + 1, dtype=torch.int64, device=key.device)
+        return _shift_right_logical(_mix64(key + counter * _int64(_GAMMA)), 32).reshape(shape)
     return tf.random.stateless_uniform(shape, as_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALG)
 
 
@@ -112,6 +178,11 @@ def uniform_int(shape, seed, minval, maxval):
         import jax  # optional: JAX only on its backend
 
         return jax.random.randint(_jax_key(seed), tuple(shape), minval, maxval, dtype="int32")
+    if _backend() == "torch":
+        # 32 random bits times the range, high half (Lemire's multiply-shift): exact in
+        # int64 for ranges below 2**31, biased by at most range / 2**32.
+        span = ops.cast(ops.convert_to_tensor(maxval) - minval, "int64")
+        return ops.cast(minval + ((random_bits(shape, seed) * span) >> 32), "int32")
     return tf.random.stateless_uniform(shape, as_seed(seed), minval=minval, maxval=maxval, dtype=tf.int32,
                                        alg=RNG_ALG)
 
@@ -192,6 +263,13 @@ class Transform:
 
     def _eval(self, images):
         return images
+
+    def output_shape(self, input_shape):
+        """The output's shape for an input of ``input_shape`` where the transform declares it
+        (the crops, ``Resize``, a ``Compose`` of such), else None: Keras then infers it by
+        running the transform on symbolic inputs. Keras's JAX backend cannot run a crop on
+        inputs of unknown size, so the layers use this there."""
+        return None
 
     def _train_masked(self, images, seed, apply):
         """The training behaviour for the images where ``apply`` ([B] bool) holds; the others
@@ -304,6 +382,14 @@ class Compose(Transform):
         for t in self.transforms:
             images = t(images, None, training=False)
         return images
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for t in self.transforms:
+            shape = t.output_shape(shape)
+            if shape is None:
+                return None
+        return shape
 
     def get_config(self):
         return {"transforms": [serialize(t) for t in self.transforms]}

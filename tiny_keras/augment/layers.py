@@ -15,19 +15,19 @@ and deterministic preprocessing travels with a saved ``.keras`` model.
 The statistics (``adapt``) and ``standardize`` are ``standardization``'s, shared with
 ``Augmenter`` and ``SubtractMeanImage``.
 
-The transforms are written with ``keras.ops``; their random bits come from TensorFlow's
-stateless Philox (``core``), so random augmentation needs the TensorFlow backend for now.
-Inputs are cast to
-float32, computed there, and returned in the layer's compute dtype (float16 under
-``mixed_float16``); weights stay float32.
+The transforms are written with ``keras.ops``; their random bits come from the backend's
+stateless generator (``core``: Philox on TensorFlow, threefry on JAX, a counter hash on
+PyTorch), so the layers run on all three. Inputs are cast to float32, computed there, and
+returned in the layer's compute dtype (float16 under ``mixed_float16``); weights stay
+float32.
 """
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tiny_keras.augment.core import deserialize, fold_seed, serialize
 from tiny_keras.augment.standardization import channel_mean_std, mean_image, standardize
+from tiny_keras.backend import tf
 
 
 @keras.saving.register_keras_serializable(package="tiny_keras")
@@ -58,6 +58,15 @@ class AugmentationLayer(keras.layers.Layer):
         else:
             out = self.transform(images, None, training=False)
         return ops.cast(out, self.compute_dtype)
+
+    def compute_output_spec(self, inputs, training=None):
+        # On JAX, Keras infers shapes by tracing with symbolic dimensions, which cannot be
+        # sliced to a fixed size (a crop of inputs of unknown size): the transform's declared
+        # shape there. Elsewhere (and for transforms that declare none) Keras's own inference.
+        shape = self.transform.output_shape(inputs.shape) if keras.backend.backend() == "jax" else None
+        if shape is None:
+            return super().compute_output_spec(inputs, training=training)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "transform": serialize(self.transform), "seed": self.seed}

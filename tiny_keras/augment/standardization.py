@@ -14,13 +14,14 @@ statistics with these functions:
 - :func:`write_stats` / :func:`read_stats`: the statistics as a JSON file kept with a run.
 """
 import json
+import sys
 
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tiny_keras import files
 from tiny_keras.augment.core import no_autograph, to_float32
+from tiny_keras.backend import tf
 
 EPSILON = 1e-6  # legacy standardize: x /= std + 1e-6
 
@@ -48,10 +49,16 @@ def standardize(images, mean=None, std=None, rescale=None, samplewise_center=Fal
     return x
 
 
+def _is_dataset(x):
+    """Whether ``x`` is a ``tf.data.Dataset``, without importing TensorFlow where it is not
+    loaded (then ``x`` cannot be one)."""
+    return sys.modules.get("tensorflow") is not None and isinstance(x, tf.data.Dataset)
+
+
 def image_batches(x, batch_size):
     """Chunks of images (numpy) from an array/tensor, an object with ``.images`` (a decoded
     split), or an iterable of batches (``(images, labels)`` tuples are fine)."""
-    if hasattr(x, "images") and not isinstance(x, (np.ndarray, tf.data.Dataset)):
+    if hasattr(x, "images") and not isinstance(x, np.ndarray) and not _is_dataset(x):
         x = x.images
     if ops.is_tensor(x):
         x = ops.convert_to_numpy(x)

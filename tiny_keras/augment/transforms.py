@@ -141,6 +141,9 @@ class RandomCrop(Transform):
     def _eval(self, images):
         return center_crop(images, self.size)
 
+    def output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[3])
+
     def get_config(self):
         return {"size": list(self.size)}
 
@@ -153,6 +156,9 @@ class CenterCrop(Transform):
 
     def _eval(self, images):
         return center_crop(images, self.size)
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[3])
 
     def get_config(self):
         return {"size": list(self.size)}
@@ -349,6 +355,9 @@ class Resize(Transform):
     def _eval(self, images):
         out = ops.image.resize(images, self.size, interpolation=self.interpolation, antialias=self.antialias)
         return ops.cast(out, "float32")
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[3])
 
     def get_config(self):
         return {"size": list(self.size), "interpolation": self.interpolation, "antialias": self.antialias}

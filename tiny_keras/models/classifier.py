@@ -91,6 +91,20 @@ class ImageClassifier(keras.Model):
         self.image_size = image_size
         self.seed = seed
 
+    def __setattr__(self, name, value):
+        # On PyTorch a Keras layer is a torch.nn.Module, which refuses a sub-module before
+        # Module.__init__ (run by super().__init__, after the layers above are set). Until
+        # then a layer is tracked by Keras, in the same order as on the other backends (the
+        # order of the seed states saved below), and kept as a plain attribute; the
+        # functional graph holds it for PyTorch's purposes (its variables) as it does there.
+        if isinstance(value, keras.layers.Layer) and "_modules" not in self.__dict__ \
+                and keras.backend.backend() == "torch":
+            if not hasattr(self, "_tracker"):
+                self._initialize_tracker()
+            object.__setattr__(self, name, self._tracker.track(value))
+            return
+        super().__setattr__(name, value)
+
     # -- the forward pass, in parts ----------------------------------------------------------------
     @property
     def front_layers(self):
