@@ -26,6 +26,8 @@ import backend_cases
 from conftest import REPO, run_python
 
 OTHER_BACKENDS = ("jax", "torch")
+pytestmark = pytest.mark.xdist_group("backends")  # one worker runs each backend's case process once
+
 SAME_PARAMETER_ATOL = 1e-3
 SAVED_MODEL_TOLERANCE = 1e-4
 

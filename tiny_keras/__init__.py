@@ -1,4 +1,4 @@
-"""tiny_keras: reproductions of five Tiny ImageNet papers in Keras 3 / TensorFlow.
+"""tiny_keras: reproductions of five Tiny ImageNet papers in Keras 3, on TensorFlow, JAX or PyTorch.
 
 Mechanisms live in one place each:
 
@@ -10,13 +10,14 @@ Mechanisms live in one place each:
 - ``tiny_keras.evaluate``  predictions, top-k, ensembles; ``tiny_keras.report`` their tables and files
 - ``tiny_keras.runs``      the run folder: its file names and readers
 - ``tiny_keras.localization`` paper2's object localiser: boxes, matching loss, detection metrics
+- ``tiny_keras.backend``   the Keras backend of the process; TensorFlow imported only where used
 """
 
 __version__ = "0.1.0"
 
 from tiny_keras import _startup  # noqa: E402
 
-_startup.import_tensorflow()  # before Keras: TensorFlow's start-up notices held back where asked
+_startup.import_tensorflow()  # on the TensorFlow backend, before Keras: its start-up notices held back where asked
 
 # Importing the package registers its Keras objects (preprocessing and augmentation
 # layers, model blocks, losses, metrics, the localiser's matching loss, the learning-rate

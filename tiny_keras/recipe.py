@@ -25,6 +25,7 @@ from tiny_keras import models
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
 AUTO_STEPS_PER_EXECUTION = 32  # the most train steps per host call "auto" picks on a GPU
 
 
@@ -115,7 +116,9 @@ class Recipe:
         to ``AUTO_STEPS_PER_EXECUTION``; 1 on a CPU).
       checkpoint_every: the resume checkpoint every N epochs, or "auto": every epoch while
         one costs at most 5% of an epoch, else every k epochs (``callbacks.RunCheckpoint``).
-      strategy: "default", "mirrored" or "multi_worker".
+      strategy: how the run spreads over devices: "default" (one device), "mirrored" or
+        "multi_worker" (``tf.distribute``, TensorFlow backend), "data_parallel"
+        (``keras.distribution.DataParallel`` over the local devices, JAX backend).
       run_eagerly: Keras's compile option: train step by step without compiling the train
         step (for debugging, and for ``--smoke``, where tracing costs more than two steps).
     The run writes the values it chose for the "auto" ones into its ``recipe.json``.
@@ -173,8 +176,8 @@ class Recipe:
             raise ValueError(f"checkpoint_every must be a positive int or 'auto'. Received: {every=}")
         if self.run_eagerly and self.jit_compile is True:
             raise ValueError("run_eagerly and jit_compile exclude each other; choose one")
-        if self.strategy not in ("default", "mirrored", "multi_worker"):
-            raise ValueError(f"strategy must be default, mirrored or multi_worker. Received: {self.strategy=}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}. Received: {self.strategy=}")
         return self
 
     def to_dict(self):

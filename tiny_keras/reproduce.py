@@ -28,7 +28,7 @@ import sys
 import time
 
 from tiny_keras import download, evaluate, models, runs
-from tiny_keras.recipe import PRECISIONS
+from tiny_keras.recipe import PRECISIONS, STRATEGIES
 
 # The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
 SCRIPTS = {
@@ -120,8 +120,10 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--steps-per-execution", type=int, default=None, metavar="N",
                         help="at most N train steps per call from the host (default: 32 on a GPU, 1 on a CPU; "
                              "each stage takes the largest divisor of its steps per epoch up to N)")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
-                        help="tf.distribute strategy; --batch-size stays the global batch")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="mirrored / multi_worker: tf.distribute (TensorFlow backend); data_parallel: "
+                             "keras.distribution over the local devices (JAX backend); --batch-size stays "
+                             "the global batch")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="1: progress bars; 2: one line per epoch; 0: quiet (default: 1 on a terminal, else 2). "
                              "The per-epoch lines always go to WORKDIR/<model>/train.log")

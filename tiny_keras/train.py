@@ -16,6 +16,7 @@ images), the random crop (centre crop at evaluation) and the stage's resolution 
 parts, run on the device and saved with it, so evaluation and export need no flags. The
 host pipeline only shuffles, gathers and batches uint8 images.
 """
+import contextlib
 import json
 import math
 import os
@@ -24,12 +25,13 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tiny_keras import augment as augment_lib
+from tiny_keras import backend
 from tiny_keras import callbacks as cbs
 from tiny_keras import data as data_lib
 from tiny_keras import files, models, provenance, runs, schedules
+from tiny_keras.backend import tf
 from tiny_keras.losses import make_loss
 from tiny_keras.metrics import TopKAccuracy
 from tiny_keras.recipe import AUTO_STEPS_PER_EXECUTION, Recipe
@@ -76,7 +78,20 @@ def stage_schedule(stage, steps_per_epoch):
 
 
 def gpu_compute_capability():
-    """``(major, minor)`` of the first GPU TensorFlow sees, or None without one."""
+    """``(major, minor)`` of the first GPU the Keras backend sees, or None without one."""
+    name = backend.name()
+    if name == backend.JAX:
+        import jax  # the JAX backend's own library
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if not gpus:
+            return None
+        major, _, minor = str(getattr(gpus[0], "compute_capability", "0.0")).partition(".")
+        return int(major or 0), int(minor or 0)
+    if name == backend.TORCH:
+        import torch  # the PyTorch backend's own library
+
+        return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return None
@@ -92,7 +107,10 @@ def resolve_performance(recipe, compute_capability=None):
         precision = "float32" if not gpu else "mixed_bfloat16" if compute_capability >= (8, 0) else "mixed_float16"
     jit_compile = recipe.jit_compile
     if jit_compile == "auto":
-        jit_compile = gpu and not recipe.run_eagerly
+        # TensorFlow: XLA pays on a GPU, not on a CPU; JAX compiles every step (its eager
+        # mode runs op by op); PyTorch's torch.compile is left off (slow to start, fragile).
+        jit_compile = not recipe.run_eagerly and (gpu if backend.name() == backend.TENSORFLOW
+                                                  else backend.name() == backend.JAX)
     spe = recipe.steps_per_execution
     if spe == "auto":
         spe = AUTO_STEPS_PER_EXECUTION if gpu and not recipe.run_eagerly else 1
@@ -107,14 +125,44 @@ def stage_steps_per_execution(bound, steps_per_epoch, every_steps=None):
     return max(d for d in range(1, min(bound, period) + 1) if period % d == 0)
 
 
+class OneDevice:
+    """The default strategy off TensorFlow: one device, nothing to distribute."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+class DataParallel:
+    """``keras.distribution.DataParallel`` over this host's devices (JAX backend), with
+    ``tf.distribute``'s ``scope()`` / ``num_replicas_in_sync``: inside ``scope()`` the
+    model's variables are replicated and every batch is split across the devices."""
+
+    def __init__(self):
+        self.distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        self.num_replicas_in_sync = len(keras.distribution.list_devices())
+
+    def scope(self):
+        return self.distribution.scope()
+
+
 def make_strategy(name):
+    """The device strategy ``name`` (see ``Recipe.strategy``) on this process's backend."""
+    on = backend.name()
     if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be default, mirrored or multi_worker. Received: {name=}")
+        return tf.distribute.get_strategy() if on == backend.TENSORFLOW else OneDevice()
+    if name in ("mirrored", "multi_worker"):
+        if on != backend.TENSORFLOW:
+            raise ValueError(f"strategy {name!r} is tf.distribute's and needs the TensorFlow backend; this process "
+                             f"runs {on}" + ("; on JAX use data_parallel" if on == backend.JAX else ""))
+        return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "data_parallel":
+        if on != backend.JAX:
+            raise ValueError(f"strategy 'data_parallel' is keras.distribution's and needs the JAX backend; this "
+                             f"process runs {on}" + ("; on TensorFlow use mirrored" if on == backend.TENSORFLOW else ""))
+        return DataParallel()
+    raise ValueError(f"strategy must be default, mirrored, multi_worker or data_parallel. Received: {name=}")
 
 
 def set_weight_decay(network, weight_decay):
@@ -196,15 +244,22 @@ def compile_model(model, recipe, stage, steps_per_epoch, steps_per_execution=1):
 
 
 def train_input(strategy, split, batch_size, seed, skip_batches=0):
-    """The training stream for ``strategy``: one dataset of ``batch_size`` batches, or with
-    several replicas ``distribute_datasets_from_function``, each input pipeline (worker)
-    reading its own shard of the stream in per-replica batches; the global batch stays
-    ``batch_size``, the replicas of a step see distinct images and an epoch every image once."""
+    """The training stream for ``strategy``: an endless seeded stream of uint8
+    ``batch_size`` batches, started ``skip_batches`` in (a resumed run's position).
+
+    On TensorFlow a tf.data dataset, or with several replicas
+    ``distribute_datasets_from_function``, each input pipeline (worker) reading its own
+    shard of the stream in per-replica batches; the global batch stays ``batch_size``, the
+    replicas of a step see distinct images and an epoch every image once. On JAX and
+    PyTorch ``tiny_keras.data.BatchLoader``'s stream (numpy, no TensorFlow); under
+    ``data_parallel`` Keras splits each global batch across the devices."""
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch size {batch_size} does not split over {strategy.num_replicas_in_sync} replicas")
+    if not backend.is_tensorflow():
+        return data_lib.BatchLoader(split, batch_size, training=True, seed=seed, skip_batches=skip_batches).stream()
     if strategy.num_replicas_in_sync == 1:
         return data_lib.make_dataset(split, batch_size=batch_size, training=True, seed=seed, repeat=True,
                                      skip_batches=skip_batches)
-    if batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"batch size {batch_size} does not split over {strategy.num_replicas_in_sync} replicas")
 
     def per_pipeline(context):
         # A step takes one batch per replica: this pipeline's replicas' batches from it.
@@ -214,6 +269,26 @@ def train_input(strategy, split, batch_size, seed, skip_batches=0):
                                      shard=(context.num_input_pipelines, context.input_pipeline_id))
 
     return strategy.distribute_datasets_from_function(per_pipeline)
+
+
+def eval_input(split, batch_size):
+    """``split`` in order, in ``batch_size`` batches (the last one partial): a tf.data
+    dataset on TensorFlow, a ``tiny_keras.data.BatchLoader`` elsewhere."""
+    if not backend.is_tensorflow():
+        return data_lib.BatchLoader(split, batch_size, training=False)
+    return data_lib.make_dataset(split, batch_size=batch_size, training=False)
+
+
+def tensorboard_available(log, echo=True):
+    """Whether TensorBoard logs can be written (Keras writes them with tf.summary, on any
+    backend); where TensorFlow is missing, says so in the run's log once per stage."""
+    try:
+        backend.require_tensorflow("TensorBoard logs")
+    except backend.TensorFlowRequired:
+        cbs.log_line(log, "TensorBoard logs are not written: Keras writes them with tf.summary, and TensorFlow "
+                          "is not installed (the run's history.csv and train.log hold the same curves)", echo=echo)
+        return False
+    return True
 
 
 # -- results --------------------------------------------------------------------------------
@@ -312,7 +387,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
                 continue
             resume = state if state and state.get("stage") == stage.name else None
             model = _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume,
-                               progress, verbose, extra_callbacks)
+                               progress, verbose, extra_callbacks, strategy)
             state = None
     final = dict(paper=recipe.paper, model=recipe.model, runs=progress["runs"], recipe=json.loads(recipe.to_json()))
     # The final model is the last stage's, already saved: copy the file.
@@ -328,7 +403,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
 
 
 def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume, progress, verbose,
-               extra_callbacks):
+               extra_callbacks, strategy):
     stage_dir = runs.stage_folder(workdir, stage.name)
     os.makedirs(stage_dir, exist_ok=True)
     start = time.perf_counter()
@@ -352,9 +427,9 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # The model augments on the device (its augmenter's seed generator is saved with every
     # checkpoint); the host stream is the shuffled uint8 images, skipped to where a
     # resumed run stopped.
-    train_ds = train_input(tf.distribute.get_strategy(), train_split, stage.batch_size, stage_seed(recipe, index),
+    train_ds = train_input(strategy, train_split, stage.batch_size, stage_seed(recipe, index),
                            skip_batches=initial_epoch * steps)
-    val_ds = data_lib.make_dataset(val_split, batch_size=stage.batch_size, training=False)
+    val_ds = eval_input(val_split, stage.batch_size)
 
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
     # its step, so a resumed run continues it); the logger reports the rate of each
@@ -375,7 +450,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         keras.callbacks.CSVLogger(os.path.join(stage_dir, runs.HISTORY), append=initial_epoch > 0),
         keras.callbacks.TerminateOnNaN(),
     ]
-    if recipe.tensorboard:
+    if recipe.tensorboard and tensorboard_available(log, echo=bool(verbose)):
         keras_callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, runs.TENSORBOARD, stage.name),
                                                            histogram_freq=recipe.tensorboard_histograms))
     if recipe.activation_samples:

@@ -214,6 +214,20 @@ class BatchLoader(keras.utils.PyDataset):
             yield self[index]
         self.on_epoch_end()
 
+    def stream(self):
+        """Every batch from the loader's start on, endlessly, pass after pass: what
+        ``fit(..., steps_per_epoch=k)`` takes for any ``k`` (a run's epochs need not be
+        passes of the split), as ``make_dataset(..., repeat=True)`` on TensorFlow. Keras
+        reads a generator in order, once: no pass bookkeeping is needed."""
+        position = self._offset
+        while True:
+            with self._lock:
+                future = self._ahead.pop(position, None)
+                if self.threads > 1:
+                    self._read_ahead(position)
+            yield future.result() if future is not None else self.batch_at(position)
+            position += 1
+
     def _read_ahead(self, position):
         """Start making the ``threads`` batches after ``position`` (under the lock)."""
         if self._pool is None:

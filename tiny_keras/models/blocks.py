@@ -31,6 +31,7 @@ Conventions used by every builder in ``tiny_keras.models``:
 """
 
 import numbers
+import random
 
 import keras
 from keras import layers
@@ -282,8 +283,17 @@ def apply_dense_bn_act(
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     x = apply_activation(x, activation, name=name)
     if dropout:
-        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        x = seeded_dropout(dropout, name=f"{name}_dropout")(x)
     return x
+
+
+def seeded_dropout(rate, name):
+    """``Dropout(rate)`` with an explicit seed, drawn as Keras draws a default one (Python's
+    ``random``, which ``keras.utils.set_random_seed`` seeds). On TensorFlow and JAX that is
+    what an unseeded Dropout does; on PyTorch an unseeded Dropout draws its masks from
+    torch's global generator instead of its seed generator, whose state a checkpoint holds
+    (``ImageClassifier``), so a resumed run would continue with other masks."""
+    return layers.Dropout(rate, seed=random.randint(1, 10**9), name=name)
 
 
 def apply_activation(x, activation, name):
@@ -350,7 +360,7 @@ def apply_classifier(
     Layers: ``{name}_dropout``, ``{name}`` (the Dense) and ``logits``.
     """
     if dropout:
-        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        x = seeded_dropout(dropout, name=f"{name}_dropout")(x)
     x = layers.Dense(
         num_classes,
         kernel_initializer=make_initializer(kernel_initializer),

@@ -1,0 +1,122 @@
+"""The training engine on a Keras backend other than TensorFlow, in a fresh process.
+
+``KERAS_BACKEND=jax python tests/engine_cases.py DATA OUT [STRATEGY]`` trains a tiny
+recipe on DATA (the fixture zip) in OUT/whole, trains it again killed in epoch 2 and
+resumed in OUT/killed, and writes OUT/cases.json with what the test on the TensorFlow side
+checks (``tests/test_engine_backends.py``): the backend, the resumed run's largest weight
+difference from the uninterrupted one, the run's val top-1 beside ``tiny_keras.evaluate``'s
+on the saved model, and OUT/logits.npy, the saved model's logits on the val images, which
+the TensorFlow side compares with its own reading of OUT/whole/model.keras, and
+OUT/weights.npz, the trained network's weights. STRATEGY is the recipe's (default
+"default"); with another ("data_parallel" on several JAX devices) OUT/cases.json holds
+:func:`compare_strategies`' findings instead.
+
+The process runs with TensorFlow (and TFDS) made unimportable, so everything it does
+proves to need neither.
+"""
+import json
+import pathlib
+import sys
+
+sys.modules["tensorflow"] = None  # import tensorflow now raises ImportError
+sys.modules["tensorflow_datasets"] = None
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tiny_keras import augment, data, evaluate, runs, train  # noqa: E402
+from tiny_keras.recipe import Recipe, Stage  # noqa: E402
+
+
+def tiny_recipe(strategy="default", random=True):
+    """Three epochs of two steps; with ``random``, augmentation (flips, noise) and dropout."""
+    stage = Stage(epochs=3, batch_size=4, steps_per_epoch=2, image_size=32,
+                  optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+                  schedule={"name": "step", "every_epochs": 1, "factor": 0.5},
+                  augment=augment.serialize(augment.Compose([augment.RandomFlip(), augment.GaussianNoise(5.0)]))
+                  if random else None)
+    options = {"filters": (4, 8, 8, 8), "dropout": 0.5 if random else 0.0}
+    return Recipe(paper="paper1", model="paper1_resnet", model_options=options,
+                  tensorboard=False, checkpoint_every=1, strategy=strategy,
+                  preprocessing={"featurewise_std_normalization": True}, stages=[stage])
+
+
+class Interrupt(Exception):
+    pass
+
+
+class KillAt(keras.callbacks.Callback):
+    """Raises after the first batch of ``epoch``: a killed run."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+        self._current = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._current == self.epoch:
+            raise Interrupt(f"killed in epoch {self.epoch}")
+
+
+def backbone_weights(folder):
+    return keras.models.load_model(folder / runs.MODEL).backbone.get_weights()
+
+
+def compare_strategies(data_path, out, strategy):
+    """The recipe without random draws on one device and under ``strategy``: the largest
+    weight difference; and the whole recipe under ``strategy``: its val top-1."""
+    for name, recipe in (("one_device", tiny_recipe(random=False)), ("split", tiny_recipe(strategy, random=False))):
+        train.train(recipe, out / name, data=data_path, verbose=0)
+    results = train.train(tiny_recipe(strategy), out / "random", data=data_path, verbose=0)
+    return {"backend": keras.backend.backend(), "devices": len(keras.distribution.list_devices()),
+            "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in
+                                   zip(backbone_weights(out / "one_device"), backbone_weights(out / "split"))),
+            "random_val_top1": results["runs"][-1]["val_top1"]}
+
+
+def main(data_path, out, strategy="default"):
+    out = pathlib.Path(out)
+    if strategy != "default":
+        cases = compare_strategies(data_path, out, strategy)
+        (out / "cases.json").write_text(json.dumps(cases, indent=1))
+        print(json.dumps(cases))
+        return
+    recipe = tiny_recipe()
+    results = train.train(recipe, out / "whole", data=data_path, verbose=0)
+    whole = keras.models.load_model(out / "whole" / runs.MODEL)
+    try:
+        train.train(recipe, out / "killed", data=data_path, verbose=0, extra_callbacks=[KillAt(epoch=2)])
+        raise AssertionError("the run was not killed")
+    except Interrupt:
+        pass
+    train.train(recipe, out / "killed", data=data_path, verbose=0)
+    resumed = keras.models.load_model(out / "killed" / runs.MODEL)
+    weight_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0
+                      for a, b in zip(whole.backbone.get_weights(), resumed.backbone.get_weights()))
+
+    val = data.load_split(data_path, "val")
+    member = evaluate.load_member(out / "whole" / runs.MODEL)
+    probabilities = member.predict(val.images, batch_size=4)
+    evaluate_top1 = 100.0 * float(np.mean(np.argmax(probabilities, axis=-1) == val.labels))
+    logits = keras.ops.convert_to_numpy(whole.predict(val.images.astype(np.float32), verbose=0))
+    np.save(out / "logits.npy", logits)
+    np.savez(out / "weights.npz", *whole.backbone.get_weights())
+    run_info = json.loads((out / "whole" / runs.RUN_INFO).read_text())
+    cases = {
+        "backend": keras.backend.backend(),
+        "recorded_backend": run_info["sessions"][0]["environment"]["backend"],
+        "resumed_max_weight_diff": weight_diff,
+        "run_val_top1": results["runs"][-1]["val_top1"],
+        "evaluate_val_top1": evaluate_top1,
+        "tensorflow_blocked": sys.modules.get("tensorflow", "") is None,
+        "devices": len(keras.distribution.list_devices()) if keras.backend.backend() == "jax" else 1,
+    }
+    (out / "cases.json").write_text(json.dumps(cases, indent=1))
+    print(json.dumps(cases))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
