@@ -74,6 +74,21 @@ def test_start_epoch_and_skip_batches_resume_the_stream():
     assert all(np.array_equal(mid.batch_at(p)[1], flat[p]) for p in range(24))
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_stream_runs_on_across_epochs_from_where_it_starts(workers):
+    """``stream()``, what the engine gives fit off TensorFlow: the stream's batches in
+    order from the loader's start, through epoch ends, whatever fit's steps per epoch."""
+    whole = BatchLoader(make_split(), 8, seed=5)
+    flat = [b for _ in range(4) for b in read_pass(whole)]
+    loader = BatchLoader(make_split(), 8, seed=5, skip_batches=9, workers=workers)
+    stream = loader.stream()
+    for position in range(9, 24):
+        images, labels = next(stream)
+        np.testing.assert_array_equal(labels, flat[position])
+        np.testing.assert_array_equal(images[:, 0, 0, 0] + 256 * images[:, 0, 0, 1].astype(int), labels)
+    loader.close()
+
+
 def test_a_pass_ends_at_the_first_epoch_end_after_each_batch_was_read():
     loader = BatchLoader(make_split(), 8, seed=0)
     reference = BatchLoader(make_split(), 8, seed=0)
