@@ -10,11 +10,16 @@ Modules that use TensorFlow for some of their functions import it as
 a stand-in that imports TensorFlow on first use: where it is installed that is TensorFlow
 itself, on any backend; where it is not, the first use raises :class:`TensorFlowRequired`
 naming what was asked for. Entry points of TensorFlow-only features call
-:func:`require_tensorflow` first, so their error names the feature.
+:func:`require_tensorflow` first, so their error names the feature. Off the TensorFlow
+backend TensorFlow is a host library only: imported with its GPUs hidden from it
+(``_startup.import_tensorflow_beside_backend``), it never takes the accelerator memory
+the backend needs.
 """
 import importlib
 
 import keras
+
+from tiny_keras import _startup
 
 TENSORFLOW = "tensorflow"
 JAX = "jax"
@@ -39,6 +44,8 @@ def require_tensorflow(feature):
     """TensorFlow, imported for ``feature`` (e.g. ``"SavedModel export"``); raises
     :class:`TensorFlowRequired` naming ``feature`` where it cannot be imported."""
     try:
+        if name() != TENSORFLOW:
+            return _startup.import_tensorflow_beside_backend()
         return importlib.import_module("tensorflow")
     except ImportError as error:
         raise TensorFlowRequired(
@@ -46,6 +53,16 @@ def require_tensorflow(feature):
             f"{type(error).__name__}: {error}). Install it with `pip install tensorflow`, or use "
             f"a feature every backend has (see README.md, 'Backends')."
         ) from error
+
+
+def tensorflow_if_installed():
+    """TensorFlow where it can be imported, else None. Off the TensorFlow backend, call
+    this before anything that imports it by itself (Keras's ``set_random_seed`` seeds
+    TensorFlow where installed): imported here, its GPUs are hidden from it first."""
+    try:
+        return require_tensorflow("TensorFlow")
+    except TensorFlowRequired:
+        return None
 
 
 class _LazyTensorFlow:

@@ -346,6 +346,8 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
         return finished
 
     provenance.record_session(workdir)
+    if not backend.is_tensorflow():
+        backend.tensorflow_if_installed()  # before set_random_seed imports it with its GPUs
     keras.utils.set_random_seed(recipe.seed)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(recipe.precision)
