@@ -79,6 +79,15 @@ def test_reproduction_smoke_and_evaluate_tool_on_jax(fixture_zip, tmp_path):
     assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-4000:]
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["models"][0]["top1"] == pytest.approx(results["runs"][0]["val_top1"], abs=1e-4)
+    # The .keras export runs there (reloaded and checked); the SavedModel one says where it runs.
+    exported = run_python(REPO / "tools" / "export.py", model_file, "--out", tmp_path / "export.keras",
+                          "--format", "keras", env={"KERAS_BACKEND": "jax"})
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-4000:]
+    assert (tmp_path / "export.keras").is_file()
+    refused = run_python(REPO / "tools" / "export.py", model_file, "--out", tmp_path / "savedmodel",
+                         env={"KERAS_BACKEND": "jax"})
+    assert refused.returncode != 0 and not (tmp_path / "savedmodel").exists()
+    assert "SavedModel export runs on Keras's TensorFlow backend" in refused.stdout + refused.stderr
 
 
 @pytest.mark.slow

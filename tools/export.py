@@ -40,7 +40,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from tiny_keras import data, evaluate, export
+    from tiny_keras import backend, data, evaluate, export
 
     try:
         model = export.load_keras_model(args.model)
@@ -52,7 +52,7 @@ def main(argv=None):
                 raise SystemExit(f"error: --data {args.data}: {err}") from None
             classes = evaluate.resolve_classes(int(model.outputs[0].shape[-1]), dataset_classes)
         report = export.export(model, args.out, format=args.format, classes=classes, overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as err:  # includes unreadable models and failed checks
+    except (ValueError, FileExistsError, backend.TensorFlowRequired) as err:  # unreadable models, failed checks
         raise SystemExit(f"error: {err}") from None
     print(f"exported {args.model} -> {report['path']} ({report['format']}, {report['classes']} classes)")
     checks = {k: v for k, v in report.items() if k.endswith("max_abs_diff")}
