@@ -24,6 +24,7 @@ sys.modules["tensorflow_datasets"] = None
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from killed_runs import Interrupt, KillAt  # noqa: E402
 from tiny_keras import augment, data, evaluate, runs, train  # noqa: E402
 from tiny_keras.recipe import Recipe, Stage  # noqa: E402
 
@@ -39,26 +40,6 @@ def tiny_recipe(strategy="default", random=True):
     return Recipe(paper="paper1", model="paper1_resnet", model_options=options,
                   tensorboard=False, checkpoint_every=1, strategy=strategy,
                   preprocessing={"featurewise_std_normalization": True}, stages=[stage])
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAt(keras.callbacks.Callback):
-    """Raises after the first batch of ``epoch``: a killed run."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-        self._current = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._current == self.epoch:
-            raise Interrupt(f"killed in epoch {self.epoch}")
 
 
 def backbone_weights(folder):

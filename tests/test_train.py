@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from killed_runs import Interrupt, KillAt
 from tiny_keras import augment, losses, models, runs, train
 from tiny_keras.recipe import Recipe, Stage
 
@@ -35,26 +36,6 @@ def tiny_recipe(**changes):
 
 def network_weights(model):
     return [w.copy() for w in model.backbone.get_weights()]
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAt(keras.callbacks.Callback):
-    """Raises in the middle of ``epoch`` (after its first batch): a killed run."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-        self._current = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._current == self.epoch:
-            raise Interrupt(f"killed in epoch {self.epoch}")
 
 
 def read_history(path):

@@ -140,42 +140,39 @@ def _decode_chunk_pillow(contents, names, on_error, problems, shape, pool):
         try:
             return decode_jpeg_pillow(data)
         except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises for bad data
-            return error
+            return _pillow_reason(error)
 
-    images = np.zeros((len(contents),) + shape, np.uint8)
-    channels = np.zeros(len(contents), np.int32)
-    keep = np.ones(len(contents), bool)
-    for i, (result, name) in enumerate(zip(pool.map(one, contents), names)):
-        if isinstance(result, Exception):
-            message = f"{name}: not a valid JPEG image ({_pillow_reason(result)})"
+    return _collect(pool.map(one, contents), len(contents), names, on_error, problems, shape)
+
+
+def _decode_chunk_slow(contents, names, on_error, problems, shape):
+    """TensorFlow, file by file: finds which images are bad. Returns arrays and a keep mask."""
+    def one(data):
+        try:
+            image, c = _decode_with_channels(tf.constant(data))
+            return image.numpy(), int(c)
+        except tf.errors.InvalidArgumentError as e:
+            return _reason(e)
+
+    return _collect(map(one, contents), len(contents), names, on_error, problems, shape)
+
+
+def _collect(decoded, count, names, on_error, problems, shape):
+    """``count`` decoded files into arrays and a keep mask: each of ``decoded`` is
+    ``(image, channels)`` or, for a file that is not a valid JPEG, the reason (a string).
+    A bad file raises DatasetError naming it, or with ``on_error="skip"`` is left out
+    and its message added to ``problems``."""
+    images = np.zeros((count,) + shape, np.uint8)
+    channels = np.zeros(count, np.int32)
+    keep = np.ones(count, bool)
+    for i, (result, name) in enumerate(zip(decoded, names)):
+        if isinstance(result, str):
+            message = f"{name}: not a valid JPEG image ({result})"
         elif result[0].shape == shape:
             images[i], channels[i] = result
             continue
         else:
             message = f"{name}: decoded to shape {result[0].shape}, expected {shape}"
-        if on_error == "raise":
-            raise DatasetError(message + ". Pass on_error='skip' to leave such files out and count them.")
-        problems.append(message)
-        keep[i] = False
-    return images, channels, keep
-
-
-def _decode_chunk_slow(contents, names, on_error, problems, shape):
-    """File by file: finds which images are bad. Returns arrays and a keep mask."""
-    images = np.zeros((len(contents),) + shape, np.uint8)
-    channels = np.zeros(len(contents), np.int32)
-    keep = np.ones(len(contents), bool)
-    for i, (data, name) in enumerate(zip(contents, names)):
-        try:
-            image, c = _decode_with_channels(tf.constant(data))
-            image = image.numpy()
-        except tf.errors.InvalidArgumentError as e:
-            message = f"{name}: not a valid JPEG image ({_reason(e)})"
-        else:
-            if image.shape == shape:
-                images[i], channels[i] = image, int(c)
-                continue
-            message = f"{name}: decoded to shape {image.shape}, expected {shape}"
         if on_error == "raise":
             raise DatasetError(message + ". Pass on_error='skip' to leave such files out and count them.")
         problems.append(message)
