@@ -24,7 +24,6 @@ from tiny_keras import _startup
 TENSORFLOW = "tensorflow"
 JAX = "jax"
 TORCH = "torch"
-BACKENDS = (TENSORFLOW, JAX, TORCH)
 
 
 class TensorFlowRequired(ImportError):
