@@ -243,5 +243,7 @@ def test_paper4_model1_l2_flag_gives_the_other_reading():
     assert keras_default.model_options == {"weight_decay": 0.02}  # Keras's L2() default factor 0.01
     network = models.build(default.model, **default.model_options)
     assert network.get_layer("fc1").kernel_regularizer.l2 == pytest.approx(0.001)
+    # The registry's default is the recipe's reading, so models.build("paper4_model1") trains the same model.
+    assert models.build("paper4_model1").get_layer("conv1").kernel_regularizer.l2 == pytest.approx(0.001)
     with pytest.raises(SystemExit):
         paper4.configure(None, parser.parse_args(["--model1-l2", "-1"]))
