@@ -8,7 +8,8 @@ seeded random draws, which differ between backends (TensorFlow's Philox, JAX's t
 PyTorch's SplitMix64 counter hash) but must be seeded and distributed alike;
 ``registry_checks`` build every registered model; ``classifier_checks`` train an
 ``ImageClassifier`` that augments in its train step; ``saved_model_predictions`` load the
-.keras files the TensorFlow side saved.
+.keras files the TensorFlow side saved; ``evaluated_probabilities`` run ``tiny_keras.evaluate``
+(every test-time augmentation) on the classifier it saved.
 """
 import os
 import sys
@@ -109,6 +110,8 @@ def random_checks():
 
 
 SAVED_MODELS = ("paper4_model2", "paper5_cnn8")  # saved on TensorFlow, loaded on the other backend
+EVALUATED = "classifier.keras"  # an ImageClassifier saved on TensorFlow, evaluated with every TTA mode
+EVALUATE_BATCH = 40  # network inputs a step: crops10 runs 4 images a step, so the last step is ragged
 
 
 def images_for(network):
@@ -189,6 +192,18 @@ def saved_model_predictions(folder):
     return logits
 
 
+def evaluated_probabilities(folder):
+    """tta -> probabilities of ``tiny_keras.evaluate`` on the classifier in ``folder`` (the
+    same images on every backend), and how many compiled functions the member holds."""
+    from tiny_keras import evaluate
+
+    member = evaluate.load_member(os.path.join(folder, EVALUATED))
+    images = smooth_images(n=10, seed=5).astype(np.uint8)
+    out = {tta: member.predict(images, tta=tta, batch_size=EVALUATE_BATCH) for tta in evaluate.TTA_MODES}
+    out["functions"] = np.array(len(member._functions))
+    return out
+
+
 if __name__ == "__main__":
     import keras
 
@@ -197,5 +212,6 @@ if __name__ == "__main__":
     results.update({f"registry/{k}": v for k, v in registry_checks().items()})
     results.update({f"registry/{k}": v for k, v in classifier_checks().items()})
     results.update({f"saved/{k}": v for k, v in saved_model_predictions(sys.argv[2]).items()})
+    results.update({f"evaluate/{k}": v for k, v in evaluated_probabilities(sys.argv[2]).items()})
     results["backend"] = np.array(keras.backend.backend())
     np.savez(sys.argv[1], **results)

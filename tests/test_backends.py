@@ -36,7 +36,7 @@ def _saved_models(folder):
     """The models ``backend_cases.SAVED_MODELS`` (small variants) with trained-looking random
     weights, saved as .keras files on this (TensorFlow) side; their logits on the images."""
     import keras
-    from tiny_keras import models
+    from tiny_keras import augment, models
 
     logits = {}
     for i, name in enumerate(backend_cases.SAVED_MODELS):
@@ -46,13 +46,18 @@ def _saved_models(folder):
                              for w in network.get_weights()])  # BatchNorm statistics away from 0 / 1 too
         network.save(folder / f"{name}.keras")
         logits[name] = keras.ops.convert_to_numpy(network(backend_cases.images_for(network)))
+    # Paper 5's shape for evaluate's test-time augmentation: mean image -> crop 56 -> network.
+    keras.utils.set_random_seed(7)
+    network = models.build("paper5_cnn8", **models.get_entry("paper5_cnn8").small_options)
+    mean = augment.MeanImageSubtraction(mean_image=backend_cases.smooth_images(n=1, seed=9)[0], name="mean_image")
+    models.ImageClassifier(network, [mean], crop=56).save(folder / backend_cases.EVALUATED)
     return logits
 
 
 @pytest.fixture(scope="module")
 def tf_saved_logits(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved_on_tf")
-    return folder, _saved_models(folder)
+    return folder, _saved_models(folder), backend_cases.evaluated_probabilities(folder)
 
 
 @pytest.fixture(scope="module", params=OTHER_BACKENDS)
@@ -145,3 +150,16 @@ def test_keras_file_saved_on_tensorflow_predicts_the_same(other, tf_saved_logits
     for name, expected in tf_saved_logits[1].items():
         np.testing.assert_allclose(other[f"saved/{name}"], expected, rtol=SAVED_MODEL_TOLERANCE,
                                    atol=SAVED_MODEL_TOLERANCE, err_msg=name)
+
+
+def test_evaluate_gives_tensorflows_probabilities_with_every_tta(other, tf_saved_logits):
+    """tiny_keras.evaluate on a classifier saved on TensorFlow (mean image, crop 56): the same
+    probabilities as on TensorFlow for "none", "flip" and "crops10", through a ragged last
+    batch; on JAX through jax.jit (one compiled function per TTA path), on PyTorch eagerly."""
+    expected = tf_saved_logits[2]
+    for tta in ("none", "flip", "crops10"):
+        got = other[f"evaluate/{tta}"]
+        assert got.shape == expected[tta].shape == (10, 200), tta
+        np.testing.assert_allclose(got, expected[tta], rtol=0, atol=SAVED_MODEL_TOLERANCE, err_msg=tta)
+    assert not np.allclose(expected["crops10"], expected["none"], atol=1e-3)  # the views differ
+    assert int(other["evaluate/functions"]) == (2 if str(other["backend"]) == "jax" else 0)

@@ -40,3 +40,16 @@ def test_augment_benchmark_measures_the_augmentation_share_of_a_step(tmp_path):
     row = json.loads(out.read_text())["papers"]["paper5"]
     assert row["model"] == "paper5_cnn8" and row["batch_size"] == 128
     assert row["step_ms_with"] > 0 and row["step_ms_without"] > 0
+
+
+def test_evaluate_benchmark_scores_every_tta(tmp_path):
+    out = tmp_path / "evaluate.json"
+    done = run_python(REPO / "tools" / "benchmark.py", "evaluate", "--paper", "paper4", "--images", "24",
+                      "--batch-size", "20", "--rounds", "2", "--json", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    row = result["papers"]["paper4"]
+    assert row["model"] == "paper4_model2" and result["images"] == 24 and result["backend"] == "tensorflow"
+    assert all(row[f"{tta}_images_per_s"] > 0 for tta in ("none", "flip", "crops10"))
+    once = run_python(REPO / "tools" / "benchmark.py", "evaluate", "--paper", "paper4", "--rounds", "1")
+    assert once.returncode != 0 and "--rounds must be at least 2" in once.stderr

@@ -229,6 +229,21 @@ def _views_for_crops10(images, classifier):
     return views
 
 
+def _jax_jit(model, fn):
+    """``fn(images)`` as one XLA program on JAX: the model's variables enter as arguments
+    (a ``keras.StatelessScope`` maps them), so each call reads the model's current weights."""
+    import jax
+
+    variables = list(model.variables)
+
+    def pure(values, images):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(images)
+
+    compiled = jax.jit(pure)
+    return lambda images: compiled([v.value for v in variables], images)
+
+
 class Member:
     """One model to evaluate: ``path``, ``kind`` ("keras" or "savedmodel"), ``num_classes``
     and :meth:`predict`. Use :func:`load_members` to make them from paths."""
@@ -279,11 +294,15 @@ class Member:
         return values, kind == "probabilities"
 
     def _function(self, name, shape, fn):
-        """``fn`` compiled once per image size (any batch size): a tf.function on TensorFlow;
-        on JAX and PyTorch, ``fn`` as it is (the model's layers run op by op)."""
+        """``fn`` compiled: a tf.function on TensorFlow (once per image size, any batch size);
+        ``jax.jit`` on JAX (once per batch shape); on PyTorch ``fn`` as it is (eager)."""
+        key = (name, tuple(shape[1:]))
+        if backend_lib.name() == backend_lib.JAX:
+            if name not in self._functions:
+                self._functions[name] = _jax_jit(self.model, fn)
+            return self._functions[name]
         if not backend_lib.is_tensorflow():
             return fn
-        key = (name, tuple(shape[1:]))
         if key not in self._functions:
             spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
             # TensorFlow counts traces per code object: wrapped in a partial, each member's

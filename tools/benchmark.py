@@ -6,6 +6,7 @@
     python tools/benchmark.py augment [--paper P ...] [--json OUT]
     python tools/benchmark.py train   [--model NAME ...] [--steps-per-execution N ...] [--json OUT]
     python tools/benchmark.py pipeline [--data PATH] [--json OUT]
+    python tools/benchmark.py evaluate [--paper P ...] [--json OUT]
 
 Each subcommand prints a table and, with ``--json OUT``, writes its numbers as JSON.
 """
@@ -22,6 +23,7 @@ SUBCOMMANDS = {
     "augment": ("tiny_keras.benchmarks.augment", "device-side augmentation's share of a train step, per paper"),
     "train": ("tiny_keras.benchmarks.train", "the training engine against a bare model.fit, synthetic data"),
     "pipeline": ("tiny_keras.benchmarks.pipeline", "host input images/s per core, device- vs host-side augmentation"),
+    "evaluate": ("tiny_keras.benchmarks.evaluate", "evaluation images/s per test-time augmentation, per paper"),
 }
 
 

@@ -1,0 +1,56 @@
+"""Evaluation speed: images per second through ``tiny_keras.evaluate`` with each test-time augmentation.
+
+For every paper's main model, built as the first stage of its reproduction script's recipe
+builds it (the ``ImageClassifier`` with its preprocessing and crop; untrained weights, which
+do not change the speed), ``evaluate.Member.predict`` scores synthetic uint8 images with
+``tta`` "none", "flip" and "crops10", in rounds; the first round compiles (a tf.function on
+TensorFlow, ``jax.jit`` on JAX; PyTorch runs eagerly) and is left out, the best of the others
+is reported. By default the models are the registry's small variants (``--full-width``: the
+papers' own widths). Runs on whichever Keras backend the process has; the results name it.
+"""
+import time
+
+from tiny_keras import evaluate, provenance, train
+from tiny_keras.benchmarks.train import MAIN_RUNS, paper_recipe, print_table, synthetic_split
+
+
+def add_arguments(parser):
+    parser.add_argument("--paper", action="append", default=None, choices=sorted(MAIN_RUNS),
+                        help="only these papers (repeatable; default: all five)")
+    parser.add_argument("--images", type=int, default=512, help="images scored per round")
+    parser.add_argument("--batch-size", type=int, default=256, help="network inputs per step (evaluate's default)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per mode (the first compiles and is left out)")
+    parser.add_argument("--full-width", action="store_true", help="the papers' own widths (default: small variants)")
+
+
+def run(args):
+    if args.rounds < 2:
+        raise SystemExit(f"--rounds must be at least 2 (the first compiles). Received: {args.rounds}")
+    environment = provenance.environment()
+    results = {"backend": environment["backend"], "machine": environment["machine"], "full_width": args.full_width,
+               "images": args.images, "batch_size": args.batch_size, "papers": {}}
+    print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)}", flush=True)
+    images = synthetic_split(args.images, "val", seed=2).images
+    for paper in args.paper or sorted(MAIN_RUNS):
+        name = f"{paper}_{MAIN_RUNS[paper]}"
+        recipe = paper_recipe(name, small=not args.full_width)
+        model = train.stage_model(recipe, recipe.stages[0], 0, train_images=images)
+        member = evaluate.Member(f"<{name}>", "keras", int(model.outputs[0].shape[-1]), model=model)
+        row = {"model": name}
+        for tta in evaluate.TTA_MODES:
+            seconds = []
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                member.predict(images, tta=tta, batch_size=args.batch_size)
+                seconds.append(time.perf_counter() - start)
+            row[f"{tta}_images_per_s"] = round(args.images / min(seconds[1:]), 1)
+            row[f"{tta}_first_round_s"] = round(seconds[0], 2)
+            print(f"{paper} tta={tta}: {row[f'{tta}_images_per_s']:.1f} images/s "
+                  f"(first round, compiling: {seconds[0]:.1f} s)", flush=True)
+        results["papers"][paper] = row
+    print()
+    print_table([("paper", 8, "s"), ("model", 18, "s")]
+                + [(f"{tta} images/s", 19, ".1f") for tta in evaluate.TTA_MODES],
+                [(paper, row["model"], *[row[f"{tta}_images_per_s"] for tta in evaluate.TTA_MODES])
+                 for paper, row in results["papers"].items()])
+    return results
