@@ -25,8 +25,9 @@ RECORD_FILES = (runs.RESULTS, runs.RECIPE, runs.RUN_INFO)
 NOTE = "note.md"  # optional: what a gap to the paper's figure comes from
 LOCALIZATION_FILES = ("results.json", "config.json", "split.json", "run.json", "history.csv")
 # The estimate for rows not yet run, on one H100-class GPU: training FLOPs (3 x forward) at a
-# sustained 100 TFLOP/s, but no faster than 5,000 images/s, what host-side augmentation on
-# a few CPU cores delivers to small models.
+# sustained 100 TFLOP/s, but no faster than 5,000 images/s, a conservative allowance for what
+# bounds small models there instead of FLOPs (per-step dispatch at the recipes' batches of
+# 32-128, validation, checkpoints). Not measured: no GPU figures exist yet.
 GPU_FLOPS_PER_SECOND = 100e12
 GPU_MAX_IMAGES_PER_SECOND = 5_000
 TRAIN_IMAGES = 100_000
