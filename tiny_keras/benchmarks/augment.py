@@ -11,23 +11,19 @@ run all five; a smaller network makes the augmentation's share larger, not small
 import dataclasses
 
 from tiny_keras import provenance
-from tiny_keras.benchmarks.train import MAIN_RUNS, bare_fit, paper_recipe, print_table, synthetic_split
+from tiny_keras.benchmarks.train import add_paper_arguments, bare_fit, main_recipes, print_table, synthetic_split
 
 
 def add_arguments(parser):
-    parser.add_argument("--paper", action="append", default=None, choices=sorted(MAIN_RUNS),
-                        help="only these papers (repeatable; default: all five)")
+    add_paper_arguments(parser)
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (the best is reported)")
-    parser.add_argument("--full-width", action="store_true", help="the papers' own widths (default: small variants)")
 
 
 def run(args):
     results = {"machine": provenance.environment().get("machine"), "full_width": args.full_width, "papers": {}}
-    for paper in args.paper or sorted(MAIN_RUNS):
-        name = f"{paper}_{MAIN_RUNS[paper]}"
-        recipe = paper_recipe(name, small=not args.full_width)
+    for paper, name, recipe in main_recipes(args):
         plain = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], augment=None)])
         batch = recipe.stages[0].batch_size
         splits = {"train": synthetic_split(batch * args.steps, "train")}

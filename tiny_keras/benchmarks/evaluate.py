@@ -11,16 +11,14 @@ papers' own widths). Runs on whichever Keras backend the process has; the result
 import time
 
 from tiny_keras import evaluate, provenance, train
-from tiny_keras.benchmarks.train import MAIN_RUNS, paper_recipe, print_table, synthetic_split
+from tiny_keras.benchmarks.train import add_paper_arguments, main_recipes, print_table, synthetic_split
 
 
 def add_arguments(parser):
-    parser.add_argument("--paper", action="append", default=None, choices=sorted(MAIN_RUNS),
-                        help="only these papers (repeatable; default: all five)")
+    add_paper_arguments(parser)
     parser.add_argument("--images", type=int, default=512, help="images scored per round")
     parser.add_argument("--batch-size", type=int, default=256, help="network inputs per step (evaluate's default)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode (the first compiles and is left out)")
-    parser.add_argument("--full-width", action="store_true", help="the papers' own widths (default: small variants)")
 
 
 def run(args):
@@ -31,9 +29,7 @@ def run(args):
                "images": args.images, "batch_size": args.batch_size, "papers": {}}
     print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)}", flush=True)
     images = synthetic_split(args.images, "val", seed=2).images
-    for paper in args.paper or sorted(MAIN_RUNS):
-        name = f"{paper}_{MAIN_RUNS[paper]}"
-        recipe = paper_recipe(name, small=not args.full_width)
+    for paper, name, recipe in main_recipes(args):
         model = train.stage_model(recipe, recipe.stages[0], 0, train_images=images)
         member = evaluate.Member(f"<{name}>", "keras", int(model.outputs[0].shape[-1]), model=model)
         row = {"model": name}

@@ -16,15 +16,14 @@ import os
 import time
 
 from tiny_keras import augment, data, provenance
-from tiny_keras.benchmarks.train import MAIN_RUNS, paper_recipe, print_table, synthetic_split
+from tiny_keras.benchmarks.train import add_paper_arguments, main_recipes, print_table, synthetic_split
 
 
 def add_arguments(parser):
     parser.add_argument("--data", default=None, help="tiny-imagenet-200.zip or its folder (default: synthetic)")
     parser.add_argument("--images", type=int, default=20000, help="synthetic images (without --data)")
     parser.add_argument("--seconds", type=float, default=3.0, help="time each pipeline at least this long")
-    parser.add_argument("--paper", action="append", default=None, choices=sorted(MAIN_RUNS),
-                        help="only these papers (repeatable; default: all five)")
+    add_paper_arguments(parser, widths=False)
 
 
 def _rate(ds, seconds):
@@ -43,8 +42,7 @@ def run(args):
              else synthetic_split(args.images, "train"))
     results = {"machine": provenance.environment().get("machine"), "cores": cores, "images": len(split),
                "source": args.data or "synthetic", "papers": {}}
-    for paper in args.paper or sorted(MAIN_RUNS):
-        recipe = paper_recipe(f"{paper}_{MAIN_RUNS[paper]}")
+    for paper, _, recipe in main_recipes(args):  # the stage's batch and augmentation (any width)
         stage = recipe.stages[0]
         device = _rate(data.make_dataset(split, batch_size=stage.batch_size, repeat=True), args.seconds)
         transform = augment.deserialize(stage.augment) if stage.augment else None

@@ -107,6 +107,23 @@ def paper_recipe(name, small=False):
     return recipe.replace(stages=recipe.stages[:1], model_options=options)
 
 
+def add_paper_arguments(parser, widths=True):
+    """``--paper`` (repeatable; default: all five) and, with ``widths``, ``--full-width``."""
+    parser.add_argument("--paper", action="append", default=None, choices=sorted(MAIN_RUNS),
+                        help="only these papers (repeatable; default: all five)")
+    if widths:
+        parser.add_argument("--full-width", action="store_true",
+                            help="the papers' own widths (default: the registry's small variants)")
+
+
+def main_recipes(args):
+    """``(paper, model name, recipe)`` for each paper ``args.paper`` chose (its main model's
+    first stage), at the papers' widths with ``args.full_width``, else the small variants."""
+    for paper in args.paper or sorted(MAIN_RUNS):
+        name = f"{paper}_{MAIN_RUNS[paper]}"
+        yield paper, name, paper_recipe(name, small=not getattr(args, "full_width", False))
+
+
 def synthetic_split(n, split, seed=0, num_classes=200):
     rng = np.random.default_rng(seed)
     return DecodedSplit(split=split, images=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
