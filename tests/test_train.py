@@ -288,7 +288,8 @@ def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_p
 
 
 EPOCH_LINE = re.compile(r"stage 'train' epoch (\d)/3: loss [\d.]+ top1 [\d.]+% top5 [\d.]+% \| val_loss [\d.]+ "
-                        r"val_top1 [\d.]+% val_top5 [\d.]+% \| lr ([\d.e-]+) \| [\d,]+ images/s \| \d+ s$")
+                        r"val_top1 [\d.]+% val_top5 [\d.]+% \| lr ([\d.e-]+) \| [\d,]+ images/s \| \d+ s"
+                        r"( \| (\d) epochs? left, about \d+ s)?$")
 
 
 def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_path, capsys):
@@ -297,6 +298,7 @@ def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_
     out = capsys.readouterr().out
     epochs = [EPOCH_LINE.search(line) for line in out.splitlines() if "epoch" in line and "stage '" in line]
     assert [int(m.group(1)) for m in epochs] == [1, 2, 3]
+    assert [m.group(4) for m in epochs] == ["2", "1", None]  # what is left of the stage
     assert [float(m.group(2)) for m in epochs] == pytest.approx([0.1, 0.05, 0.025])
     assert "━" not in out and "\b" not in out and len(out) < 3000  # no progress bars: a few lines in all
     log = (tmp_path / "lines" / "train.log").read_text().splitlines()
@@ -354,6 +356,56 @@ def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixt
     assert "float32, XLA off, 2 steps per execution" in (tmp_path / "run" / "train.log").read_text()
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert int(model.optimizer.iterations.numpy()) == 8  # 2 epochs of 4 steps, 2 per call
+
+
+def test_long_epochs_log_their_progress_and_every_epoch_what_is_left(tmp_path):
+    """A progress line at most every ``progress_seconds`` inside an epoch (step, images/s,
+    when its training steps end), and each epoch's line says how much of the stage is left
+    at the mean epoch time so far. Times from a fake clock."""
+    from tiny_keras import callbacks
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    log = tmp_path / "train.log"
+    cb = callbacks.EpochLog(str(log), "train", 3, images_per_epoch=1000 * 32, echo=False, steps_per_epoch=1000,
+                            progress_seconds=120, clock=clock)
+    logs = {"loss": 4.0, "top1": 0.1, "val_top1": 0.12, "learning_rate": 1e-3}
+    for epoch in range(2):
+        cb.on_epoch_begin(epoch)
+        for batch in range(0, 1000, 4):  # 4 steps per execution, 1 s each: a 1,000 s epoch
+            clock.now += 4.0
+            cb.on_train_batch_end(batch + 3)
+        cb.on_test_begin()
+        clock.now += 200.0 if epoch == 0 else 400.0  # validation
+        cb.on_epoch_end(epoch, logs)
+    lines = [line.split(" ", 2)[2] for line in log.read_text().splitlines()]  # without the time stamp
+    progress = [line for line in lines if ": step " in line]
+    # One line per 120 s: after 120, 240, ..., 960 s of each 1,000 s epoch.
+    assert len(progress) == 16
+    assert progress[0] == ("stage 'train' epoch 1/3: step 120/1,000 (12%) | 32 images/s | "
+                           "training steps end in about 15 min")
+    assert progress[8] == ("stage 'train' epoch 2/3: step 120/1,000 (12%) | 32 images/s | "
+                           "training steps end in about 15 min")
+    assert progress[7].startswith("stage 'train' epoch 1/3: step 960/1,000 (96%)")
+    assert progress[7].endswith("training steps end in about 40 s")
+    epochs = [line for line in lines if ": step " not in line]
+    assert epochs[0].endswith("| 32 images/s | 1200 s | 2 epochs left, about 40 min")
+    assert epochs[1].endswith("| 32 images/s | 1400 s | 1 epoch left, about 22 min")  # the mean of 1,200 and 1,400
+    # Off, or without the steps per epoch: only the epoch lines.
+    for quiet in (callbacks.EpochLog(str(tmp_path / "off.log"), "train", 1, 32, echo=False, steps_per_epoch=10,
+                                     progress_seconds=None, clock=clock),
+                  callbacks.EpochLog(str(tmp_path / "off.log"), "train", 1, 32, echo=False, clock=clock)):
+        quiet.on_epoch_begin(0)
+        for batch in range(10):
+            clock.now += 1000.0
+            quiet.on_train_batch_end(batch)
+        quiet.on_epoch_end(0, logs)
+    assert [": step " in line for line in (tmp_path / "off.log").read_text().splitlines()] == [False, False]
 
 
 def test_resume_checkpoints_thin_out_when_they_cost_more_than_5_percent_of_an_epoch(tmp_path):

@@ -63,31 +63,76 @@ def format_epoch(stage, epoch, epochs, logs, images_per_second, seconds):
             + f"{lr} | {images_per_second:,.0f} images/s | {seconds:.0f} s")
 
 
-class EpochLog(keras.callbacks.Callback):
-    """One line per epoch (stage, epoch, metrics, learning rate, training images/s, seconds)
-    appended to ``path`` and, with ``echo``, printed: the output of runs whose stdout is not
-    a terminal, where a progress bar would write a line per step. Put it after
-    ``LearningRateLogger`` so the line has the learning rate."""
+PROGRESS_SECONDS = 120  # EpochLog's progress lines inside an epoch: at most one per this many seconds
 
-    def __init__(self, path, stage, epochs, images_per_epoch, echo=True):
+
+def _duration(seconds):
+    """``"45 s"``, ``"12 min"``, ``"3.1 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch (stage, epoch, metrics, learning rate, training images/s, seconds,
+    and what is left of the stage) appended to ``path`` and, with ``echo``, printed: the
+    output of runs whose stdout is not a terminal, where a progress bar would write a line
+    per step. Put it after ``LearningRateLogger`` so the line has the learning rate.
+
+    An epoch that lasts longer than ``progress_seconds`` (a CPU epoch of many minutes) also
+    gets a progress line at most every ``progress_seconds``: the step reached, the training
+    rate so far and when the epoch's training steps will end. ``None`` turns them off.
+    """
+
+    async_safe = True  # reads the clock and appends to the log: Keras may call it from its dispatch thread
+
+    def __init__(self, path, stage, epochs, images_per_epoch, echo=True, steps_per_epoch=None,
+                 progress_seconds=PROGRESS_SECONDS, clock=time.perf_counter):
         super().__init__()
         self.path, self.stage, self.epochs = path, stage, epochs
         self.images_per_epoch = images_per_epoch
+        self.steps_per_epoch = steps_per_epoch
+        self.progress_seconds = progress_seconds if steps_per_epoch else None
         self.echo = echo
-        self._start = self._train_end = None
+        self.clock = clock
+        self._start = self._train_end = self._last_progress = None
+        self._epoch = 0
+        self._epoch_seconds = []  # this process's epochs: the estimate of what is left
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_end = time.perf_counter(), None
+        self._epoch, self._start, self._train_end = epoch, self.clock(), None
+        self._last_progress = self._start
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress_seconds is None or self._start is None:
+            return
+        now = self.clock()
+        if now - self._last_progress < self.progress_seconds:
+            return
+        self._last_progress = now
+        done = batch + 1  # Keras passes the index of the execution's last step
+        total = self.steps_per_epoch
+        rate = self.images_per_epoch / total * done / max(now - self._start, 1e-9)
+        left = (total - done) * (now - self._start) / done
+        log_line(self.path, f"stage '{self.stage}' epoch {self._epoch + 1}/{self.epochs}: step {done:,}/{total:,} "
+                            f"({100 * done / total:.0f}%) | {rate:,.0f} images/s | training steps end in about "
+                            f"{_duration(left)}", self.echo)
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train_end is None:  # validation inside fit
-            self._train_end = time.perf_counter()
+            self._train_end = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
+        now = self.clock()
         train_seconds = max((self._train_end or now) - self._start, 1e-9)
-        log_line(self.path, format_epoch(self.stage, epoch + 1, self.epochs, logs or {},
-                                         self.images_per_epoch / train_seconds, now - self._start), self.echo)
+        self._epoch_seconds.append(now - self._start)
+        line = format_epoch(self.stage, epoch + 1, self.epochs, logs or {}, self.images_per_epoch / train_seconds,
+                            now - self._start)
+        left = self.epochs - (epoch + 1)
+        if left > 0:
+            mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
+            line += f" | {left} epoch{'s' if left > 1 else ''} left, about {_duration(left * mean)}"
+        log_line(self.path, line, self.echo)
 
 
 class Snapshots(keras.callbacks.Callback):

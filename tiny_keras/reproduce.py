@@ -125,8 +125,9 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                              "keras.distribution over the local devices (JAX backend); --batch-size stays "
                              "the global batch")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
-                        help="1: progress bars; 2: one line per epoch; 0: quiet (default: 1 on a terminal, else 2). "
-                             "The per-epoch lines always go to WORKDIR/<model>/train.log")
+                        help="1: progress bars; 2: one line per epoch, and one every 2 minutes inside longer epochs; "
+                             "0: quiet (default: 1 on a terminal, else 2). These lines always go to "
+                             "WORKDIR/<model>/train.log")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of a failed download instead of what to do about it")
     parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",

@@ -16,7 +16,8 @@ What a run folder holds::
     tensorboard/<name>/    TENSORBOARD: TensorBoard logs
     model.keras            MODEL: the final model (preprocessing included: feed it 0..255 images)
     results.json           RESULTS: per-stage results beside the paper's numbers
-    train.log              LOG: one line per epoch (and per stage), appended as the run goes:
+    train.log              LOG: one line per epoch (and per stage), appended as the run goes,
+                           and a progress line every 2 minutes inside longer epochs:
                            ``tail -f WORKDIR/train.log`` follows a background run
     run.json               RUN_INFO: where the run came from: each session's command, date,
                            commit, backend, library versions and machine; the training time
