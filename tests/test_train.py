@@ -347,9 +347,16 @@ def test_recipes_written_before_precision_still_read(tmp_path):
     assert Recipe.from_dict(old).precision == "mixed_float16"
 
 
-def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixture_zip, tmp_path):
+def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixture_zip, tmp_path, monkeypatch):
+    from tiny_keras import callbacks
+
+    monkeypatch.setattr(callbacks, "PROGRESS_SECONDS", 0)  # a progress line after every execution
     recipe = tiny_recipe(stage={"epochs": 2, "steps_per_epoch": 4}, steps_per_execution=2)
     result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    log = (tmp_path / "run" / "train.log").read_text()
+    # Keras reports each execution's last step: steps 2 and 4 of each epoch.
+    assert re.findall(r"epoch (\d)/2: step (\d)/4 \((\d+)%\)", log) == [
+        ("1", "2", "50"), ("1", "4", "100"), ("2", "2", "50"), ("2", "4", "100")]
     saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert (saved["precision"], saved["jit_compile"], saved["steps_per_execution"]) == ("float32", False, 2)
     assert result["recipe"]["precision"] == "float32"

@@ -439,7 +439,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     keras_callbacks = [cbs.LearningRateLogger(stage_schedule(stage, steps))]
     log = os.path.join(workdir, runs.LOG)
     keras_callbacks.append(cbs.EpochLog(log, stage.name, stage.epochs, steps * stage.batch_size, echo=verbose == 2,
-                                        steps_per_epoch=steps))
+                                        steps_per_epoch=steps, progress_seconds=cbs.PROGRESS_SECONDS))
     if stage.reduce_lr_on_plateau:
         keras_callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
