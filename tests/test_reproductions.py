@@ -247,3 +247,44 @@ def test_paper4_model1_l2_flag_gives_the_other_reading():
     assert models.build("paper4_model1").get_layer("conv1").kernel_regularizer.l2 == pytest.approx(0.001)
     with pytest.raises(SystemExit):
         paper4.configure(None, parser.parse_args(["--model1-l2", "-1"]))
+
+
+def test_time_limit_flag_reads_durations_and_names_what_it_expects(capsys):
+    from tiny_keras import reproduce
+
+    parser = reproduce.build_parser("x", ["resnet"])
+    for text, seconds in (("5400", 5400), ("90s", 90), ("90m", 5400), ("1.5h", 5400), ("1h30m", 5400),
+                          ("2h5m10s", 7510), (" 45M ", 2700), ("0", 0)):
+        assert parser.parse_args(["--time-limit", text]).time_limit == seconds, text
+    assert parser.parse_args([]).time_limit is None
+    for bad in ("", "soon", "-5", "1d", "m", "1h30", "5 m"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--time-limit", bad])
+        assert "expected a duration such as 5400, 90s, 90m, 1.5h or 1h30m" in capsys.readouterr().err
+
+
+def test_time_limit_stops_a_script_with_status_75_and_the_same_command_continues(fixture_zip, tmp_path, capsys):
+    """In process: paper 4's --smoke with a limit already reached stops before its first
+    epoch with exit status 75, writing no results; the same command with time left runs it."""
+    from tiny_keras import reproduce
+
+    paper4 = _script("paper4_cnn_transfer")
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--smoke", "--model", "model2", "--verbose", "0"]
+
+    def script(*flags):
+        return reproduce.main("paper4", paper4.RECIPES, paper4.__doc__, argv=argv + list(flags),
+                              extra=paper4.extra_flags, configure=paper4.configure)
+
+    with pytest.raises(SystemExit) as stopped:
+        script("--time-limit", "0")
+    assert stopped.value.code == reproduce.EXIT_TIME_LIMIT == 75
+    err = capsys.readouterr().err
+    assert (f"paper4: --time-limit reached. model2 ({tmp_path / 'model2'}): Stage 'train': not started, at the time "
+            "limit (0 s left): epoch 1/1 is next.\nRun the same command to continue (exit status 75).") in err
+    assert not (tmp_path / "results.json").exists()
+    with pytest.raises(SystemExit):
+        script("--time-limit", "0", "--overwrite")
+    assert "Run the same command without --overwrite to continue" in capsys.readouterr().err
+    results = script("--time-limit", "1h")
+    assert [(r["model"], r["stage"], r["epochs"]) for r in results["runs"]] == [("model2", "train", 1)]
+    assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]

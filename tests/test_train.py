@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -514,3 +515,116 @@ def test_resumed_run_with_dropout_has_the_uninterrupted_weights(fixture_zip, tmp
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropout[0].seed_generator.state),
                                   keras.ops.convert_to_numpy(resumed.backbone.get_layer(dropout[0].name)
                                                              .seed_generator.state))
+
+
+class FakeClock:
+    """A clock the tests move: starts at the real ``perf_counter`` (the engine's clock)."""
+
+    def __init__(self):
+        self.now = time.perf_counter()
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exactly(fixture_zip, tmp_path,
+                                                                                   monkeypatch):
+    """``stop_by`` 250 s away, epochs of 100 s (on the limit's clock): the run stops after
+    epoch 2 of 4 (a third would end at 300 s) with epoch 2's checkpoint written although the
+    checkpoint schedule (every 3) would skip it; run again, it ends with the weights of the
+    run that was never stopped."""
+    from tiny_keras import callbacks
+
+    recipe = tiny_recipe(stage={"epochs": 4}, checkpoint_every=3)
+    train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+
+    clock = FakeClock()
+
+    class HundredSecondEpochs(callbacks.TimeLimit):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs, clock=clock)
+
+        def on_epoch_end(self, epoch, logs=None):
+            clock.now += 100.0
+            super().on_epoch_end(epoch, logs)
+
+    monkeypatch.setattr(callbacks, "TimeLimit", HundredSecondEpochs)
+    run = tmp_path / "limited"
+    with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': stopped at the time limit after epoch 2/4 "
+                                                     r"\(an epoch takes about 2 min, 50 s left\), its checkpoint "
+                                                     r"written$"):
+        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 250.0)
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 2 and (run / state["checkpoint"]).exists()
+    assert state["epoch_seconds"] > 0  # this session's real mean, the next session's first estimate
+    assert not (run / "results.json").exists() and not (run / "model.keras").exists()
+    assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1]
+    log = (run / "train.log").read_text()
+    assert "stopped at the time limit after epoch 2/4" in log and "continues from there when started again" in log
+
+    monkeypatch.undo()
+    train.train(recipe, run, data=fixture_zip, verbose=0)
+    assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1, 2, 3]
+    for a, b in zip(network_weights(keras.models.load_model(run / "model.keras")),
+                    network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
+    """A limit already passed starts nothing; a resumed stage whose previous session measured
+    epochs of 1,000 s does not start one with 10 minutes left, and leaves its folder as it was."""
+    recipe = tiny_recipe()
+    run = tmp_path / "run"
+    with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': not started, at the time limit \(0 s left\): "
+                                                     r"epoch 1/3 is next$"):
+        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() - 1.0)
+    assert not (run / "state.json").exists() and not list(run.glob("checkpoint-*"))
+
+    with pytest.raises(Interrupt):
+        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+    state = json.loads((run / "state.json").read_text())
+    state["epoch_seconds"] = 1000.0  # as a slower machine measured
+    (run / "state.json").write_text(json.dumps(state))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
+    with pytest.raises(train.TimeLimitReached, match=r"not started, at the time limit \(an epoch takes about 17 min, "
+                                                     r"10 min left\): epoch 2/3 is next$"):
+        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 600.0)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
+    train_log = run / "train.log"
+    assert {p: v for p, v in after.items() if p != train_log} == {p: v for p, v in before.items() if p != train_log}
+    assert after[train_log].decode().endswith("epoch 2/3 is next; the run continues when started again\n")
+    finished = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 3600.0)
+    assert finished["runs"][0]["epochs"] == 3 and not (run / "state.json").exists()
+
+
+def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
+    from tiny_keras import callbacks
+
+    class Checkpoint:
+        def __init__(self):
+            self.saved = []
+
+        def save_now(self, epoch):
+            self.saved.append(epoch + 1)
+
+    def run(epochs, deadline, stop_early_at=None):
+        clock, checkpoint, model = FakeClock(), Checkpoint(), keras.Sequential()
+        clock.now = 0.0
+        limit = callbacks.TimeLimit(deadline, checkpoint, epochs, clock=clock)
+        limit.set_model(model)
+        model.stop_training = False
+        for epoch in range(epochs):
+            limit.on_epoch_begin(epoch)
+            clock.now += 100.0
+            model.stop_training = epoch == stop_early_at
+            limit.on_epoch_end(epoch)
+            if model.stop_training:
+                break
+        return limit.stopped_after, checkpoint.saved
+
+    assert run(10, 350.0) == (3, [3])  # a fourth epoch would end at 400 s
+    assert run(10, 10_000.0) == (None, [])
+    assert run(3, 250.0) == (2, [2])
+    assert run(2, 50.0) == (1, [1])
+    assert run(1, 50.0) == (None, [])  # the last epoch ends the stage however late
+    assert run(10, 350.0, stop_early_at=1) == (None, [])  # early stopping ended it first

@@ -66,7 +66,7 @@ def format_epoch(stage, epoch, epochs, logs, images_per_second, seconds):
 PROGRESS_SECONDS = 120  # EpochLog's progress lines inside an epoch: at most one per this many seconds
 
 
-def _duration(seconds):
+def format_duration(seconds):
     """``"45 s"``, ``"12 min"``, ``"3.1 h"``."""
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -116,7 +116,7 @@ class EpochLog(keras.callbacks.Callback):
         left = (total - done) * (now - self._start) / done
         log_line(self.path, f"stage '{self.stage}' epoch {self._epoch + 1}/{self.epochs}: step {done:,}/{total:,} "
                             f"({100 * done / total:.0f}%) | {rate:,.0f} images/s | training steps end in about "
-                            f"{_duration(left)}", self.echo)
+                            f"{format_duration(left)}", self.echo)
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train_end is None:  # validation inside fit
@@ -131,7 +131,7 @@ class EpochLog(keras.callbacks.Callback):
         left = self.epochs - (epoch + 1)
         if left > 0:
             mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
-            line += f" | {left} epoch{'s' if left > 1 else ''} left, about {_duration(left * mean)}"
+            line += f" | {left} epoch{'s' if left > 1 else ''} left, about {format_duration(left * mean)}"
         log_line(self.path, line, self.echo)
 
 
@@ -264,7 +264,8 @@ def restore_callback_state(callbacks, state):
 class RunCheckpoint(keras.callbacks.Callback):
     """The run's resume point: the model (with its optimizer) to
     ``checkpoint-<stage>-<epochs>.keras``, then the run position to ``state.json`` (stage,
-    completed epochs, that checkpoint's name, stateful callbacks' state), then the older
+    completed epochs, that checkpoint's name, stateful callbacks' state, this session's mean
+    epoch time), then the older
     checkpoint is removed. Each file is written atomically and ``state.json`` is written
     last, so whenever a run is killed, ``state.json`` names a complete checkpoint of the
     epoch it records. ``tiny_keras.train`` resumes from these files.
@@ -273,8 +274,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     epoch's time; when it costs more (a large model whose epochs take seconds on a GPU),
     every k epochs, k the smallest that keeps it within ``max_cost``; always after the
     stage's last epoch (``epochs``). A resumed run so loses at most k - 1 epochs. With
-    ``every`` it is every ``every`` epochs whatever the cost.
-    ``report()`` says what the checkpoints cost.
+    ``every`` it is every ``every`` epochs whatever the cost. ``save_now(epoch)`` writes one
+    out of turn (where ``TimeLimit`` stops the run). ``report()`` says what the checkpoints cost.
 
     Put it after the callbacks it records: Keras's callbacks reset their state in
     ``on_train_begin``, so the saved state (``restore``) is put back after them.
@@ -297,6 +298,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.saves = []  # (seconds to write, seconds of the epoch)
         self._last_saved = None
         self._epoch_start = None
+        self._epoch_seconds = []  # this session's epochs, training and validation
+
+    def mean_epoch_seconds(self):
+        """The mean length of this session's epochs (None before the first ends); saved in
+        ``state.json``, where a resumed run's ``TimeLimit`` reads its first estimate."""
+        return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else None
 
     def on_train_begin(self, logs=None):
         restore_callback_state(self.callbacks, self.restore)
@@ -307,10 +314,17 @@ class RunCheckpoint(keras.callbacks.Callback):
             self._last_saved = epoch  # epochs done when the stage (re)started
 
     def on_epoch_end(self, epoch, logs=None):
-        epoch_seconds = self.clock() - (self._epoch_start or self.start)
+        self._epoch_seconds.append(self.clock() - (self._epoch_start or self.start))
         last = self.epochs is not None and epoch + 1 >= self.epochs
-        if not last and epoch + 1 - (self._last_saved or 0) < self.every:
+        if last or epoch + 1 - (self._last_saved or 0) >= self.every:
+            self.save_now(epoch)
+
+    def save_now(self, epoch):
+        """Writes the checkpoint of ``epoch`` (0-based) unless it is written already: at an
+        epoch's end, where the run is to stop (``TimeLimit``)."""
+        if self._last_saved == epoch + 1:
             return
+        epoch_seconds = self._epoch_seconds[-1] if self._epoch_seconds else 0.0
         begin = self.clock()
         self._save(epoch)
         seconds = self.clock() - begin
@@ -331,6 +345,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                 checkpoint=name,
                 learning_rate=current_lr(self.model),
                 seconds=self.clock() - self.start,
+                epoch_seconds=self.mean_epoch_seconds(),
                 callbacks=callback_state(self.callbacks),
             ),
             os.path.join(self.folder, runs.STATE),
@@ -346,3 +361,54 @@ class RunCheckpoint(keras.callbacks.Callback):
         return (f"resume checkpoints: {len(self.saves)} written, {seconds:.2f} s each, {share:.1f}% of an epoch"
                 + (f"; now every {self.every} epochs" if self.every > 1 else ""))
 
+
+
+class TimeLimitReached(Exception):
+    """A run stopped at its time limit (``tiny_keras.train.train(stop_by=...)``) at a resume
+    point: its folder holds the checkpoint of the last epoch done, and the same call (the
+    same command) continues from there."""
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Ends the stage at the end of an epoch after which the next would not finish before
+    ``deadline`` (a time on ``clock``), having ``run_checkpoint`` (a ``RunCheckpoint``)
+    write that epoch's resume point; ``stopped_after`` is then the number of epochs done.
+
+    The next epoch's length is the mean of this session's epochs (training, validation and
+    checkpoint). A stage's last epoch always completes its stage, and an epoch where an
+    earlier callback (early stopping) ended the stage is left to it. Put it after
+    ``run_checkpoint``. (Whether a session's first epoch can start at all is the engine's
+    question, answered with the previous session's mean from ``state.json``.)
+    """
+
+    def __init__(self, deadline, run_checkpoint, epochs, clock=time.perf_counter):
+        super().__init__()
+        self.deadline = deadline
+        self.run_checkpoint = run_checkpoint
+        self.epochs = epochs
+        self.clock = clock
+        self.stopped_after = None
+        self._epoch_start = None
+        self._epoch_seconds = []
+
+    def next_epoch_seconds(self):
+        """The expected length of the next epoch: the mean of this session's (0.0 before one ends)."""
+        return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0
+
+    def seconds_left(self):
+        return max(self.deadline - self.clock(), 0.0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        if self._epoch_start is not None:
+            self._epoch_seconds.append(now - self._epoch_start)
+        if self.model.stop_training or epoch + 1 >= self.epochs:  # the stage ends here anyway (early stopping)
+            return
+        if now + self.next_epoch_seconds() <= self.deadline:
+            return
+        self.run_checkpoint.save_now(epoch)
+        self.stopped_after = epoch + 1
+        self.model.stop_training = True

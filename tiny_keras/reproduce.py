@@ -17,17 +17,22 @@ each, two steps per stage: the whole script in well under a minute on a CPU),
 (``--mixed-precision``: mixed_float16), ``--xla`` / ``--no-xla``, ``--steps-per-execution N``,
 ``--strategy``,
 ``--verbose 0|1|2``, ``--tensorboard-histograms N``, ``--debug`` (a failed download
-shows its traceback instead of the paragraph saying what to do).
+shows its traceback instead of the paragraph saying what to do), ``--time-limit DURATION``
+(stop at the last epoch that ends within DURATION of the start, e.g. a batch job's limit,
+with its checkpoint written; the exit status is then ``EXIT_TIME_LIMIT``, 75, and the same
+command continues).
 """
 import argparse
 import dataclasses
 import importlib
 import json
 import os
+import re
 import sys
 import time
 
 from tiny_keras import download, evaluate, models, runs
+from tiny_keras.callbacks import TimeLimitReached
 from tiny_keras.recipe import PRECISIONS, STRATEGIES
 
 # The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
@@ -54,6 +59,21 @@ def load_script(paper):
         return importlib.import_module(SCRIPTS[paper][0])
     finally:
         sys.path.remove(SCRIPTS_FOLDER)
+
+
+EXIT_TIME_LIMIT = 75  # sysexits.h's EX_TEMPFAIL: stopped at --time-limit, to be run again
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"{_NUMBER}|(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
+
+
+def parse_duration(text):
+    """Seconds in ``text``: ``"5400"``, ``"90s"``, ``"90m"``, ``"1.5h"``, ``"1h30m"``, ``"2h5m10s"``."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 5400, 90s, 90m, 1.5h or 1h30m. Received: {text!r}")
+    plain, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return plain + 3600 * hours + 60 * minutes + seconds
 
 
 SMOKE = dict(per_class=2, val_per_class=1, epochs=1, steps_per_epoch=2, batch_size=4)
@@ -132,6 +152,10 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                         help="show the full traceback of a failed download instead of what to do about it")
     parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",
                         help="also write TensorBoard weight/activation histograms every N epochs")
+    parser.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
+                        help="stop at the end of the last epoch that finishes within DURATION of the start "
+                             "(5400, 90m, 1.5h, 1h30m), judged by the epochs so far, with its checkpoint "
+                             f"written; the exit status is then {EXIT_TIME_LIMIT} and the same command continues")
     if extra is not None:
         extra(parser)
     return parser
@@ -203,6 +227,7 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     run_names = list(recipes)
     parser = build_parser(description, run_names, default_runs, extra)
     args = parser.parse_args(argv)
+    stop_by = None if args.time_limit is None else time.time() + args.time_limit
     if configure is not None:
         recipes = configure(dict(recipes), args)
     selected = getattr(args, "model", None) or default_runs or run_names
@@ -210,23 +235,31 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     workdir = args.workdir or os.path.join("runs", paper)
     os.makedirs(workdir, exist_ok=True)
     try:
-        return _run(paper, recipes, ensembles, workdir, args)
+        return _run(paper, recipes, ensembles, workdir, args, stop_by)
     except download.DownloadError as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TimeLimitReached as stopped:
+        again = "the same command without --overwrite" if args.overwrite else "the same command"
+        print(f"\n{paper}: --time-limit reached. {stopped}.\nRun {again} to continue (exit status "
+              f"{EXIT_TIME_LIMIT}).", file=sys.stderr)
+        raise SystemExit(EXIT_TIME_LIMIT) from None
 
 
-def _run(paper, recipes, ensembles, workdir, args):
+def _run(paper, recipes, ensembles, workdir, args, stop_by=None):
     # tiny_keras.train brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
     from tiny_keras import train
 
     rows = []
     for i, (name, recipe) in enumerate(recipes.items()):
         print(f"\n=== {paper}: {name} ({i + 1}/{len(recipes)}) ===")
-        result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite,
-                             verbose="auto" if args.verbose is None else args.verbose)
+        try:
+            result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite,
+                                 verbose="auto" if args.verbose is None else args.verbose, stop_by=stop_by)
+        except TimeLimitReached as stopped:
+            raise TimeLimitReached(f"{name} ({os.path.join(workdir, name)}): {stopped}") from None
         rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
     for ensemble in ensembles:
         if all(m in recipes for m in ensemble.members):

@@ -5,10 +5,11 @@ the names from here.
 What a run folder holds::
 
     recipe.json            RECIPE: the recipe, as run (what makes a folder a run folder)
-    state.json,            STATE: the position of an unfinished run (stage, epochs done) and
-    checkpoint-*.keras     its model with optimizer state, written after every epoch (every k
-                           epochs where one would cost more than 5% of an epoch; see
-                           ``callbacks.RunCheckpoint``) and after each stage's last
+    state.json,            STATE: the position of an unfinished run (stage, epochs done, the
+    checkpoint-*.keras     mean epoch time) and its model with optimizer state, written after
+                           every epoch (every k epochs where one would cost more than 5% of an
+                           epoch; see ``callbacks.RunCheckpoint``), after each stage's last and
+                           where a time limit stops the run (``callbacks.TimeLimit``)
     progress.json          PROGRESS: the results of the stages already finished
     stages/<name>/         STAGES: per stage (:func:`stage_folder`): history.csv (HISTORY),
                            best.weights.h5 (BEST_WEIGHTS), model.keras (MODEL),

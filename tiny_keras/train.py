@@ -43,6 +43,7 @@ OPTIMIZER_CLASSES = {
     "adagrad": keras.optimizers.Adagrad,
 }
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+TimeLimitReached = cbs.TimeLimitReached  # raised by train(stop_by=...) at its time limit
 
 
 
@@ -318,7 +319,7 @@ def format_table(rows):
 
 
 # -- the engine -----------------------------------------------------------------------------
-def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callbacks=()):
+def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callbacks=(), stop_by=None):
     """Train ``recipe`` in ``workdir`` on ``data``: the zip, the folder, None for TFDS, or
     ``{"train": DecodedSplit, "val": DecodedSplit}`` already in memory (used as they are:
     the recipe's class and per-class subsets do not apply).
@@ -332,6 +333,12 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     ``{"paper", "model", "runs": [per-stage rows], "recipe"}``. A finished run in the same
     folder returns its saved results without training again.
     ``extra_callbacks`` are added to every stage (after the engine's own).
+
+    ``stop_by`` (a ``time.time()`` timestamp, e.g. a job's end) ends the run at the end of
+    the last epoch that finishes before it, judged by the mean of the epochs so far (a
+    resumed stage starts with the previous session's mean; a new stage's first epoch
+    starts whenever time is left): that epoch's resume checkpoint is written and
+    ``TimeLimitReached`` raised, and the same call continues the run later.
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     recipe = resolve_performance(recipe.validate(), gpu_compute_capability())
@@ -351,13 +358,15 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     keras.utils.set_random_seed(recipe.seed)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(recipe.precision)
+    # The deadline on the engine's clock (perf_counter, which the epoch times are measured on).
+    deadline = None if stop_by is None else time.perf_counter() + (stop_by - time.time())
     try:
-        return _train(recipe, workdir, data, verbose, extra_callbacks, results_path)
+        return _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadline)
     finally:  # the global dtype policy is the caller's again
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
+def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadline):
     strategy = make_strategy(recipe.strategy)
 
     if isinstance(data, dict):  # splits already in memory
@@ -389,7 +398,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
                 continue
             resume = state if state and state.get("stage") == stage.name else None
             model = _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume,
-                               progress, verbose, extra_callbacks, strategy)
+                               progress, verbose, extra_callbacks, strategy, deadline)
             state = None
     final = dict(paper=recipe.paper, model=recipe.model, runs=progress["runs"], recipe=json.loads(recipe.to_json()))
     # The final model is the last stage's, already saved: copy the file.
@@ -404,8 +413,27 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path):
     return final
 
 
+def time_left_for_stage(stage, resume, deadline, log, verbose):
+    """Raises ``TimeLimitReached`` where ``deadline`` has passed, or where a resumed stage's
+    next epoch (by the previous session's mean) would not finish before it."""
+    done = int(resume["epochs_done"]) if resume else 0
+    if deadline is None or done >= stage.epochs:  # no limit, or only the stage's ending is left
+        return
+    left = deadline - time.perf_counter()
+    estimate = (resume or {}).get("epoch_seconds")
+    if left > 0 and not (estimate and left < estimate):
+        return
+    message = (f"Stage '{stage.name}': not started, at the time limit ("
+               + (f"an epoch takes about {cbs.format_duration(estimate)}, " if estimate else "")
+               + f"{cbs.format_duration(max(left, 0.0))} left): epoch {done + 1}/{stage.epochs} is next")
+    cbs.log_line(log, message + "; the run continues when started again", echo=bool(verbose))
+    raise TimeLimitReached(message)
+
+
 def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume, progress, verbose,
-               extra_callbacks, strategy):
+               extra_callbacks, strategy, deadline=None):
+    log = os.path.join(workdir, runs.LOG)
+    time_left_for_stage(stage, resume, deadline, log, verbose)
     stage_dir = runs.stage_folder(workdir, stage.name)
     os.makedirs(stage_dir, exist_ok=True)
     start = time.perf_counter()
@@ -437,7 +465,6 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # its step, so a resumed run continues it); the logger reports the rate of each
     # epoch's last step.
     keras_callbacks = [cbs.LearningRateLogger(stage_schedule(stage, steps))]
-    log = os.path.join(workdir, runs.LOG)
     keras_callbacks.append(cbs.EpochLog(log, stage.name, stage.epochs, steps * stage.batch_size, echo=verbose == 2,
                                         steps_per_epoch=steps, progress_seconds=cbs.PROGRESS_SECONDS))
     if stage.reduce_lr_on_plateau:
@@ -463,6 +490,10 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                                        restore=(resume or {}).get("callbacks"), epochs=stage.epochs,
                                        every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every)
     keras_callbacks.append(run_checkpoint)
+    time_limit = None
+    if deadline is not None:
+        time_limit = cbs.TimeLimit(deadline, run_checkpoint, stage.epochs)
+        keras_callbacks.append(time_limit)
     keras_callbacks += list(extra_callbacks)
 
     cbs.log_line(log, f"Stage {index + 1}/{len(recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} "
@@ -475,6 +506,14 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         history = model.fit(train_ds, epochs=stage.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                             validation_data=val_ds, callbacks=keras_callbacks, verbose=1 if verbose == 1 else 0,
                             shuffle=False)
+    if time_limit is not None and time_limit.stopped_after is not None:
+        left = time_limit.seconds_left()
+        message = (f"Stage '{stage.name}': stopped at the time limit after epoch {time_limit.stopped_after}/"
+                   f"{stage.epochs} (an epoch takes about {cbs.format_duration(time_limit.next_epoch_seconds())}, "
+                   f"{cbs.format_duration(left)} left), its checkpoint written")
+        cbs.log_line(log, f"Stage '{stage.name}': {run_checkpoint.report()}", echo=verbose == 2)
+        cbs.log_line(log, message + "; the run continues from there when started again", echo=bool(verbose))
+        raise TimeLimitReached(message)
     epochs = history.epoch[-1] + 1 if history is not None and history.epoch else stage.epochs  # early stopping
     if stage.restore_best and os.path.exists(best.filepath):
         model.load_weights(best.filepath)
