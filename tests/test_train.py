@@ -541,8 +541,9 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
     clock = FakeClock()
 
     class HundredSecondEpochs(callbacks.TimeLimit):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs, clock=clock)
+        def __init__(self, deadline, *args, **kwargs):
+            super().__init__(deadline, *args, **kwargs, clock=clock)
+            clock.now = deadline - 250.0  # the limit's 250 s, whatever setting up the run took
 
         def on_epoch_end(self, epoch, logs=None):
             clock.now += 100.0
@@ -561,6 +562,8 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
     assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1]
     log = (run / "train.log").read_text()
     assert "stopped at the time limit after epoch 2/4" in log and "continues from there when started again" in log
+    session = json.loads((run / "run.json").read_text())["sessions"][-1]
+    assert session["stop_reason"].startswith("Stage 'train': stopped at the time limit after epoch 2/4")
 
     monkeypatch.undo()
     train.train(recipe, run, data=fixture_zip, verbose=0)
@@ -601,14 +604,17 @@ def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
     from tiny_keras import callbacks
 
     class Checkpoint:
-        def __init__(self):
-            self.saved = []
+        def __init__(self, write_seconds=0.0):
+            self.saved, self.write_seconds = [], write_seconds
 
         def save_now(self, epoch):
             self.saved.append(epoch + 1)
 
-    def run(epochs, deadline, stop_early_at=None):
-        clock, checkpoint, model = FakeClock(), Checkpoint(), keras.Sequential()
+        def longest_write(self):
+            return self.write_seconds
+
+    def run(epochs, deadline, stop_early_at=None, write_seconds=0.0):
+        clock, checkpoint, model = FakeClock(), Checkpoint(write_seconds), keras.Sequential()
         clock.now = 0.0
         limit = callbacks.TimeLimit(deadline, checkpoint, epochs, clock=clock)
         limit.set_model(model)
@@ -623,8 +629,40 @@ def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
         return limit.stopped_after, checkpoint.saved
 
     assert run(10, 350.0) == (3, [3])  # a fourth epoch would end at 400 s
+    assert run(10, 400.0) == (4, [4])  # a fourth epoch ending at exactly 400 s runs
+    assert run(10, 405.0) == (4, [4])  # the fifth would end at 500 s
+    assert run(10, 405.0, write_seconds=10.0) == (3, [3])  # the fourth, with a 10 s checkpoint, at 410 s
     assert run(10, 10_000.0) == (None, [])
     assert run(3, 250.0) == (2, [2])
     assert run(2, 50.0) == (1, [1])
     assert run(1, 50.0) == (None, [])  # the last epoch ends the stage however late
     assert run(10, 350.0, stop_early_at=1) == (None, [])  # early stopping ended it first
+
+
+def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture_zip, tmp_path):
+    """Stopping is now routine (--time-limit), so a stage with ReduceLROnPlateau and
+    EarlyStopping (paper 4's model 2) must resume with their waits and best values. Killed in
+    its fifth epoch, whose validation loss is worse than the best (the fourth's), the resumed
+    run must reduce the rate there and stop early where the uninterrupted run does (without
+    the saved best values, that epoch would count as an improvement)."""
+    recipe = tiny_recipe(stage={"epochs": 8, "schedule": None,
+                                "reduce_lr_on_plateau": {"monitor": "val_loss", "factor": 0.5, "patience": 1},
+                                "early_stopping": {"monitor": "val_loss", "patience": 3}})
+    whole = train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+    run = tmp_path / "killed"
+    with pytest.raises(Interrupt):
+        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=4)])
+    resumed = train.train(recipe, run, data=fixture_zip, verbose=0)
+    expected = read_history(tmp_path / "whole" / "stages" / "train" / "history.csv")
+    got = read_history(run / "stages" / "train" / "history.csv")
+    rates = [float(r["learning_rate"]) for r in expected]
+    losses = [float(r["val_loss"]) for r in expected]
+    assert losses[4] > min(losses[:4]) and rates[5] < rates[4]  # the case the saved state decides
+    assert whole["runs"][0]["epochs"] < 8  # early stopping ended it
+    assert [float(r["learning_rate"]) for r in got] == rates
+    np.testing.assert_allclose([float(r["val_loss"]) for r in got], [float(r["val_loss"]) for r in expected],
+                               rtol=1e-5)
+    assert resumed["runs"][0]["epochs"] == whole["runs"][0]["epochs"]
+    for a, b in zip(network_weights(keras.models.load_model(run / "model.keras")),
+                    network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -352,6 +352,10 @@ class RunCheckpoint(keras.callbacks.Callback):
         )
         runs.remove_checkpoints(self.folder, keep=name)
 
+    def longest_write(self):
+        """The longest checkpoint write of this session in seconds (0.0 before the first)."""
+        return max((seconds for seconds, _ in self.saves), default=0.0)
+
     def report(self):
         """One line: how many checkpoints, their mean write time and share of an epoch."""
         if not self.saves:
@@ -375,7 +379,8 @@ class TimeLimit(keras.callbacks.Callback):
     write that epoch's resume point; ``stopped_after`` is then the number of epochs done.
 
     The next epoch's length is the mean of this session's epochs (training, validation and
-    checkpoint). A stage's last epoch always completes its stage, and an epoch where an
+    checkpoint), and the checkpoint that a stop writes after it is allowed the longest write
+    so far. A stage's last epoch always completes its stage, and an epoch where an
     earlier callback (early stopping) ended the stage is left to it. Put it after
     ``run_checkpoint``. (Whether a session's first epoch can start at all is the engine's
     question, answered with the previous session's mean from ``state.json``.)
@@ -407,7 +412,7 @@ class TimeLimit(keras.callbacks.Callback):
             self._epoch_seconds.append(now - self._epoch_start)
         if self.model.stop_training or epoch + 1 >= self.epochs:  # the stage ends here anyway (early stopping)
             return
-        if now + self.next_epoch_seconds() <= self.deadline:
+        if now + self.next_epoch_seconds() + self.run_checkpoint.longest_write() <= self.deadline:
             return
         self.run_checkpoint.save_now(epoch)
         self.stopped_after = epoch + 1

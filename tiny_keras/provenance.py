@@ -4,11 +4,12 @@ versions and the machine, so a published number can be traced and repeated.
 ``train.train`` writes this to ``WORKDIR/run.json`` as each session of a run starts
 (a resumed run adds a session), and completes it when the run finishes::
 
-    {"sessions": [{"command", "started", "environment"}, ...],
+    {"sessions": [{"command", "started", "environment"[, "stopped", "stop_reason"]}, ...],
      "finished": date, "train_seconds": seconds spent in the stages (resumes included)}
 
 :func:`record_session` and :func:`record_finish` write it (the localisation run,
-``tiny_keras.localization``, adds ``wall_seconds``).
+``tiny_keras.localization``, adds ``wall_seconds``); :func:`record_stop` marks a session
+that ended at its time limit.
 """
 import datetime
 import os
@@ -121,6 +122,16 @@ def record_session(workdir):
     run = files.read_json(path, {"sessions": []})
     run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment()})
     files.write_json(run, path)
+
+
+def record_stop(workdir, reason):
+    """Mark this process's session in ``workdir/run.json`` stopped now, for ``reason``
+    (the run is unfinished: a later session continues it)."""
+    path = os.path.join(workdir, runs.RUN_INFO)
+    run = files.read_json(path, {"sessions": []})
+    if run["sessions"]:
+        run["sessions"][-1].update(stopped=now(), stop_reason=reason)
+        files.write_json(run, path)
 
 
 def record_finish(workdir, **fields):

@@ -342,6 +342,11 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     recipe = resolve_performance(recipe.validate(), gpu_compute_capability())
+    if stop_by is not None and recipe.strategy == "multi_worker":
+        # Each worker would judge the limit by its own clock: one could stop while another
+        # waits for it in the next step's all-reduce.
+        raise ValueError("a time limit (stop_by) is not supported with strategy 'multi_worker': its workers "
+                         "would each decide when to stop")
     verbose = resolve_verbose(verbose)
     runs.prepare_folder(workdir, recipe, overwrite)
     results_path = os.path.join(workdir, runs.RESULTS)
@@ -413,7 +418,7 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
     return final
 
 
-def time_left_for_stage(stage, resume, deadline, log, verbose):
+def time_left_for_stage(stage, resume, deadline, workdir, verbose):
     """Raises ``TimeLimitReached`` where ``deadline`` has passed, or where a resumed stage's
     next epoch (by the previous session's mean) would not finish before it."""
     done = int(resume["epochs_done"]) if resume else 0
@@ -426,14 +431,16 @@ def time_left_for_stage(stage, resume, deadline, log, verbose):
     message = (f"Stage '{stage.name}': not started, at the time limit ("
                + (f"an epoch takes about {cbs.format_duration(estimate)}, " if estimate else "")
                + f"{cbs.format_duration(max(left, 0.0))} left): epoch {done + 1}/{stage.epochs} is next")
-    cbs.log_line(log, message + "; the run continues when started again", echo=bool(verbose))
+    cbs.log_line(os.path.join(workdir, runs.LOG), message + "; the run continues when started again",
+                 echo=bool(verbose))
+    provenance.record_stop(workdir, message)
     raise TimeLimitReached(message)
 
 
 def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume, progress, verbose,
                extra_callbacks, strategy, deadline=None):
+    time_left_for_stage(stage, resume, deadline, workdir, verbose)
     log = os.path.join(workdir, runs.LOG)
-    time_left_for_stage(stage, resume, deadline, log, verbose)
     stage_dir = runs.stage_folder(workdir, stage.name)
     os.makedirs(stage_dir, exist_ok=True)
     start = time.perf_counter()
@@ -513,6 +520,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                    f"{cbs.format_duration(left)} left), its checkpoint written")
         cbs.log_line(log, f"Stage '{stage.name}': {run_checkpoint.report()}", echo=verbose == 2)
         cbs.log_line(log, message + "; the run continues from there when started again", echo=bool(verbose))
+        provenance.record_stop(workdir, message)
         raise TimeLimitReached(message)
     epochs = history.epoch[-1] + 1 if history is not None and history.epoch else stage.epochs  # early stopping
     if stage.restore_best and os.path.exists(best.filepath):
