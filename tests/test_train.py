@@ -666,3 +666,10 @@ def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture
     for a, b in zip(network_weights(keras.models.load_model(run / "model.keras")),
                     network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_time_limit_is_refused_with_multi_worker(tmp_path):
+    with pytest.raises(ValueError, match="time limit .* not supported with strategy 'multi_worker'"):
+        train.train(tiny_recipe(strategy="multi_worker"), tmp_path / "run", data=None, verbose=0,
+                    stop_by=time.time() + 60)
+    assert not (tmp_path / "run").exists()
