@@ -278,7 +278,7 @@ def without_autotune_thread(dataset):
     Keras deletes the training iterator when ``fit`` returns, and with TensorFlow 2.21 that
     deletion waits for the autotuning thread's current sleep to end (``Model::OptimizeLoop``;
     its period doubles up to 60 s): measured on the real training stream, 4 of 9 stage
-    endings took 20-40 s more, none of 4 without the thread. The stream only gathers uint8
+    endings took 20-40 s more, none of 8 without the thread. The stream only gathers uint8
     batches from memory (the augmentation runs in the model), and it gives 140,000-360,000
     images/s on 2 CPU cores at batch 32-128 either way: parallel map calls default to the
     cores, and prefetch keeps its own buffer tuning."""
