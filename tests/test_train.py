@@ -692,3 +692,36 @@ def test_training_stream_runs_without_the_autotune_thread_and_gives_the_same_bat
     for (a, la), (b, lb) in zip(stream.take(12), reference.take(12)):  # across two epoch ends
         np.testing.assert_array_equal(a.numpy(), b.numpy())
         np.testing.assert_array_equal(la.numpy(), lb.numpy())
+
+
+def test_time_limit_judges_a_new_stage_by_the_stage_before_it_scaled_by_its_pixels(fixture_zip, tmp_path):
+    """Stage 1 (32 px) done at 1,000 s an epoch: stage 2 (64 px, the same images an epoch, half
+    the batch) should take 4,000 s an epoch, so it does not start with an hour left, and it
+    does with two."""
+    class StopAtStage2(keras.callbacks.Callback):
+        stages = 0
+
+        def on_train_begin(self, logs=None):
+            self.stages += 1
+            if self.stages == 2:
+                raise Interrupt("killed as stage 2 starts")
+
+    recipe = tiny_recipe(stages=[
+        Stage(name="32px", epochs=2, batch_size=4, steps_per_epoch=2, image_size=32),
+        Stage(name="64px", epochs=2, batch_size=2, steps_per_epoch=4, image_size=64),
+    ])
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[StopAtStage2()])
+    progress = json.loads((run / "progress.json").read_text())
+    assert [r["stage"] for r in progress["runs"]] == ["32px"]
+    progress["runs"][0]["seconds"] = 2000.0  # two epochs of 1,000 s, as a slow machine measured
+    (run / "progress.json").write_text(json.dumps(progress))
+    assert train.new_stage_epoch_seconds(recipe, 1, progress, 12) == pytest.approx(4000.0)
+    assert train.new_stage_epoch_seconds(recipe, 0, progress, 12) is None
+    with pytest.raises(train.TimeLimitReached, match=r"^Stage '64px': not started, at the time limit \(an epoch takes "
+                                                     r"about 67 min, 60 min left\): epoch 1/2 is next$"):
+        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 3600.0)
+    assert not list(run.glob("checkpoint-1-*.keras"))  # no epoch of stage 2 ran
+    result = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 7200.0)
+    assert [(r["stage"], r["epochs"]) for r in result["runs"]] == [("32px", 2), ("64px", 2)]

@@ -350,9 +350,10 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     ``extra_callbacks`` are added to every stage (after the engine's own).
 
     ``stop_by`` (a ``time.time()`` timestamp, e.g. a job's end) ends the run at the end of
-    the last epoch that finishes before it, judged by the mean of the epochs so far (a
-    resumed stage starts with the previous session's mean; a new stage's first epoch
-    starts whenever time is left): that epoch's resume checkpoint is written and
+    the last epoch that finishes before it, judged by the mean of the epochs so far (before
+    a stage's first epoch in this session: the previous session's mean, or for a new stage
+    the stage before it's, scaled by images and pixels; a run's very first epoch starts
+    whenever time is left): that epoch's resume checkpoint is written and
     ``TimeLimitReached`` raised, and the same call continues the run later.
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
@@ -417,6 +418,10 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
             if stage.name in done:
                 continue
             resume = state if state and state.get("stage") == stage.name else None
+            if deadline is not None:
+                estimate = (resume or {}).get("epoch_seconds") or new_stage_epoch_seconds(
+                    recipe, index, progress, len(train_split))
+                time_left_for_stage(stage, resume, deadline, estimate, workdir, verbose)
             model = _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume,
                                progress, verbose, extra_callbacks, strategy, deadline)
             state = None
@@ -433,14 +438,32 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
     return final
 
 
-def time_left_for_stage(stage, resume, deadline, workdir, verbose):
-    """Raises ``TimeLimitReached`` where ``deadline`` has passed, or where a resumed stage's
-    next epoch (by the previous session's mean) would not finish before it."""
+def new_stage_epoch_seconds(recipe, index, progress, train_images):
+    """What an epoch of stage ``index`` should take before one has ended: the finished stage
+    before it's mean epoch (``progress``), scaled by the images and pixels an epoch of each
+    trains on (paper 1's 40px stage after its 32px one: x1.56). None for a first stage."""
+    if index == 0:
+        return None
+    before = recipe.stages[index - 1]
+    row = next((r for r in progress["runs"] if r["stage"] == before.name), None)
+    if not row or not row.get("epochs"):
+        return None
+
+    def work(stage):
+        steps = stage.steps_per_epoch or max(1, train_images // stage.batch_size)
+        size = stage.image_size or recipe.crop or 64
+        return steps * stage.batch_size * size * size
+
+    return row["seconds"] / row["epochs"] * work(recipe.stages[index]) / work(before)
+
+
+def time_left_for_stage(stage, resume, deadline, estimate, workdir, verbose):
+    """Raises ``TimeLimitReached`` where ``deadline`` (on ``time.perf_counter``) has passed, or
+    where the stage's next epoch, ``estimate`` seconds (None: unknown), would not end before it."""
     done = int(resume["epochs_done"]) if resume else 0
-    if deadline is None or done >= stage.epochs:  # no limit, or only the stage's ending is left
+    if done >= stage.epochs:  # only the stage's ending is left
         return
     left = deadline - time.perf_counter()
-    estimate = (resume or {}).get("epoch_seconds")
     if left > 0 and not (estimate and left < estimate):
         return
     message = (f"Stage '{stage.name}': not started, at the time limit ("
@@ -454,7 +477,6 @@ def time_left_for_stage(stage, resume, deadline, workdir, verbose):
 
 def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume, progress, verbose,
                extra_callbacks, strategy, deadline=None):
-    time_left_for_stage(stage, resume, deadline, workdir, verbose)
     log = os.path.join(workdir, runs.LOG)
     stage_dir = runs.stage_folder(workdir, stage.name)
     os.makedirs(stage_dir, exist_ok=True)
