@@ -302,7 +302,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def mean_epoch_seconds(self):
         """The mean length of this session's epochs (None before the first ends); saved in
-        ``state.json``, where a resumed run's ``TimeLimit`` reads its first estimate."""
+        ``state.json``, where a time-limited session judges its first epoch by it."""
         return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else None
 
     def on_train_begin(self, logs=None):
@@ -366,7 +366,6 @@ class RunCheckpoint(keras.callbacks.Callback):
                 + (f"; now every {self.every} epochs" if self.every > 1 else ""))
 
 
-
 class TimeLimitReached(Exception):
     """A run stopped at its time limit (``tiny_keras.train.train(stop_by=...)``) at a resume
     point: its folder holds the checkpoint of the last epoch done, and the same call (the
@@ -382,8 +381,8 @@ class TimeLimit(keras.callbacks.Callback):
     checkpoint), and the checkpoint that a stop writes after it is allowed the longest write
     so far. A stage's last epoch always completes its stage, and an epoch where an
     earlier callback (early stopping) ended the stage is left to it. Put it after
-    ``run_checkpoint``. (Whether a session's first epoch can start at all is the engine's
-    question, answered with the previous session's mean from ``state.json``.)
+    ``run_checkpoint``. (Whether a stage's first epoch in a session starts at all is the
+    engine's question: ``tiny_keras.train.time_left_for_stage``.)
     """
 
     def __init__(self, deadline, run_checkpoint, epochs, clock=time.perf_counter):
