@@ -69,6 +69,10 @@ class Stage:
     snapshot_every_steps: Optional[int] = None
     steps_per_epoch: Optional[int] = None
 
+    def steps(self, train_images):
+        """The training steps of one epoch over ``train_images`` images."""
+        return self.steps_per_epoch or max(1, train_images // self.batch_size)
+
     def validate(self):
         if self.epochs < 1:
             raise ValueError(f"stage {self.name!r}: epochs must be at least 1. Received: {self.epochs=}")

@@ -450,9 +450,8 @@ def new_stage_epoch_seconds(recipe, index, progress, train_images):
         return None
 
     def work(stage):
-        steps = stage.steps_per_epoch or max(1, train_images // stage.batch_size)
         size = stage.image_size or recipe.crop or 64
-        return steps * stage.batch_size * size * size
+        return stage.steps(train_images) * stage.batch_size * size * size
 
     return row["seconds"] / row["epochs"] * work(recipe.stages[index]) / work(before)
 
@@ -481,7 +480,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     stage_dir = runs.stage_folder(workdir, stage.name)
     os.makedirs(stage_dir, exist_ok=True)
     start = time.perf_counter()
-    steps = stage.steps_per_epoch or max(1, len(train_split) // stage.batch_size)
+    steps = stage.steps(len(train_split))
     per_execution = stage_steps_per_execution(recipe.steps_per_execution, steps, stage.snapshot_every_steps)
     initial_epoch = 0
     if resume is not None:  # the run was interrupted in this stage: model and optimizer from its checkpoint

@@ -54,7 +54,7 @@ def training_cost(recipe):
     options = {**recipe.model_options, **entry.offline_options, "num_classes": recipe.num_classes}
     images, flops, per_size = 0, 0.0, {}
     for stage in recipe.stages:
-        steps = stage.steps_per_epoch or max(1, TRAIN_IMAGES // stage.batch_size)
+        steps = stage.steps(TRAIN_IMAGES)
         size = stage.image_size or recipe.crop or entry.input_shape[0]
         if size not in per_size:
             per_size[size] = models.forward_flops(models.build(recipe.model, input_shape=(size, size, 3), **options))
