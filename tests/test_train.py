@@ -540,16 +540,21 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
 
     clock = FakeClock()
 
-    class HundredSecondEpochs(callbacks.TimeLimit):
-        def __init__(self, deadline, *args, **kwargs):
-            super().__init__(deadline, *args, **kwargs, clock=clock)
-            clock.now = deadline - 250.0  # the limit's 250 s, whatever setting up the run took
+    class HundredSecondEpochs(callbacks.RunCheckpoint):  # the epochs' record the limit judges by
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs, clock=clock)
 
         def on_epoch_end(self, epoch, logs=None):
             clock.now += 100.0
             super().on_epoch_end(epoch, logs)
 
-    monkeypatch.setattr(callbacks, "TimeLimit", HundredSecondEpochs)
+    class LimitFromNow(callbacks.TimeLimit):
+        def __init__(self, deadline, *args, **kwargs):
+            super().__init__(deadline, *args, **kwargs)
+            clock.now = deadline - 250.0  # the limit's 250 s, whatever setting up the run took
+
+    monkeypatch.setattr(callbacks, "RunCheckpoint", HundredSecondEpochs)
+    monkeypatch.setattr(callbacks, "TimeLimit", LimitFromNow)
     run = tmp_path / "limited"
     with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': stopped at the time limit after epoch 2/4 "
                                                      r"\(an epoch takes about 2 min, 50 s left\), its checkpoint "
@@ -603,9 +608,17 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
 def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
     from tiny_keras import callbacks
 
-    class Checkpoint:
+    class Checkpoint:  # a RunCheckpoint's record of the session: 100 s epochs, writes of ``write_seconds``
         def __init__(self, write_seconds=0.0):
-            self.saved, self.write_seconds = [], write_seconds
+            self.clock, self.epoch_seconds, self.saved, self.write_seconds = FakeClock(), [], [], write_seconds
+            self.clock.now = 0.0
+
+        def on_epoch_end(self, epoch):
+            self.clock.now += 100.0
+            self.epoch_seconds.append(100.0)
+
+        def mean_epoch_seconds(self):
+            return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None
 
         def save_now(self, epoch):
             self.saved.append(epoch + 1)
@@ -614,14 +627,13 @@ def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
             return self.write_seconds
 
     def run(epochs, deadline, stop_early_at=None, write_seconds=0.0):
-        clock, checkpoint, model = FakeClock(), Checkpoint(write_seconds), keras.Sequential()
-        clock.now = 0.0
-        limit = callbacks.TimeLimit(deadline, checkpoint, epochs, clock=clock)
+        checkpoint, model = Checkpoint(write_seconds), keras.Sequential()
+        limit = callbacks.TimeLimit(deadline, checkpoint, epochs)
         limit.set_model(model)
         model.stop_training = False
         for epoch in range(epochs):
             limit.on_epoch_begin(epoch)
-            clock.now += 100.0
+            checkpoint.on_epoch_end(epoch)
             model.stop_training = epoch == stop_early_at
             limit.on_epoch_end(epoch)
             if model.stop_training:

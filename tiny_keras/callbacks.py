@@ -374,45 +374,39 @@ class TimeLimitReached(Exception):
 
 class TimeLimit(keras.callbacks.Callback):
     """Ends the stage at the end of an epoch after which the next would not finish before
-    ``deadline`` (a time on ``clock``), having ``run_checkpoint`` (a ``RunCheckpoint``)
-    write that epoch's resume point; ``stopped_after`` is then the number of epochs done.
+    ``deadline`` (a time on ``run_checkpoint.clock``), having ``run_checkpoint`` (a
+    ``RunCheckpoint``) write that epoch's resume point; ``stopped_after`` is then the number
+    of epochs done.
 
-    The next epoch's length is the mean of this session's epochs (training, validation and
-    checkpoint), and the checkpoint that a stop writes after it is allowed the longest write
-    so far. A stage's last epoch always completes its stage, and an epoch where an
-    earlier callback (early stopping) ended the stage is left to it. Put it after
-    ``run_checkpoint``. (Whether a stage's first epoch in a session starts at all is the
-    engine's question: ``tiny_keras.train.time_left_for_stage``.)
+    The next epoch is judged from ``run_checkpoint``'s record of this session: the mean of its
+    epochs (training and validation), and the longest checkpoint write so far for the one
+    written at that epoch's end (on schedule or by a stop). A stage's last epoch always
+    completes its stage, and an epoch where an earlier callback (early stopping) ended the
+    stage is left to it. Put it after ``run_checkpoint``, which has then recorded the epoch.
+    (Whether a stage's first epoch in a session starts at all is the engine's question:
+    ``tiny_keras.train.time_left_for_stage``.)
     """
 
-    def __init__(self, deadline, run_checkpoint, epochs, clock=time.perf_counter):
+    def __init__(self, deadline, run_checkpoint, epochs):
         super().__init__()
         self.deadline = deadline
         self.run_checkpoint = run_checkpoint
         self.epochs = epochs
-        self.clock = clock
         self.stopped_after = None
-        self._epoch_start = None
-        self._epoch_seconds = []
 
     def next_epoch_seconds(self):
         """The expected length of the next epoch: the mean of this session's (0.0 before one ends)."""
-        return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0
+        return self.run_checkpoint.mean_epoch_seconds() or 0.0
 
     def seconds_left(self):
-        return max(self.deadline - self.clock(), 0.0)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.clock()
+        return max(self.deadline - self.run_checkpoint.clock(), 0.0)
 
     def on_epoch_end(self, epoch, logs=None):
-        now = self.clock()
-        if self._epoch_start is not None:
-            self._epoch_seconds.append(now - self._epoch_start)
         if self.model.stop_training or epoch + 1 >= self.epochs:  # the stage ends here anyway (early stopping)
             return
-        if now + self.next_epoch_seconds() + self.run_checkpoint.longest_write() <= self.deadline:
+        checkpoint = self.run_checkpoint
+        if checkpoint.clock() + self.next_epoch_seconds() + checkpoint.longest_write() <= self.deadline:
             return
-        self.run_checkpoint.save_now(epoch)
+        checkpoint.save_now(epoch)
         self.stopped_after = epoch + 1
         self.model.stop_training = True

@@ -468,8 +468,13 @@ def time_left_for_stage(stage, resume, deadline, estimate, workdir, verbose):
     message = (f"Stage '{stage.name}': not started, at the time limit ("
                + (f"an epoch takes about {cbs.format_duration(estimate)}, " if estimate else "")
                + f"{cbs.format_duration(max(left, 0.0))} left): epoch {done + 1}/{stage.epochs} is next")
-    cbs.log_line(os.path.join(workdir, runs.LOG), message + "; the run continues when started again",
-                 echo=bool(verbose))
+    _stop_at_time_limit(workdir, message, "the run continues when started again", verbose)
+
+
+def _stop_at_time_limit(workdir, message, continues, verbose):
+    """Ends the session at its time limit: ``message`` and how the run ``continues`` to train.log,
+    the stop to run.json, and ``TimeLimitReached(message)`` raised."""
+    cbs.log_line(os.path.join(workdir, runs.LOG), f"{message}; {continues}", echo=bool(verbose))
     provenance.record_stop(workdir, message)
     raise TimeLimitReached(message)
 
@@ -555,9 +560,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                    f"{stage.epochs} (an epoch takes about {cbs.format_duration(time_limit.next_epoch_seconds())}, "
                    f"{cbs.format_duration(left)} left), its checkpoint written")
         cbs.log_line(log, f"Stage '{stage.name}': {run_checkpoint.report()}", echo=verbose == 2)
-        cbs.log_line(log, message + "; the run continues from there when started again", echo=bool(verbose))
-        provenance.record_stop(workdir, message)
-        raise TimeLimitReached(message)
+        _stop_at_time_limit(workdir, message, "the run continues from there when started again", verbose)
     epochs = history.epoch[-1] + 1 if history is not None and history.epoch else stage.epochs  # early stopping
     if stage.restore_best and os.path.exists(best.filepath):
         model.load_weights(best.filepath)
