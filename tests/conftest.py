@@ -126,10 +126,22 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TINY_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+# Added to XLA_FLAGS in the tests' JAX processes. On JAX every weight shape a model builds is
+# its own compiled initializer, about 1 s of XLA's CPU compiler each at its default optimisation
+# level on a 2-core CPU; at level 0 a fifth of that. Measured on tests/backend_cases.py (every
+# registered model, the augmentation, a saved model's logits, evaluate's test-time
+# augmentation): 86 s instead of 225 s on one core, and 61 of its 63 arrays bit for bit the
+# same (the others: a sum of weight changes after one SGD step, 0.5% apart, and 1e-9).
+JAX_TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
 def run_python(*args, timeout=900, env=None):
     """``python ARGS`` in a fresh process with this checkout importable (and ``env`` added to
-    the environment, e.g. ``{"KERAS_BACKEND": "jax"}``); its CompletedProcess."""
+    the environment, e.g. ``{"KERAS_BACKEND": "jax"}``; a JAX process also gets
+    ``JAX_TEST_XLA_FLAGS``); its CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    if env.get("KERAS_BACKEND") == "jax":
+        env["XLA_FLAGS"] = " ".join(filter(None, (env.get("XLA_FLAGS"), JAX_TEST_XLA_FLAGS)))
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=timeout)
 
