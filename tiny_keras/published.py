@@ -194,9 +194,20 @@ def _read_note(path):
 
 
 def machine_of(run_record):
-    """``"AMD EPYC, 2 cores (tensorflow)"``: where the run's last session ran."""
-    env = run_record["sessions"][-1]["environment"]
-    return f"{provenance.describe_machine(env)} ({env['backend']})"
+    """Where the run trained, ``"AMD EPYC, 2 cores (tensorflow)"``; a run continued in later
+    sessions (``--time-limit``) on other machines or backends names each once, in order:
+    ``"AMD EPYC, 2 cores; Intel(R) Xeon(R) CPU @ 2.20GHz, 2 cores (tensorflow)"``."""
+    envs = [session["environment"] for session in run_record["sessions"]]
+    machines = dict.fromkeys(provenance.describe_machine(env) for env in envs)
+    backends = dict.fromkeys(env["backend"] for env in envs)
+    return f"{'; '.join(machines)} ({', '.join(backends)})"
+
+
+def commits_of(run_record):
+    """The package commits the run's sessions ran, each once, in order (a ``+dirty`` suffix
+    where the checkout had uncommitted changes; ``unknown`` outside a git checkout)."""
+    commits = (session["environment"]["source"] for session in run_record["sessions"])
+    return list(dict.fromkeys((c.get("commit") or "unknown") + ("+dirty" if c.get("dirty") else "") for c in commits))
 
 
 def estimate_gpu_hours(row):
@@ -215,7 +226,8 @@ def papers_table(rows, results_dir):
     for row in rows:
         entry = dict(paper=row.paper, run=row.run, stage=row.stage, title=row.title, paper_top1=row.paper_top1,
                      ours_top1=None, difference=None, epochs=None, first_epoch_at_paper_figure=None,
-                     machine=None, wall_hours=None, date=None, command=None, commit=None, note=None,
+                     machine=None, wall_hours=None, date=None, command=None, commit=None, sessions=None,
+                     commits=None, note=None,
                      folder=None)
         record = published.get((row.paper, row.run))
         measured = None
@@ -238,6 +250,8 @@ def papers_table(rows, results_dir):
                 date=(record["run"].get("finished") or session["started"])[:10],
                 command=session["command"],
                 commit=session["environment"]["source"].get("commit"),
+                sessions=len(record["run"]["sessions"]),
+                commits=commits_of(record["run"]),
                 note=record["note"],
                 folder=os.path.relpath(record["folder"], os.path.dirname(os.path.abspath(results_dir))),
             )
