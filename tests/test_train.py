@@ -542,6 +542,7 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
 
     class HundredSecondEpochs(callbacks.RunCheckpoint):  # the epochs' record the limit judges by
         def __init__(self, *args, **kwargs):
+            # The stage's start (``start``) stays on the real clock, where the fake one starts too.
             super().__init__(*args, **kwargs, clock=clock)
 
         def on_epoch_end(self, epoch, logs=None):
@@ -562,7 +563,7 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
         train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 250.0)
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 2 and (run / state["checkpoint"]).exists()
-    assert state["epoch_seconds"] > 0  # this session's real mean, the next session's first estimate
+    assert state["epoch_seconds"] == 100.0  # this session's mean, the next session's first estimate
     assert not (run / "results.json").exists() and not (run / "model.keras").exists()
     assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1]
     log = (run / "train.log").read_text()
@@ -580,7 +581,8 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
 
 def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     """A limit already passed starts nothing; a resumed stage whose previous session measured
-    epochs of 1,000 s does not start one with 10 minutes left, and leaves its folder as it was."""
+    epochs of 500 s and checkpoint writes of 200 s does not start one with 10 minutes left,
+    and leaves its folder as it was."""
     recipe = tiny_recipe(run_eagerly=True)
     run = tmp_path / "run"
     with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': not started, at the time limit \(0 s left\): "
@@ -591,10 +593,11 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     with pytest.raises(Interrupt):
         train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     state = json.loads((run / "state.json").read_text())
-    state["epoch_seconds"] = 1000.0  # as a slower machine measured
+    assert state["write_seconds"] >= 0.0
+    state.update(epoch_seconds=500.0, write_seconds=200.0)  # as a slower machine with a slow disk measured
     (run / "state.json").write_text(json.dumps(state))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
-    with pytest.raises(train.TimeLimitReached, match=r"not started, at the time limit \(an epoch takes about 17 min, "
+    with pytest.raises(train.TimeLimitReached, match=r"not started, at the time limit \(an epoch takes about 12 min, "
                                                      r"10 min left\): epoch 2/3 is next$"):
         train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 600.0)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
@@ -606,49 +609,50 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
 
 
 def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
+    """The stop rule on a fake clock, judged from a real ``RunCheckpoint``'s record of 100 s
+    epochs whose checkpoints take ``write_seconds`` (written every ``every`` epochs and at the
+    stage's last): the next epoch and one checkpoint write must fit before the deadline."""
     from tiny_keras import callbacks
 
-    class Checkpoint:  # a RunCheckpoint's record of the session: 100 s epochs, writes of ``write_seconds``
-        def __init__(self, write_seconds=0.0):
-            self.clock, self.epoch_seconds, self.saved, self.write_seconds = FakeClock(), [], [], write_seconds
-            self.clock.now = 0.0
+    class FakeWrites(callbacks.RunCheckpoint):
+        def __init__(self, epochs, every, write_seconds, clock):
+            super().__init__(folder=None, stage_index=0, stage_name="train", epochs=epochs, every=every, clock=clock)
+            self.write_seconds, self.written = write_seconds, []
 
-        def on_epoch_end(self, epoch):
-            self.clock.now += 100.0
-            self.epoch_seconds.append(100.0)
+        def _save(self, epoch):
+            self.clock.now += self.write_seconds
+            self.written.append(epoch + 1)
 
-        def mean_epoch_seconds(self):
-            return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None
-
-        def save_now(self, epoch):
-            self.saved.append(epoch + 1)
-
-        def longest_write(self):
-            return self.write_seconds
-
-    def run(epochs, deadline, stop_early_at=None, write_seconds=0.0):
-        checkpoint, model = Checkpoint(write_seconds), keras.Sequential()
+    def run(epochs, deadline, stop_early_at=None, write_seconds=0.0, every=100):
+        clock, model = FakeClock(), keras.Sequential()
+        clock.now = 0.0
+        checkpoint = FakeWrites(epochs, every, write_seconds, clock)
         limit = callbacks.TimeLimit(deadline, checkpoint, epochs)
-        limit.set_model(model)
+        for callback in (checkpoint, limit):
+            callback.set_model(model)
         model.stop_training = False
         for epoch in range(epochs):
-            limit.on_epoch_begin(epoch)
-            checkpoint.on_epoch_end(epoch)
+            checkpoint.on_epoch_begin(epoch)
+            clock.now += 100.0
             model.stop_training = epoch == stop_early_at
+            checkpoint.on_epoch_end(epoch)
             limit.on_epoch_end(epoch)
             if model.stop_training:
                 break
-        return limit.stopped_after, checkpoint.saved
+        return limit.stopped_after, checkpoint.written
 
-    assert run(10, 350.0) == (3, [3])  # a fourth epoch would end at 400 s
+    assert run(10, 350.0) == (3, [3])  # a fourth epoch would end at 400 s; the stop writes epoch 3 off schedule
     assert run(10, 400.0) == (4, [4])  # a fourth epoch ending at exactly 400 s runs
     assert run(10, 405.0) == (4, [4])  # the fifth would end at 500 s
-    assert run(10, 405.0, write_seconds=10.0) == (3, [3])  # the fourth, with a 10 s checkpoint, at 410 s
-    assert run(10, 10_000.0) == (None, [])
+    assert run(10, 10_000.0) == (None, [10])  # the stage's end writes its checkpoint
     assert run(3, 250.0) == (2, [2])
     assert run(2, 50.0) == (1, [1])
-    assert run(1, 50.0) == (None, [])  # the last epoch ends the stage however late
+    assert run(1, 50.0) == (None, [1])  # the last epoch ends the stage however late
     assert run(10, 350.0, stop_early_at=1) == (None, [])  # early stopping ended it first
+    # 10 s writes after every epoch: epoch k ends at 110k s with its checkpoint. The write is
+    # counted once, not also in the mean epoch: the fourth (440 s) runs with 445 s, not with 435.
+    assert run(10, 445.0, write_seconds=10.0, every=1) == (4, [1, 2, 3, 4])
+    assert run(10, 435.0, write_seconds=10.0, every=1) == (3, [1, 2, 3])
 
 
 def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture_zip, tmp_path):

@@ -265,7 +265,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     """The run's resume point: the model (with its optimizer) to
     ``checkpoint-<stage>-<epochs>.keras``, then the run position to ``state.json`` (stage,
     completed epochs, that checkpoint's name, stateful callbacks' state, this session's mean
-    epoch time), then the older
+    epoch time and longest checkpoint write), then the older
     checkpoint is removed. Each file is written atomically and ``state.json`` is written
     last, so whenever a run is killed, ``state.json`` names a complete checkpoint of the
     epoch it records. ``tiny_keras.train`` resumes from these files.
@@ -302,7 +302,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def mean_epoch_seconds(self):
         """The mean length of this session's epochs (None before the first ends); saved in
-        ``state.json``, where a time-limited session judges its first epoch by it."""
+        ``state.json``, where a time-limited session judges its first epoch by it (and by the
+        longest write), and ``TimeLimit`` the next."""
         return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else None
 
     def on_train_begin(self, logs=None):
@@ -346,6 +347,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                 learning_rate=current_lr(self.model),
                 seconds=self.clock() - self.start,
                 epoch_seconds=self.mean_epoch_seconds(),
+                write_seconds=self.longest_write(),  # of the writes before this one
                 callbacks=callback_state(self.callbacks),
             ),
             os.path.join(self.folder, runs.STATE),

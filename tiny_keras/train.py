@@ -419,8 +419,10 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
                 continue
             resume = state if state and state.get("stage") == stage.name else None
             if deadline is not None:
-                estimate = (resume or {}).get("epoch_seconds") or new_stage_epoch_seconds(
-                    recipe, index, progress, len(train_split))
+                if resume and resume.get("epoch_seconds"):  # the last session's epoch and checkpoint write
+                    estimate = resume["epoch_seconds"] + resume.get("write_seconds", 0.0)
+                else:
+                    estimate = new_stage_epoch_seconds(recipe, index, progress, len(train_split))
                 time_left_for_stage(stage, resume, deadline, estimate, workdir, verbose)
             model = _run_stage(recipe, stage, index, model, train_split, val_split, workdir, resume,
                                progress, verbose, extra_callbacks, strategy, deadline)
