@@ -383,3 +383,7 @@ def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_
     assert "| full image (0.0, 0.0, 1.0, 1.0) | " in table and f"```bash\n{command}\n```" in table
     with pytest.raises(published.PublishError, match="exists"):
         published.publish(tmp_path / "goldfish", tmp_path / "results")
+    # Run again over it, the run starts over: its record names only the session that trained it.
+    loc.run(config, tmp_path / "goldfish", data=fixture_zip, verbose=0, overwrite=True)
+    sessions = json.loads((tmp_path / "goldfish" / "run.json").read_text())["sessions"]
+    assert len(sessions) == 1

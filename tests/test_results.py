@@ -88,8 +88,9 @@ def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path)
     history = published.read_history(target, "train")
     assert table[0]["first_epoch_at_paper_figure"] == published.first_epoch_reaching(history, 1.0)
     assert table[0]["machine"].endswith("(tensorflow)") and table[0]["command"].startswith("python")
-    assert table[0]["sessions"] == 1 and table[0]["commits"] == published.commits_of(
-        json.loads((run / "run.json").read_text()))
+    source = json.loads((run / "run.json").read_text())["sessions"][0]["environment"]["source"]
+    assert table[0]["sessions"] == 1
+    assert table[0]["commits"] == [source.get("commit", "unknown") + ("+dirty" if source.get("dirty") else "")]
     assert table[1]["status"] == "not yet run (0.0M training images; est. 0 min on one H100-class GPU)"
     markdown = published.markdown(table)
     assert f"[{measured:.2f}](results/paper4/model2)" in markdown and "| model1 | 14.19 | not yet run" in markdown
@@ -110,8 +111,8 @@ def test_a_run_continued_on_another_machine_names_both_and_its_commits():
     assert published.commits_of(split) == ["a" * 40, "b" * 40 + "+dirty"]
     split["sessions"][0]["environment"]["machine"]["accelerators"] = ["NVIDIA H100 80GB HBM3"]
     split["sessions"][0]["environment"]["backend"] = "jax"
-    assert published.machine_of(split) == ("NVIDIA H100 80GB HBM3; AMD EPYC, 2 cores; Intel(R) Xeon(R) CPU @ 2.20GHz, "
-                                           "2 cores (jax, tensorflow)")
+    assert published.machine_of(split) == ("NVIDIA H100 80GB HBM3 (jax); AMD EPYC, 2 cores (tensorflow); "
+                                           "Intel(R) Xeon(R) CPU @ 2.20GHz, 2 cores (tensorflow)")
 
 
 def test_publish_refuses_unfinished_and_smoke_runs(fixture_zip, tmp_path):

@@ -115,11 +115,11 @@ def describe_machine(env):
     return f"{machine['cpu']}, {machine['cores']} cores"
 
 
-def record_session(workdir):
+def record_session(workdir, new_run=False):
     """Add this process (command, date, commit, backend, versions, machine) to
-    ``workdir/run.json``."""
+    ``workdir/run.json``; with ``new_run`` (a run that starts over), as its only session."""
     path = os.path.join(workdir, runs.RUN_INFO)
-    run = files.read_json(path, {"sessions": []})
+    run = {"sessions": []} if new_run else files.read_json(path, {"sessions": []})
     run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment()})
     files.write_json(run, path)
 

@@ -166,7 +166,7 @@ def localization_markdown(results_dir):
             continue
         record = files.read_json(os.path.join(folder, runs.RUN_INFO))
         session = record["sessions"][-1]
-        commit = session["environment"]["source"].get("commit") or "unknown"
+        commits = ", ".join(c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in commits_of(record))
         lines = [f"{paper} / {run}: classes {results['classes']}, held out {results['held_out']}; "
                  f"{results['config']['encoder']} encoder, {results['epochs']} epochs.",
                  "",
@@ -178,7 +178,7 @@ def localization_markdown(results_dir):
                          f"| {100 * row['ap50']:.1f} | {row['images']} |")
         link = os.path.relpath(folder, os.path.dirname(os.path.abspath(results_dir)))
         date = (record.get("finished") or session["started"])[:10]
-        lines += ["", f"Measured on {machine_of(record)}, {date}, commit {commit[:7]}: "
+        lines += ["", f"Measured on {machine_of(record)}, {date}, commit {commits}: "
                       f"{_hours(results['train_seconds'] / 3600.0)} of training, "
                       f"{_hours(results['wall_seconds'] / 3600.0)} in all ([record]({link})).",
                   "", "```bash", session["command"], "```"]
@@ -195,12 +195,15 @@ def _read_note(path):
 
 def machine_of(run_record):
     """Where the run trained, ``"AMD EPYC, 2 cores (tensorflow)"``; a run continued in later
-    sessions (``--time-limit``) on other machines or backends names each once, in order:
-    ``"AMD EPYC, 2 cores; Intel(R) Xeon(R) CPU @ 2.20GHz, 2 cores (tensorflow)"``."""
-    envs = [session["environment"] for session in run_record["sessions"]]
-    machines = dict.fromkeys(provenance.describe_machine(env) for env in envs)
-    backends = dict.fromkeys(env["backend"] for env in envs)
-    return f"{'; '.join(machines)} ({', '.join(backends)})"
+    sessions (``--time-limit``) on other machines names each once, in order, with its
+    backend where they differ: ``"AMD EPYC, 2 cores; Intel(R) Xeon(R) CPU @ 2.20GHz, 2 cores
+    (tensorflow)"``, ``"NVIDIA H100 80GB HBM3 (jax); AMD EPYC, 2 cores (tensorflow)"``."""
+    ran = dict.fromkeys((provenance.describe_machine(s["environment"]), s["environment"]["backend"])
+                        for s in run_record["sessions"])
+    backends = dict.fromkeys(backend for _, backend in ran)
+    if len(backends) == 1:
+        return f"{'; '.join(dict.fromkeys(machine for machine, _ in ran))} ({next(iter(backends))})"
+    return "; ".join(f"{machine} ({backend})" for machine, backend in ran)
 
 
 def commits_of(run_record):
@@ -249,7 +252,7 @@ def papers_table(rows, results_dir):
                 wall_hours=round(record["run"].get("train_seconds", 0.0) / 3600.0, 2),
                 date=(record["run"].get("finished") or session["started"])[:10],
                 command=session["command"],
-                commit=session["environment"]["source"].get("commit"),
+                commit=session["environment"]["source"].get("commit"),  # the last session's
                 sessions=len(record["run"]["sessions"]),
                 commits=commits_of(record["run"]),
                 note=record["note"],

@@ -173,7 +173,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
         raise FileExistsError(f"{workdir} holds a finished run; choose another workdir or pass --overwrite")
     os.makedirs(workdir, exist_ok=True)
     files.write_json(json.loads(config.to_json()), os.path.join(workdir, "config.json"))
-    provenance.record_session(workdir)
+    provenance.record_session(workdir, new_run=True)  # an interrupted run starts again: only this session trains it
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
 
