@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from killed_runs import Interrupt, KillAt
-from tiny_keras import augment, losses, models, runs, train
+from tiny_keras import augment, losses, models, provenance, runs, train
 from tiny_keras.recipe import Recipe, Stage
 
 TINY = {"filters": (4, 8, 8, 8)}
@@ -131,6 +131,10 @@ def test_finished_and_different_runs_are_not_overwritten(fixture_zip, tmp_path):
     mtime = (tmp_path / "run" / "model.keras").stat().st_mtime_ns
     again = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     assert again == first and (tmp_path / "run" / "model.keras").stat().st_mtime_ns == mtime
+    saved = (tmp_path / "run" / "recipe.json").read_bytes()
+    faster = train.train(recipe.replace(jit_compile=True, steps_per_execution=2), tmp_path / "run", data=fixture_zip,
+                         verbose=0)  # speed settings alone: the same run, finished, and its record as it ran
+    assert faster == first and (tmp_path / "run" / "recipe.json").read_bytes() == saved
     with pytest.raises(runs.RunFolderError, match="holds a different run .*seed"):
         train.train(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0)
     replaced = train.train(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0, overwrite=True)
@@ -276,16 +280,29 @@ def test_mixed_precision_and_xla_run(fixture_zip, tmp_path):
 
 
 def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_path):
+    """A mixed_float16 run continues with its optimizer state, also where the continuing
+    session's own settings differ as on another machine: "auto" precision keeps the run's
+    (a CPU would pick float32), XLA and steps per execution are the session's; an explicit
+    other precision is another run."""
     import warnings
 
     recipe = tiny_recipe(stage={"epochs": 2}, precision="mixed_float16")
     with pytest.raises(Interrupt):
         train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+    with pytest.raises(runs.RunFolderError, match=r"holds a different run \(recipe differs in \['precision'\]\)"):
+        train.train(recipe.replace(precision="float32"), tmp_path / "run", data=fixture_zip, verbose=0)
+    elsewhere = recipe.replace(precision="auto", jit_compile=True, steps_per_execution=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # e.g. "Skipping variable loading for optimizer"
         warnings.filterwarnings("ignore", message=".*shuffle.*")
-        result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+        result = train.train(elsewhere, tmp_path / "run", data=fixture_zip, verbose=0)
     assert result["runs"][0]["epochs"] == 2
+    saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert (saved["precision"], saved["jit_compile"], saved["steps_per_execution"]) == ("mixed_float16", True, 2)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "mixed_float16, XLA off, 1 step per execution" in log and "mixed_float16, XLA on, 2 steps per execution" in log
+    model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert model.backbone.get_layer("stem_conv").dtype_policy.name == "mixed_float16"
 
 
 EPOCH_LINE = re.compile(r"stage 'train' epoch (\d)/3: loss [\d.]+ top1 [\d.]+% top5 [\d.]+% \| val_loss [\d.]+ "
@@ -604,7 +621,10 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     train_log = run / "train.log"
     assert {p: v for p, v in after.items() if p != train_log} == {p: v for p, v in before.items() if p != train_log}
     assert after[train_log].decode().endswith("epoch 2/3 is next; the run continues when started again\n")
-    finished = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 3600.0)
+    assert state["machine"] == provenance.this_machine()
+    state["machine"] = "NVIDIA H100 80GB HBM3"  # timed elsewhere: no estimate for this machine, the epoch starts
+    (run / "state.json").write_text(json.dumps(state))
+    finished = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 600.0)
     assert finished["runs"][0]["epochs"] == 3 and not (run / "state.json").exists()
 
 

@@ -12,6 +12,7 @@ versions and the machine, so a published number can be traced and repeated.
 that ended at its time limit.
 """
 import datetime
+import functools
 import os
 import platform
 import shlex
@@ -113,6 +114,12 @@ def describe_machine(env):
     if machine.get("accelerators"):
         return ", ".join(machine["accelerators"])
     return f"{machine['cpu']}, {machine['cores']} cores"
+
+
+@functools.lru_cache(maxsize=None)
+def this_machine():
+    """:func:`describe_machine` of this process's machine (its accelerators, or its CPU and cores)."""
+    return describe_machine({"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "accelerators": accelerators()}})
 
 
 def record_session(workdir, new_run=False):

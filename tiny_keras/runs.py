@@ -59,6 +59,11 @@ SNAPSHOT_PREFIX = "snapshot-"
 SAVED_MODEL = "saved_model.pb"  # the file that makes a folder a SavedModel
 
 
+# Recipe fields that change how fast a run computes, not what: a session that picks them
+# otherwise (a GPU's after a CPU's) continues the run; its recipe.json then holds its own.
+SPEED_FIELDS = ("jit_compile", "steps_per_execution")
+
+
 class RunFolderError(RuntimeError):
     """The run folder holds something this run must not overwrite."""
 
@@ -290,26 +295,34 @@ def read_activations(run):
 
 
 # -- keeping a run folder -----------------------------------------------------------------------
+def saved_recipe(workdir):
+    """The recipe (a dict) of the run in ``workdir``, None where there is none."""
+    return files.read_json(os.path.join(workdir, RECIPE), None)
+
+
 def prepare_folder(workdir, recipe, overwrite):
     """Make ``workdir`` the run folder of ``recipe`` (a ``tiny_keras.recipe.Recipe``): write
-    its ``recipe.json``; a folder holding another recipe's run is an error
-    (:class:`RunFolderError`) unless ``overwrite``, which empties it first."""
+    its ``recipe.json``; a folder holding another recipe's run (one that differs beyond
+    ``SPEED_FIELDS``) is an error (:class:`RunFolderError`) unless ``overwrite``, which
+    empties it first."""
     os.makedirs(workdir, exist_ok=True)
     recipe_path = os.path.join(workdir, RECIPE)
-    saved = files.read_json(recipe_path, None)
+    saved = saved_recipe(workdir)
     ours = json.loads(recipe.to_json())
     if saved is not None and overwrite:
         for name in os.listdir(workdir):
             path = os.path.join(workdir, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         saved = None
-    if saved is not None and saved != ours:
-        changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    changed = [] if saved is None else sorted(
+        k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k) and k not in SPEED_FIELDS)
+    if changed:
         raise RunFolderError(
             f"{workdir} holds a different run (recipe differs in {changed}); choose another workdir "
             "or pass overwrite=True (--overwrite) to replace it"
         )
-    files.write_json(ours, recipe_path)
+    if saved is None or not os.path.exists(os.path.join(workdir, RESULTS)):  # a finished run's stays as it ran
+        files.write_json(ours, recipe_path)
 
 
 def write_results(folder, results, table):

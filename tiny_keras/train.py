@@ -351,13 +351,18 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
 
     ``stop_by`` (a ``time.time()`` timestamp, e.g. a job's end) ends the run at the end of
     the last epoch that finishes before it, judged by the mean of the epochs so far (before
-    a stage's first epoch in this session: the previous session's mean, or for a new stage
-    the stage before it's, scaled by images and pixels; a run's very first epoch starts
-    whenever time is left): that epoch's resume checkpoint is written and
+    a stage's first epoch in this session: the previous session's mean and longest checkpoint
+    write where it ran on this machine, or for a new stage the stage before it's, scaled by
+    images and pixels; otherwise the epoch starts whenever time is left): that epoch's resume checkpoint is written and
     ``TimeLimitReached`` raised, and the same call continues the run later.
     """
-    recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
-    recipe = resolve_performance(recipe.validate(), gpu_compute_capability())
+    recipe = (recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)).validate()
+    saved = None if overwrite else runs.saved_recipe(workdir)
+    if saved is not None and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
+        # A run keeps the precision it started in (it changes the arithmetic), wherever it
+        # continues; XLA and steps per execution are this machine's (runs.SPEED_FIELDS).
+        recipe = recipe.replace(precision=saved["precision"])
+    recipe = resolve_performance(recipe, gpu_compute_capability())
     if stop_by is not None and recipe.strategy == "multi_worker":
         # Each worker would judge the limit by its own clock: one could stop while another
         # waits for it in the next step's all-reduce.
@@ -419,7 +424,8 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
                 continue
             resume = state if state and state.get("stage") == stage.name else None
             if deadline is not None:
-                if resume and resume.get("epoch_seconds"):  # the last session's epoch and checkpoint write
+                if resume and resume.get("epoch_seconds") and resume.get("machine") == provenance.this_machine():
+                    # the last session's epoch and checkpoint write, timed on this kind of machine
                     estimate = resume["epoch_seconds"] + resume.get("write_seconds", 0.0)
                 else:
                     estimate = new_stage_epoch_seconds(recipe, index, progress, len(train_split))
@@ -538,7 +544,8 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                                                          os.path.join(stage_dir, runs.ACTIVATIONS)))
     run_checkpoint = cbs.RunCheckpoint(workdir, index, stage.name, callbacks=keras_callbacks, start=start,
                                        restore=(resume or {}).get("callbacks"), epochs=stage.epochs,
-                                       every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every)
+                                       every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every,
+                                       machine=provenance.this_machine())
     keras_callbacks.append(run_checkpoint)
     time_limit = None
     if deadline is not None:
