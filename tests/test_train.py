@@ -286,7 +286,7 @@ def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_p
     other precision is another run."""
     import warnings
 
-    recipe = tiny_recipe(stage={"epochs": 2}, precision="mixed_float16")
+    recipe = tiny_recipe(stage={"epochs": 2}, precision="mixed_float16", jit_compile=False, steps_per_execution=1)
     with pytest.raises(Interrupt):
         train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     with pytest.raises(runs.RunFolderError, match=r"holds a different run \(recipe differs in \['precision'\]\)"):
@@ -621,8 +621,9 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     train_log = run / "train.log"
     assert {p: v for p, v in after.items() if p != train_log} == {p: v for p, v in before.items() if p != train_log}
     assert after[train_log].decode().endswith("epoch 2/3 is next; the run continues when started again\n")
-    assert state["machine"] == provenance.this_machine()
-    state["machine"] = "NVIDIA H100 80GB HBM3"  # timed elsewhere: no estimate for this machine, the epoch starts
+    assert state["timed_on"] == train.timed_on(train.resolve_performance(recipe)) and provenance.this_machine() in \
+        state["timed_on"]
+    state["timed_on"] = "NVIDIA H100 80GB HBM3; jax; XLA on"  # timed elsewhere: no estimate here, the epoch starts
     (run / "state.json").write_text(json.dumps(state))
     finished = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 600.0)
     assert finished["runs"][0]["epochs"] == 3 and not (run / "state.json").exists()
@@ -756,8 +757,11 @@ def test_time_limit_judges_a_new_stage_by_the_stage_before_it_scaled_by_its_pixe
     assert [r["stage"] for r in progress["runs"]] == ["32px"]
     progress["runs"][0]["seconds"] = 2000.0  # two epochs of 1,000 s, as a slow machine measured
     (run / "progress.json").write_text(json.dumps(progress))
-    assert train.new_stage_epoch_seconds(recipe, 1, progress, 12) == pytest.approx(4000.0)
-    assert train.new_stage_epoch_seconds(recipe, 0, progress, 12) is None
+    resolved = train.resolve_performance(recipe)  # as the engine passes it
+    assert train.new_stage_epoch_seconds(resolved, 1, progress, 12) == pytest.approx(4000.0)
+    assert train.new_stage_epoch_seconds(resolved, 0, progress, 12) is None
+    elsewhere = {"runs": [dict(progress["runs"][0], timed_on="NVIDIA H100 80GB HBM3; jax; XLA on")]}
+    assert train.new_stage_epoch_seconds(resolved, 1, elsewhere, 12) is None  # not an estimate for this machine
     with pytest.raises(train.TimeLimitReached, match=r"^Stage '64px': not started, at the time limit \(an epoch takes "
                                                      r"about 67 min, 60 min left\): epoch 1/2 is next$"):
         train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 3600.0)

@@ -265,7 +265,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     """The run's resume point: the model (with its optimizer) to
     ``checkpoint-<stage>-<epochs>.keras``, then the run position to ``state.json`` (stage,
     completed epochs, that checkpoint's name, stateful callbacks' state, this session's mean
-    epoch time and longest checkpoint write, and the ``machine`` that timed them), then the older
+    epoch time and longest checkpoint write, and what timed them, ``timed_on``), then the older
     checkpoint is removed. Each file is written atomically and ``state.json`` is written
     last, so whenever a run is killed, ``state.json`` names a complete checkpoint of the
     epoch it records. ``tiny_keras.train`` resumes from these files.
@@ -282,10 +282,10 @@ class RunCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, folder, stage_index, stage_name, callbacks=(), restore=None, start=None, epochs=None,
-                 max_cost=0.05, every=None, clock=time.perf_counter, machine=None):
+                 max_cost=0.05, every=None, clock=time.perf_counter, timed_on=None):
         super().__init__()
         self.clock = clock
-        self.machine = machine  # where the epochs are timed, saved beside their mean
+        self.timed_on = timed_on  # the machine and settings the epochs run on, saved beside their mean
         self.start = clock() if start is None else start
         self.folder = folder
         self.stage_index = stage_index
@@ -349,7 +349,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                 seconds=self.clock() - self.start,
                 epoch_seconds=self.mean_epoch_seconds(),
                 write_seconds=self.longest_write(),  # of the writes before this one
-                machine=self.machine,
+                timed_on=self.timed_on,
                 callbacks=callback_state(self.callbacks),
             ),
             os.path.join(self.folder, runs.STATE),

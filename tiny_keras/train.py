@@ -352,8 +352,9 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     ``stop_by`` (a ``time.time()`` timestamp, e.g. a job's end) ends the run at the end of
     the last epoch that finishes before it, judged by the mean of the epochs so far (before
     a stage's first epoch in this session: the previous session's mean and longest checkpoint
-    write where it ran on this machine, or for a new stage the stage before it's, scaled by
-    images and pixels; otherwise the epoch starts whenever time is left): that epoch's resume checkpoint is written and
+    write, or for a new stage the stage before it's, scaled by images and pixels, where they
+    were timed on this machine, backend and XLA setting (``timed_on``); otherwise the epoch
+    starts whenever time is left): that epoch's resume checkpoint is written and
     ``TimeLimitReached`` raised, and the same call continues the run later.
     """
     recipe = (recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)).validate()
@@ -424,8 +425,8 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
                 continue
             resume = state if state and state.get("stage") == stage.name else None
             if deadline is not None:
-                if resume and resume.get("epoch_seconds") and resume.get("machine") == provenance.this_machine():
-                    # the last session's epoch and checkpoint write, timed on this kind of machine
+                if resume and resume.get("epoch_seconds") and resume.get("timed_on") == timed_on(recipe):
+                    # the last session's epoch and checkpoint write, timed as this session runs
                     estimate = resume["epoch_seconds"] + resume.get("write_seconds", 0.0)
                 else:
                     estimate = new_stage_epoch_seconds(recipe, index, progress, len(train_split))
@@ -446,15 +447,23 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
     return final
 
 
+def timed_on(recipe):
+    """What an epoch's time depends on beyond the recipe (resolved: ``resolve_performance``):
+    the machine, the backend and XLA (``"AMD EPYC, 2 cores; tensorflow; XLA off"``). Epoch
+    times saved by a session are estimates for another only where this is the same."""
+    return f"{provenance.this_machine()}; {backend.name()}; XLA {'on' if recipe.jit_compile is True else 'off'}"
+
+
 def new_stage_epoch_seconds(recipe, index, progress, train_images):
     """What an epoch of stage ``index`` should take before one has ended: the finished stage
     before it's mean epoch (``progress``), scaled by the images and pixels an epoch of each
-    trains on (paper 1's 40px stage after its 32px one: x1.56). None for a first stage."""
+    trains on (paper 1's 40px stage after its 32px one: x1.56). None for a first stage, and
+    where that stage ended on another machine, backend or XLA setting (``timed_on``)."""
     if index == 0:
         return None
     before = recipe.stages[index - 1]
     row = next((r for r in progress["runs"] if r["stage"] == before.name), None)
-    if not row or not row.get("epochs"):
+    if not row or not row.get("epochs") or row.get("timed_on") != timed_on(recipe):
         return None
 
     def work(stage):
@@ -545,7 +554,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     run_checkpoint = cbs.RunCheckpoint(workdir, index, stage.name, callbacks=keras_callbacks, start=start,
                                        restore=(resume or {}).get("callbacks"), epochs=stage.epochs,
                                        every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every,
-                                       machine=provenance.this_machine())
+                                       timed_on=timed_on(recipe))
     keras_callbacks.append(run_checkpoint)
     time_limit = None
     if deadline is not None:
@@ -580,7 +589,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         scores = evaluate(model, val_ds)
     row = dict(model=recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size,
                **scores, paper_val_top1=recipe.paper_results.get(stage.name),
-               seconds=round(time.perf_counter() - start, 1))
+               seconds=round(time.perf_counter() - start, 1), timed_on=timed_on(recipe))
     checkpoint = (files.read_json(os.path.join(workdir, runs.STATE), None) or {}).get("checkpoint")
     if history is not None and not stage.restore_best and not stage.early_stopping and checkpoint:
         # The weights are the last epoch's, already serialized: copy the file.
