@@ -109,6 +109,7 @@ def test_a_run_continued_on_another_machine_names_both_and_its_commits():
                           session("Intel(R) Xeon(R) CPU @ 2.20GHz", "b" * 40, dirty=True)]}
     assert published.machine_of(split) == "AMD EPYC, 2 cores; Intel(R) Xeon(R) CPU @ 2.20GHz, 2 cores (tensorflow)"
     assert published.commits_of(split) == ["a" * 40, "b" * 40 + "+dirty"]
+    assert published.commits_of(split, short=True) == ["aaaaaaa", "bbbbbbb+dirty"]
     split["sessions"][0]["environment"]["machine"]["accelerators"] = ["NVIDIA H100 80GB HBM3"]
     split["sessions"][0]["environment"]["backend"] = "jax"
     assert published.machine_of(split) == ("NVIDIA H100 80GB HBM3 (jax); AMD EPYC, 2 cores (tensorflow); "

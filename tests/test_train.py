@@ -300,7 +300,8 @@ def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_p
     saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert (saved["precision"], saved["jit_compile"], saved["steps_per_execution"]) == ("mixed_float16", True, 2)
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "mixed_float16, XLA off, 1 step per execution" in log and "mixed_float16, XLA on, 2 steps per execution" in log
+    assert "mixed_float16, XLA off, 1 step per execution" in log
+    assert "mixed_float16, XLA on, 2 steps per execution" in log
     model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert model.backbone.get_layer("stem_conv").dtype_policy.name == "mixed_float16"
 
@@ -580,7 +581,7 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
         train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 250.0)
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 2 and (run / state["checkpoint"]).exists()
-    assert state["epoch_seconds"] == 100.0  # this session's mean, the next session's first estimate
+    assert state["epoch_seconds"] == pytest.approx(100.0)  # this session's mean, the next session's estimate
     assert not (run / "results.json").exists() and not (run / "model.keras").exists()
     assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1]
     log = (run / "train.log").read_text()
@@ -610,7 +611,7 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     with pytest.raises(Interrupt):
         train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     state = json.loads((run / "state.json").read_text())
-    assert state["write_seconds"] >= 0.0
+    assert state["write_seconds"] > 0.0  # epoch 1's checkpoint, the one written before the kill
     state.update(epoch_seconds=500.0, write_seconds=200.0)  # as a slower machine with a slow disk measured
     (run / "state.json").write_text(json.dumps(state))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}

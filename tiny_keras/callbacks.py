@@ -338,7 +338,9 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def _save(self, epoch):
         name = runs.checkpoint_name(self.stage_index, epoch + 1)
+        begin = self.clock()
         files.save_model(self.model, os.path.join(self.folder, name))
+        model_seconds = self.clock() - begin  # the write's cost, near enough: state.json is small
         files.write_json(
             dict(
                 stage_index=self.stage_index,
@@ -348,7 +350,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                 learning_rate=current_lr(self.model),
                 seconds=self.clock() - self.start,
                 epoch_seconds=self.mean_epoch_seconds(),
-                write_seconds=self.longest_write(),  # of the writes before this one
+                write_seconds=max(self.longest_write(), model_seconds),
                 timed_on=self.timed_on,
                 callbacks=callback_state(self.callbacks),
             ),

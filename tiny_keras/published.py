@@ -166,7 +166,7 @@ def localization_markdown(results_dir):
             continue
         record = files.read_json(os.path.join(folder, runs.RUN_INFO))
         session = record["sessions"][-1]
-        commits = ", ".join(c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in commits_of(record))
+        commits = commits_of(record, short=True)
         lines = [f"{paper} / {run}: classes {results['classes']}, held out {results['held_out']}; "
                  f"{results['config']['encoder']} encoder, {results['epochs']} epochs.",
                  "",
@@ -178,7 +178,8 @@ def localization_markdown(results_dir):
                          f"| {100 * row['ap50']:.1f} | {row['images']} |")
         link = os.path.relpath(folder, os.path.dirname(os.path.abspath(results_dir)))
         date = (record.get("finished") or session["started"])[:10]
-        lines += ["", f"Measured on {machine_of(record)}, {date}, commit {commits}: "
+        lines += ["", f"Measured on {machine_of(record)}, {date}, "
+                      f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}: "
                       f"{_hours(results['train_seconds'] / 3600.0)} of training, "
                       f"{_hours(results['wall_seconds'] / 3600.0)} in all ([record]({link})).",
                   "", "```bash", session["command"], "```"]
@@ -206,11 +207,13 @@ def machine_of(run_record):
     return "; ".join(f"{machine} ({backend})" for machine, backend in ran)
 
 
-def commits_of(run_record):
+def commits_of(run_record, short=False):
     """The package commits the run's sessions ran, each once, in order (a ``+dirty`` suffix
-    where the checkout had uncommitted changes; ``unknown`` outside a git checkout)."""
-    commits = (session["environment"]["source"] for session in run_record["sessions"])
-    return list(dict.fromkeys((c.get("commit") or "unknown") + ("+dirty" if c.get("dirty") else "") for c in commits))
+    where the checkout had uncommitted changes; ``unknown`` outside a git checkout); with
+    ``short``, their first 7 characters."""
+    sources = (session["environment"]["source"] for session in run_record["sessions"])
+    return list(dict.fromkeys(
+        (s.get("commit") or "unknown")[:7 if short else None] + ("+dirty" if s.get("dirty") else "") for s in sources))
 
 
 def estimate_gpu_hours(row):

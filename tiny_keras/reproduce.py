@@ -154,8 +154,9 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                         help="also write TensorBoard weight/activation histograms every N epochs")
     parser.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
                         help="stop at the end of the last epoch that finishes within DURATION of the start "
-                             "(5400, 90m, 1.5h, 1h30m), judged by the epochs so far, with its checkpoint "
-                             f"written; the exit status is then {EXIT_TIME_LIMIT} and the same command continues")
+                             "(5400, 90m, 1.5h, 1h30m), judged by the mean epoch and checkpoint write, with "
+                             f"its checkpoint written; the exit status is then {EXIT_TIME_LIMIT} and the same "
+                             "command continues")
     if extra is not None:
         extra(parser)
     return parser

@@ -350,10 +350,11 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     ``extra_callbacks`` are added to every stage (after the engine's own).
 
     ``stop_by`` (a ``time.time()`` timestamp, e.g. a job's end) ends the run at the end of
-    the last epoch that finishes before it, judged by the mean of the epochs so far (before
-    a stage's first epoch in this session: the previous session's mean and longest checkpoint
-    write, or for a new stage the stage before it's, scaled by images and pixels, where they
-    were timed on this machine, backend and XLA setting (``timed_on``); otherwise the epoch
+    the last epoch that finishes before it, judged by the mean of this session's epochs of
+    the stage and the longest checkpoint write (before a stage's first epoch in this
+    session: the previous session's mean and longest checkpoint write, or for a new stage
+    the stage before it's, scaled by images and pixels, where they were timed on this
+    machine with these settings (``timed_on``); otherwise the epoch
     starts whenever time is left): that epoch's resume checkpoint is written and
     ``TimeLimitReached`` raised, and the same call continues the run later.
     """
@@ -449,9 +450,16 @@ def _train(recipe, workdir, data, verbose, extra_callbacks, results_path, deadli
 
 def timed_on(recipe):
     """What an epoch's time depends on beyond the recipe (resolved: ``resolve_performance``):
-    the machine, the backend and XLA (``"AMD EPYC, 2 cores; tensorflow; XLA off"``). Epoch
-    times saved by a session are estimates for another only where this is the same."""
-    return f"{provenance.this_machine()}; {backend.name()}; XLA {'on' if recipe.jit_compile is True else 'off'}"
+    the machine, the backend, XLA and steps per execution (``"AMD EPYC, 2 cores; tensorflow;
+    XLA off, 1 step per execution"``). Epoch times saved by a session are estimates for
+    another only where this is the same."""
+    settings = _speed_settings(recipe.jit_compile, recipe.steps_per_execution)
+    return f"{provenance.this_machine()}; {backend.name()}; {settings}"
+
+
+def _speed_settings(jit_compile, steps_per_execution):
+    return (f"XLA {'on' if jit_compile is True else 'off'}, {steps_per_execution} "
+            f"step{'s' if steps_per_execution != 1 else ''} per execution")
 
 
 def new_stage_epoch_seconds(recipe, index, progress, train_images):
@@ -564,8 +572,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
 
     cbs.log_line(log, f"Stage {index + 1}/{len(recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} "
                       f"steps, batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else "")
-                      + f"; {recipe.precision}, XLA {'on' if recipe.jit_compile else 'off'}, {per_execution} "
-                      f"step{'s' if per_execution > 1 else ''} per execution"
+                      + f"; {recipe.precision}, {_speed_settings(recipe.jit_compile, per_execution)}"
                       + (f" (resumed after epoch {initial_epoch})" if initial_epoch else ""), echo=bool(verbose))
     history = None
     if initial_epoch < stage.epochs:
@@ -589,7 +596,9 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         scores = evaluate(model, val_ds)
     row = dict(model=recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size,
                **scores, paper_val_top1=recipe.paper_results.get(stage.name),
-               seconds=round(time.perf_counter() - start, 1), timed_on=timed_on(recipe))
+               seconds=round(time.perf_counter() - start, 1),
+               # An estimate for the next stage where all its epochs were timed as this session's.
+               timed_on=None if resume is not None and resume.get("timed_on") != timed_on(recipe) else timed_on(recipe))
     checkpoint = (files.read_json(os.path.join(workdir, runs.STATE), None) or {}).get("checkpoint")
     if history is not None and not stage.restore_best and not stage.early_stopping and checkpoint:
         # The weights are the last epoch's, already serialized: copy the file.
