@@ -466,7 +466,7 @@ def new_stage_epoch_seconds(recipe, index, progress, train_images):
     """What an epoch of stage ``index`` should take before one has ended: the finished stage
     before it's mean epoch (``progress``), scaled by the images and pixels an epoch of each
     trains on (paper 1's 40px stage after its 32px one: x1.56). None for a first stage, and
-    where that stage ended on another machine, backend or XLA setting (``timed_on``)."""
+    where that stage's epochs were not all timed as this session runs (``timed_on``)."""
     if index == 0:
         return None
     before = recipe.stages[index - 1]
