@@ -102,8 +102,7 @@ def environment():
         "backend": keras.backend.backend(),
         "versions": versions(),
         "source": git_commit(),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "accelerators": accelerators(),
-                    "platform": platform.platform()},
+        "machine": machine(),
         "environment_variables": {k: os.environ[k] for k in RELEVANT_ENV if k in os.environ},
     }
 
@@ -116,10 +115,16 @@ def describe_machine(env):
     return f"{machine['cpu']}, {machine['cores']} cores"
 
 
+def machine():
+    """This process's machine: CPU model, cores, accelerators, platform."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "accelerators": accelerators(),
+            "platform": platform.platform()}
+
+
 @functools.lru_cache(maxsize=None)
 def this_machine():
     """:func:`describe_machine` of this process's machine (its accelerators, or its CPU and cores)."""
-    return describe_machine({"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "accelerators": accelerators()}})
+    return describe_machine({"machine": machine()})
 
 
 def record_session(workdir, new_run=False):

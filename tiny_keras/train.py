@@ -559,10 +559,11 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     if recipe.activation_samples:
         keras_callbacks.append(cbs.ActivationPercentiles(np.asarray(val_split.images[:recipe.activation_samples]),
                                                          os.path.join(stage_dir, runs.ACTIVATIONS)))
+    timing = timed_on(recipe)  # where this session's epochs are timed: state.json and the stage's row say so
     run_checkpoint = cbs.RunCheckpoint(workdir, index, stage.name, callbacks=keras_callbacks, start=start,
                                        restore=(resume or {}).get("callbacks"), epochs=stage.epochs,
                                        every=None if recipe.checkpoint_every == "auto" else recipe.checkpoint_every,
-                                       timed_on=timed_on(recipe))
+                                       timed_on=timing)
     keras_callbacks.append(run_checkpoint)
     time_limit = None
     if deadline is not None:
@@ -598,7 +599,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
                **scores, paper_val_top1=recipe.paper_results.get(stage.name),
                seconds=round(time.perf_counter() - start, 1),
                # An estimate for the next stage where all its epochs were timed as this session's.
-               timed_on=None if resume is not None and resume.get("timed_on") != timed_on(recipe) else timed_on(recipe))
+               timed_on=None if resume is not None and resume.get("timed_on") != timing else timing)
     checkpoint = (files.read_json(os.path.join(workdir, runs.STATE), None) or {}).get("checkpoint")
     if history is not None and not stage.restore_best and not stage.early_stopping and checkpoint:
         # The weights are the last epoch's, already serialized: copy the file.
