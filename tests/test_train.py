@@ -364,6 +364,21 @@ def test_recipes_written_before_precision_still_read(tmp_path):
     del old["precision"]
     old["mixed_precision"] = True
     assert Recipe.from_dict(old).precision == "mixed_float16"
+    # A run folder an older version started: the same run (continued), unless it differs.
+    del old["checkpoint_every"]  # a field added since: its default
+    old["mixed_precision"] = False
+    recipe = tiny_recipe(precision="float32", checkpoint_every="auto")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.json").write_text(json.dumps(old))
+    assert runs.saved_recipe(tmp_path / "run") == json.loads(recipe.to_json())
+    runs.prepare_folder(tmp_path / "run", recipe, overwrite=False)
+    with pytest.raises(runs.RunFolderError, match=r"recipe differs in \['seed'\]"):
+        runs.prepare_folder(tmp_path / "run", recipe.replace(seed=7), overwrite=False)
+    newer = dict(old, field_of_a_newer_version=1)  # unreadable here: compared as written, and refused
+    (tmp_path / "run" / "recipe.json").write_text(json.dumps(newer))
+    assert runs.saved_recipe(tmp_path / "run") == newer
+    with pytest.raises(runs.RunFolderError, match="field_of_a_newer_version"):
+        runs.prepare_folder(tmp_path / "run", recipe, overwrite=False)
 
 
 def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixture_zip, tmp_path, monkeypatch):

@@ -296,8 +296,20 @@ def read_activations(run):
 
 # -- keeping a run folder -----------------------------------------------------------------------
 def saved_recipe(workdir):
-    """The recipe (a dict) of the run in ``workdir``, None where there is none."""
-    return files.read_json(os.path.join(workdir, RECIPE), None)
+    """The recipe (a dict) of the run in ``workdir``, None where there is none, read as this
+    version reads recipes (``Recipe.from_dict``): a field added since it was written holds
+    its default and a renamed one its new name (``mixed_precision`` -> ``precision``), so a
+    run started by an older version continues. A recipe this version cannot read (a newer
+    version's fields) is returned as written."""
+    from tiny_keras.recipe import Recipe  # here: it imports Keras, which the rest of this module does not need
+
+    saved = files.read_json(os.path.join(workdir, RECIPE), None)
+    if saved is None:
+        return None
+    try:
+        return json.loads(Recipe.from_dict(saved).to_json())
+    except (TypeError, ValueError, AttributeError):
+        return saved
 
 
 def prepare_folder(workdir, recipe, overwrite):
