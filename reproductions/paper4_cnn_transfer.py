@@ -63,9 +63,9 @@ does), which softens it, so the means and variances BN keeps describe softened i
 the validation images come sharp. Measured on the final model (and on the epoch-10
 checkpoint, 29.37% as trained):
 
-- BN statistics recomputed, no weight changed, as an exact average over 12,800 clean
-  training images: 42.24% val top-1, above the paper's figure (epoch 10: 39.37%); over
-  12,800 augmented ones, at epoch 10: 31.63%, close to the moving averages' 29.37%;
+- BN statistics recomputed, no weight changed, as an even average over 100 batches of 128
+  clean training images: 42.24% val top-1, above the paper's figure (epoch 10: 39.37%); over
+  augmented ones, at epoch 10: 31.63%, close to the moving averages' 29.37%;
 - one augmentation at a time (epoch 10, statistics from 6,400 training images, the first
   5,000 validation images, 29.64% as trained): none 39.86%, brightness only 39.90%, flip
   only 39.76%, rotation only 33.30%, zoom only 33.10%: the resampling shifts them, the
