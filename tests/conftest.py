@@ -126,6 +126,19 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TINY_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _cpu_without_amx(monkeypatch):
+    """In-process runs see this machine's CPU without its AMX flags, so "auto" precision is
+    float32 on every machine the suite runs on and their expectations hold everywhere; the
+    rule itself is tested with injected flags (test_train.py). Scripts run in a fresh
+    process (``run_python``) see the real CPU, as a user's would."""
+    from tiny_keras import provenance
+
+    read = provenance.cpu_flags
+    machine = frozenset(f for f in read() if not f.startswith("amx"))
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: machine if path is None else read(path))
+
+
 # Added to XLA_FLAGS in the tests' JAX processes. On JAX every weight shape a model builds is
 # its own compiled initializer, about 1 s of XLA's CPU compiler each at its default optimisation
 # level on a 2-core CPU; at level 0 a fifth of that. Measured on tests/backend_cases.py (every

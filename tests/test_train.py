@@ -322,7 +322,9 @@ def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_
     assert "━" not in out and "\b" not in out and len(out) < 3000  # no progress bars: a few lines in all
     log = (tmp_path / "lines" / "train.log").read_text().splitlines()
     assert [EPOCH_LINE.search(line).group(1) for line in log if "' epoch " in line] == ["1", "2", "3"]
-    assert log[0].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px; float32, XLA off, 1 step per execution")
+    assert log[0].endswith("Precision float32: auto: a CPU without AMX-BF16 (no amx_bf16 flag): bfloat16 gains "
+                           "little there")
+    assert log[1].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px; float32, XLA off, 1 step per execution")
     # Quiet: nothing printed, the log still written.
     train.train(recipe, tmp_path / "quiet", data=fixture_zip, verbose=0)
     assert capsys.readouterr().out == ""
@@ -349,6 +351,60 @@ def test_auto_precision_xla_and_steps_per_execution_follow_the_device():
         recipe.replace(precision="float16").validate()
     with pytest.raises(ValueError, match="steps_per_execution must be"):
         recipe.replace(steps_per_execution=0).validate()
+
+
+AMX = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})  # an Intel Xeon's (Sapphire Rapids and later)
+AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})  # an AMD EPYC's: bfloat16 instructions, no AMX
+
+
+def test_auto_precision_is_bfloat16_on_a_cpu_with_amx_where_the_backend_uses_it():
+    assert train.auto_precision(None, AMX, "tensorflow")[0] == "mixed_bfloat16"
+    for other in ("jax", "torch"):  # their CPU paths are not measured: float32, with the reason
+        precision, reason = train.auto_precision(None, AMX, other)
+        assert precision == "float32" and f"bfloat16 on the {other} backend's CPU path is not measured" in reason
+    for flags in (AVX512_BF16, frozenset()):
+        assert train.auto_precision(None, flags, "tensorflow") == (
+            "float32", "a CPU without AMX-BF16 (no amx_bf16 flag): bfloat16 gains little there")
+    # A GPU decides by its compute capability, whatever its host CPU has.
+    assert train.auto_precision((9, 0), frozenset(), "jax")[0] == "mixed_bfloat16"
+    assert train.auto_precision((7, 5), AMX, "tensorflow") == (
+        "mixed_float16", "a GPU of compute capability 7.5 (below 8.0) has no fast bfloat16")
+    recipe = tiny_recipe()
+    assert train.resolve_performance(recipe, None, AMX).precision == "mixed_bfloat16"
+    assert train.resolve_performance(recipe, None, AVX512_BF16).precision == "float32"
+    assert train.resolve_performance(recipe.replace(precision="float32"), None, AMX).precision == "float32"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
+                       "flags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n\n"
+                       "processor\t: 1\nflags\t\t: fpu\n")
+    assert provenance.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+                                                  "amx_int8"}
+    assert provenance.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_auto_precision_on_an_amx_cpu_is_recorded_and_kept_where_the_run_continues(fixture_zip, tmp_path,
+                                                                                   monkeypatch):
+    """A run started on a CPU with AMX trains in bfloat16, says why in train.log and
+    run.json, and continues in bfloat16 on a CPU without AMX (a run keeps its precision)."""
+    recipe = tiny_recipe(stage={"epochs": 2})
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AMX)
+    with pytest.raises(Interrupt):
+        train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["precision"] == "mixed_bfloat16"
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AVX512_BF16)
+    train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert ("Precision mixed_bfloat16: auto: a CPU with AMX-BF16, which tensorflow's CPU kernels (oneDNN) use"
+            in log) == (keras.backend.backend() == "tensorflow")
+    assert "Precision mixed_bfloat16: the precision the run started in (mixed_bfloat16; a run keeps it)" in log
+    sessions = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"]
+    assert [s["precision"]["policy"] for s in sessions] == ["mixed_bfloat16", "mixed_bfloat16"]
+    assert sessions[1]["precision"]["reason"].startswith("the precision the run started in")
+    model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert model.backbone.get_layer("stem_conv").dtype_policy.name == "mixed_bfloat16"
 
 
 def test_steps_per_execution_divide_epochs_and_snapshot_intervals():

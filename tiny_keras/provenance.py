@@ -64,6 +64,23 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags (the first ``flags`` line of ``/proc/cpuinfo``:
+    ``{"avx512f", "avx512_bf16", "amx_bf16", ...}``); empty where there is none to read."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+# The CPU features that decide a run's speed in a precision (recorded with the machine).
+PRECISION_CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
 def accelerators():
     """The accelerators the backend sees, as ``"GPU: NVIDIA H100 80GB HBM3"`` strings."""
     backend = keras.backend.backend()
@@ -116,9 +133,12 @@ def describe_machine(env):
 
 
 def machine():
-    """This process's machine: CPU model, cores, accelerators, platform."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "accelerators": accelerators(),
-            "platform": platform.platform()}
+    """This process's machine: CPU model, cores, the CPU features that matter to precision
+    (:data:`PRECISION_CPU_FLAGS`), accelerators, platform."""
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "cpu_flags": [f for f in PRECISION_CPU_FLAGS if f in flags],
+            "accelerators": accelerators(), "platform": platform.platform()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,12 +147,14 @@ def this_machine():
     return describe_machine({"machine": machine()})
 
 
-def record_session(workdir, new_run=False):
-    """Add this process (command, date, commit, backend, versions, machine) to
-    ``workdir/run.json``; with ``new_run`` (a run that starts over), as its only session."""
+def record_session(workdir, new_run=False, **fields):
+    """Add this process (command, date, commit, backend, versions, machine, and ``fields``,
+    e.g. ``precision``) to ``workdir/run.json``; with ``new_run`` (a run that starts over),
+    as its only session."""
     path = os.path.join(workdir, runs.RUN_INFO)
     run = {"sessions": []} if new_run else files.read_json(path, {"sessions": []})
-    run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment()})
+    run["sessions"].append({"command": command(), "cwd": os.getcwd(), "started": now(), "environment": environment(),
+                            **fields})
     files.write_json(run, path)
 
 

@@ -99,13 +99,54 @@ def gpu_compute_capability():
     return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0))
 
 
-def resolve_performance(recipe, compute_capability=None):
+# Backends whose CPU path is measured to gain from bfloat16 on a CPU with AMX-BF16:
+# TensorFlow's oneDNN kernels (1.3-4.4x over float32 on the papers' models, 2 Intel Xeon
+# cores). JAX's and PyTorch's CPU paths are not measured there, so "auto" keeps float32 on them.
+BFLOAT16_CPU_BACKENDS = (backend.TENSORFLOW,)
+
+
+def auto_precision(compute_capability=None, cpu_flags=frozenset(), backend_name=None):
+    """``(precision, reason)``: what "auto" precision picks on a machine whose GPU has
+    ``compute_capability`` (None: no GPU) and whose CPU has the ``/proc/cpuinfo`` flags
+    ``cpu_flags``, on Keras backend ``backend_name`` (default: this process's).
+
+    A GPU of compute capability 8.0 and up computes in bfloat16, an older one in float16.
+    A CPU with AMX-BF16 (``amx_bf16``) gets bfloat16 where the backend's CPU path is
+    measured to use it (:data:`BFLOAT16_CPU_BACKENDS`); any other CPU float32 (an AMD EPYC
+    with AVX512-BF16 but no AMX gained only 1.2x on paper 4's model 4)."""
+    backend_name = backend_name or backend.name()
+    if compute_capability is not None:
+        capability = ".".join(str(v) for v in compute_capability)
+        if tuple(compute_capability) >= (8, 0):
+            return "mixed_bfloat16", f"a GPU of compute capability {capability} computes in bfloat16"
+        return "mixed_float16", f"a GPU of compute capability {capability} (below 8.0) has no fast bfloat16"
+    if "amx_bf16" not in cpu_flags:
+        return "float32", "a CPU without AMX-BF16 (no amx_bf16 flag): bfloat16 gains little there"
+    if backend_name in BFLOAT16_CPU_BACKENDS:
+        return "mixed_bfloat16", f"a CPU with AMX-BF16, which {backend_name}'s CPU kernels (oneDNN) use"
+    return "float32", (f"a CPU with AMX-BF16, but bfloat16 on the {backend_name} backend's CPU path is not "
+                       "measured (pass --precision mixed_bfloat16 to try it)")
+
+
+def precision_reason(recipe, saved_precision=None, compute_capability=None, cpu_flags=frozenset()):
+    """Why a run trains in the precision ``resolve_performance`` gives ``recipe``: the
+    user's or recipe's choice, the precision the run started in (``saved_precision``,
+    kept when "auto" continues it), or :func:`auto_precision`'s reason."""
+    if recipe.precision != "auto":
+        if saved_precision not in (None, "auto") and saved_precision == recipe.precision:
+            return f"the precision the run started in ({recipe.precision}; a run keeps it)"
+        return "chosen (--precision, or the recipe's)"
+    return f"auto: {auto_precision(compute_capability, cpu_flags)[1]}"
+
+
+def resolve_performance(recipe, compute_capability=None, cpu_flags=frozenset()):
     """``recipe`` with its "auto" precision, XLA and steps per execution made concrete for
-    a machine whose GPU has ``compute_capability`` (None: a CPU). See ``Recipe``."""
+    a machine whose GPU has ``compute_capability`` (None: no GPU) and whose CPU has
+    ``cpu_flags`` (:func:`auto_precision`). See ``Recipe``."""
     gpu = compute_capability is not None
     precision = recipe.precision
     if precision == "auto":
-        precision = "float32" if not gpu else "mixed_bfloat16" if compute_capability >= (8, 0) else "mixed_float16"
+        precision = auto_precision(compute_capability, cpu_flags)[0]
     jit_compile = recipe.jit_compile
     if jit_compile == "auto":
         # TensorFlow: XLA pays on a GPU, not on a CPU; JAX compiles every step (its eager
@@ -360,11 +401,14 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     """
     recipe = (recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)).validate()
     saved = None if overwrite else runs.saved_recipe(workdir)
-    if saved is not None and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
+    saved_precision = None if saved is None else saved.get("precision", "auto")
+    if saved_precision not in (None, "auto") and recipe.precision == "auto":
         # A run keeps the precision it started in (it changes the arithmetic), wherever it
         # continues; XLA and steps per execution are this machine's (runs.SPEED_FIELDS).
-        recipe = recipe.replace(precision=saved["precision"])
-    recipe = resolve_performance(recipe, gpu_compute_capability())
+        recipe = recipe.replace(precision=saved_precision)
+    device = dict(compute_capability=gpu_compute_capability(), cpu_flags=provenance.cpu_flags())
+    why = precision_reason(recipe, saved_precision, **device)
+    recipe = resolve_performance(recipe, **device)
     if stop_by is not None and recipe.strategy == "multi_worker":
         # Each worker would judge the limit by its own clock: one could stop while another
         # waits for it in the next step's all-reduce.
@@ -380,7 +424,8 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
             print(format_table(finished["runs"]))
         return finished
 
-    provenance.record_session(workdir)
+    provenance.record_session(workdir, precision={"policy": recipe.precision, "reason": why})
+    cbs.log_line(os.path.join(workdir, runs.LOG), f"Precision {recipe.precision}: {why}", echo=verbose == 2)
     if not backend.is_tensorflow():
         backend.tensorflow_if_installed()  # before set_random_seed imports it with its GPUs
     keras.utils.set_random_seed(recipe.seed)
