@@ -2,6 +2,8 @@
 (small settings; the numbers themselves are measured, not asserted: tests never time)."""
 import json
 
+import pytest
+
 from conftest import REPO, run_python
 
 
@@ -21,12 +23,17 @@ def test_train_benchmark_compares_the_engine_with_a_bare_fit(tmp_path):
     out = tmp_path / "train.json"
     done = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--steps", "4",
                       "--epochs", "2", "--rounds", "1", "--steps-per-execution", "1", "2", "--batch-size", "8",
-                      "--json", out)
+                      "--precision", "float32", "mixed_bfloat16", "float32", "--json", out)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "engine spe=2" in done.stdout
-    row = json.loads(out.read_text())["models"]["paper5_shallow"]
-    assert row["batch_size"] == 8 and row["bare_steps_per_s"] > 0
-    assert sorted(row["engine"]) == ["1", "2"] and all(e["steps_per_s"] > 0 for e in row["engine"].values())
+    assert "engine spe=2" in done.stdout and "mixed_bfloat16: engine spe=1" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["precisions"] == ["float32", "mixed_bfloat16"]  # each once, in the order asked
+    model = result["models"]["paper5_shallow"]
+    assert model["batch_size"] == 8 and sorted(model["precision"]) == ["float32", "mixed_bfloat16"]
+    for row in model["precision"].values():
+        assert row["bare_steps_per_s"] > 0 and row["bare_images_per_s"] == pytest.approx(8 * row["bare_steps_per_s"],
+                                                                                          rel=1e-3)
+        assert sorted(row["engine"]) == ["1", "2"] and all(e["steps_per_s"] > 0 for e in row["engine"].values())
     # Writing over an existing file needs --overwrite.
     again = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--json", out)
     assert again.returncode != 0 and "--overwrite" in again.stderr
@@ -53,3 +60,13 @@ def test_evaluate_benchmark_scores_every_tta(tmp_path):
     assert all(row[f"{tta}_images_per_s"] > 0 for tta in ("none", "flip", "crops10"))
     once = run_python(REPO / "tools" / "benchmark.py", "evaluate", "--paper", "paper4", "--rounds", "1")
     assert once.returncode != 0 and "--rounds must be at least 2" in once.stderr
+
+
+def test_train_benchmark_measures_auto_as_the_precision_a_run_would_pick(monkeypatch):
+    from tiny_keras import provenance
+    from tiny_keras.benchmarks import train as bench
+
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert bench.concrete_precisions(["auto", "float32", "mixed_bfloat16"]) == ["mixed_bfloat16", "float32"]
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx512_bf16"}))
+    assert bench.concrete_precisions(["float32", "auto"]) == ["float32"]

@@ -13,6 +13,9 @@ of its reproduction script's recipe, in one process and in alternating rounds:
   callbacks.
 
 It runs on whichever Keras backend the process has (``KERAS_BACKEND``); the results name it.
+``--precision`` takes several dtype policies (``float32 mixed_bfloat16``; ``auto``: what a
+run picks on this machine, ``tiny_keras.train.auto_precision``): each round then measures
+each of them in turn, bare and engine, so that all see the same machine state.
 
 The figure is training steps per second inside epochs (from the first to the last batch
 of each epoch after the first, so compilation, validation and checkpoints are left out;
@@ -28,6 +31,7 @@ import keras
 import numpy as np
 
 from tiny_keras import backend, models, provenance, train
+from tiny_keras.recipe import PRECISIONS
 from tiny_keras.backend import tf
 from tiny_keras.data import official_classes
 from tiny_keras.data.arrays import DecodedSplit
@@ -48,6 +52,9 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--full-width", action="store_true",
                         help="paper 2's ResNet-18 at its full width (default: the registry's narrow variant)")
+    parser.add_argument("--precision", nargs="+", choices=("auto",) + PRECISIONS, default=["auto"],
+                        help="dtype policies to measure, alternating within each round (default: auto, what "
+                             "a run picks on this machine)")
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -141,11 +148,26 @@ def _engine(recipe, splits, spe, steps, epochs, workdir):
     return timer.best, time.perf_counter() - start
 
 
+def concrete_precisions(requested):
+    """``requested`` with "auto" made the precision a run picks on this machine, each once, in order."""
+    device = dict(compute_capability=train.gpu_compute_capability(), cpu_flags=provenance.cpu_flags())
+    return list(dict.fromkeys(train.auto_precision(**device)[0] if p == "auto" else p for p in requested))
+
+
 def bare_fit(recipe, splits, steps, epochs):
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(recipe.precision)
+    try:
+        return _bare_fit(recipe, splits, steps, epochs)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _bare_fit(recipe, splits, steps, epochs):
     keras.utils.set_random_seed(recipe.seed)
     stage = recipe.stages[0]
     model = train.stage_model(recipe, stage, 0, train_images=splits["train"].images)
-    compile_recipe = train.resolve_performance(recipe, train.gpu_compute_capability())
+    compile_recipe = train.resolve_performance(recipe, train.gpu_compute_capability(), provenance.cpu_flags())
     train.compile_model(model, compile_recipe, stage, steps)
     images, labels = splits["train"].images, splits["train"].labels
     timer = StepTimer()
@@ -159,13 +181,26 @@ def bare_fit(recipe, splits, steps, epochs):
     return timer.best
 
 
+def _row(batch, bare, engine):
+    row = {"bare_steps_per_s": round(max(bare), 3), "bare_images_per_s": round(max(bare) * batch, 1), "engine": {}}
+    for spe, rates in engine.items():
+        best = max(rates)
+        row["engine"][str(spe)] = {"steps_per_s": round(best, 3), "images_per_s": round(best * batch, 1),
+                                   "slower_than_bare_percent": round(100 * (1 - best / max(bare)), 1)}
+    return row
+
+
 def run(args):
     names = args.model or list(DEFAULT_MODELS)
     if names == ["main"]:
         names = [f"{paper}_{run}" for paper, run in MAIN_RUNS.items()]
+    precisions = concrete_precisions(args.precision)
     environment = provenance.environment()
-    results = {"backend": environment["backend"], "machine": environment["machine"], "models": {}}
-    print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)}", flush=True)
+    results = {"backend": environment["backend"], "machine": environment["machine"], "precisions": precisions,
+               "models": {}}
+    print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)} "
+          f"(CPU flags: {', '.join(environment['machine']['cpu_flags']) or 'none of note'}); "
+          f"precision {', '.join(precisions)}", flush=True)
     for name in names:
         recipe = paper_recipe(name, small=name == "paper2_resnet18" and not args.full_width)
         if args.batch_size:
@@ -173,30 +208,35 @@ def run(args):
         batch = recipe.stages[0].batch_size
         n = batch * args.steps
         splits = {"train": synthetic_split(n, "train"), "val": synthetic_split(max(batch, 256), "val", seed=1)}
-        engine = {spe: [] for spe in args.steps_per_execution}
-        bare = []
+        engine = {p: {spe: [] for spe in args.steps_per_execution} for p in precisions}
+        bare = {p: [] for p in precisions}
         for r in range(args.rounds):
-            bare.append(bare_fit(recipe, splits, args.steps, args.epochs))
-            for spe in args.steps_per_execution:
-                with tempfile.TemporaryDirectory(prefix="tiny_keras_bench_") as workdir:
-                    rate, seconds = _engine(recipe, splits, spe, args.steps, args.epochs, workdir)
-                engine[spe].append(rate)
-                print(f"{name} round {r + 1}: engine spe={spe} {rate:.2f} steps/s (run {seconds:.1f} s), "
-                      f"bare {bare[-1]:.2f} steps/s", flush=True)
-        row = {"batch_size": batch, "bare_steps_per_s": round(max(bare), 3),
-               "bare_images_per_s": round(max(bare) * batch, 1), "engine": {}}
-        for spe, rates in engine.items():
-            best = max(rates)
-            row["engine"][str(spe)] = {"steps_per_s": round(best, 3), "images_per_s": round(best * batch, 1),
-                                       "slower_than_bare_percent": round(100 * (1 - best / max(bare)), 1)}
-        results["models"][name] = row
+            for precision in precisions:
+                measured = recipe.replace(precision=precision)
+                bare[precision].append(bare_fit(measured, splits, args.steps, args.epochs))
+                for spe in args.steps_per_execution:
+                    with tempfile.TemporaryDirectory(prefix="tiny_keras_bench_") as workdir:
+                        rate, seconds = _engine(measured, splits, spe, args.steps, args.epochs, workdir)
+                    engine[precision][spe].append(rate)
+                    print(f"{name} round {r + 1}, {precision}: engine spe={spe} {rate:.2f} steps/s "
+                          f"(run {seconds:.1f} s), bare {bare[precision][-1]:.2f} steps/s", flush=True)
+        results["models"][name] = {"batch_size": batch, "precision": {
+            p: _row(batch, bare[p], engine[p]) for p in precisions}}
     print()
-    columns = [("model", 20, "s"), ("batch", 6, "d"), ("bare steps/s", 14, ".2f")]
+    columns = [("model", 20, "s"), ("precision", 16, "s"), ("batch", 6, "d"), ("bare images/s", 16, ".1f")]
     for spe in args.steps_per_execution:
-        columns += [(f"engine spe={spe}", 16, ".2f"), ("vs bare %", 10, "+.1f")]
-    print_table(columns, [
-        (name, row["batch_size"], row["bare_steps_per_s"],
-         *[v for spe in args.steps_per_execution for v in (row["engine"][str(spe)]["steps_per_s"],
-                                                           -row["engine"][str(spe)]["slower_than_bare_percent"])])
-        for name, row in results["models"].items()])
+        columns += [(f"engine spe={spe}", 16, ".1f"), ("vs bare %", 10, "+.1f")]
+    if len(precisions) > 1:
+        columns.append((f"x {precisions[0]}", 12, ".2f"))
+    rows = []
+    for name, model in results["models"].items():
+        base = model["precision"][precisions[0]]["bare_images_per_s"]
+        for p, row in model["precision"].items():
+            cells = [name, p, model["batch_size"], row["bare_images_per_s"]]
+            for spe in args.steps_per_execution:
+                cells += [row["engine"][str(spe)]["images_per_s"], -row["engine"][str(spe)]["slower_than_bare_percent"]]
+            if len(precisions) > 1:
+                cells.append(row["bare_images_per_s"] / base)
+            rows.append(tuple(cells))
+    print_table(columns, rows)
     return results
