@@ -337,3 +337,96 @@ def test_cli_model_errors(tmp_path, fixture_zip):
     crop_model(num_classes=3).save(tmp_path / "b.keras")
     with pytest.raises(SystemExit, match="different numbers of classes"):
         tool.main([str(tmp_path / "a.keras"), str(tmp_path / "b.keras"), "--data", str(fixture_zip), "--ensemble"])
+
+
+# -- precise BatchNorm statistics -----------------------------------------------------------------
+def bn_classifier(size=8, seed=0):
+    """images -> BN -> 1x1 conv (x2, no bias) -> BN -> frozen BN -> pooling -> dense: a
+    network whose BatchNorm statistics have a closed form."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.BatchNormalization(name="bn1")(inputs)
+    x = keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(np.eye(3) * 2.0),
+                            name="double")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    x = frozen(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(200, name="classifier")(x)
+    backbone = keras.Model(inputs, outputs, name="bn_net")
+    backbone.get_layer("bn1").gamma.assign([0.5, 2.0, 1.5])
+    backbone.get_layer("bn1").beta.assign([1.0, -2.0, 0.25])
+    frozen.moving_mean.assign([3.0, 4.0, 5.0])
+    frozen.trainable = False
+    augmenter = augment.Compose([augment.RandomFlip(), augment.GaussianNoise(50.0)])  # must not be applied
+    return models.ImageClassifier(backbone, augmenter=augmenter, seed=0)
+
+
+def test_precise_bn_sets_the_mean_of_batch_statistics_and_touches_no_weight():
+    model = bn_classifier()
+    images = RNG.integers(0, 256, (24, 8, 8, 3)).astype(np.uint8)
+    weights = [w.copy() for w in model.backbone.get_weights()]
+    trainable = [v.numpy().copy() for v in model.backbone.trainable_variables]
+    updated = evaluate.recompute_bn_statistics(model, images, batch_size=8)
+    assert [layer.name for layer in updated] == ["bn1", "bn2"]  # the frozen one is left as it is
+    # Reference: each batch of 8 normalised by its own statistics, as training mode does.
+    eps = 1e-3
+    gamma, beta = np.array([0.5, 2.0, 1.5]), np.array([1.0, -2.0, 0.25])
+    stats = {"bn1": [], "bn2": []}
+    for batch in images.astype(np.float64).reshape(3, 8, 8, 8, 3):
+        mean, var = batch.mean(axis=(0, 1, 2)), batch.var(axis=(0, 1, 2))
+        stats["bn1"].append((mean, var))
+        doubled = 2.0 * ((batch - mean) / np.sqrt(var + eps) * gamma + beta)
+        stats["bn2"].append((doubled.mean(axis=(0, 1, 2)), doubled.var(axis=(0, 1, 2))))
+    for name, per_batch in stats.items():
+        layer = model.backbone.get_layer(name)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([m for m, _ in per_batch], axis=0), rtol=1e-5,
+                                   atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean([v for _, v in per_batch], axis=0),
+                                   rtol=1e-5)
+        assert layer.momentum == 0.99  # restored
+    frozen = model.backbone.get_layer("frozen")
+    np.testing.assert_array_equal(frozen.moving_mean.numpy(), [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(frozen.moving_variance.numpy(), [1.0, 1.0, 1.0])
+    for before, after in zip(trainable, model.backbone.trainable_variables):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, model.backbone.get_weights()))  # statistics moved
+
+
+def test_precise_bn_images_are_a_seeded_draw_without_replacement():
+    images = np.arange(50)
+    drawn = evaluate.precise_bn_images(images, 4, 10, seed=3)
+    assert len(drawn) == 40 and len(set(drawn.tolist())) == 40
+    np.testing.assert_array_equal(drawn, evaluate.precise_bn_images(images, 4, 10, seed=3))
+    with pytest.raises(ValueError, match=r"asks for 6 batches of 10 \(60 images\), but the split has 50"):
+        evaluate.precise_bn_images(images, 6, 10)
+    with pytest.raises(ValueError, match="needs a tiny_keras ImageClassifier"):
+        evaluate.recompute_bn_statistics(bn_classifier().backbone, images, 10)
+
+
+def test_cli_precise_bn_reports_the_model_both_ways(fixture_zip, tmp_path, capsys):
+    model = bn_classifier(size=64)
+    path = tmp_path / "bn.keras"
+    model.save(path)
+    tool = load_tool("evaluate")
+    out = tmp_path / "precise.json"
+    assert tool.main([str(path), "--data", str(fixture_zip), "--precise-bn", "3", "--precise-bn-batch-size", "4",
+                      "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "BatchNorm statistics of 2 layer(s) recomputed from 3 batches of 4 clean training images" in printed
+    assert "bn.keras (precise BN)" in printed and "bn.keras (as trained)" in printed
+    result = json.loads(out.read_text())
+    row = result["models"][0]
+    assert result["precise_bn"]["batches"] == 3 and set(row["as_trained"]) == {"top1", "top5", "loss"}
+    assert row["loss"] != row["as_trained"]["loss"]  # fresh statistics (0 and 1) replaced by the images'
+    # The as-trained figure is what the saved model gives without the option.
+    plain = tmp_path / "plain.json"
+    assert tool.main([str(path), "--data", str(fixture_zip), "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["models"][0]["loss"] == pytest.approx(row["as_trained"]["loss"], rel=1e-6)
+    # The saved file itself is not changed.
+    assert keras.models.load_model(path).backbone.get_layer("bn1").moving_mean.numpy().tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(SystemExit, match="asks for 4 batches of 4 \\(16 images\\), but the split has 12"):
+        tool.main([str(path), "--data", str(fixture_zip), "--precise-bn", "4", "--precise-bn-batch-size", "4"])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([str(path), "--data", str(fixture_zip), "--precise-bn", "0"])
+    assert exit_info.value.code == 2 and "--precise-bn must be at least 1 batch" in capsys.readouterr().err

@@ -200,6 +200,65 @@ def resolve_classes(num_classes, dataset_classes=None):
                      f"of exactly {num_classes} wnids")
 
 
+# -- precise BatchNorm statistics ------------------------------------------------------------------
+def batch_norm_layers(model):
+    """The model's ``BatchNormalization`` layers that training updates (trainable ones),
+    nested models included, in order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
+def precise_bn_images(images, batches, batch_size, seed=0):
+    """``batches * batch_size`` images drawn from ``images`` without replacement (seeded)."""
+    wanted = batches * batch_size
+    if batches < 1 or batch_size < 1:
+        raise ValueError(f"precise BN needs at least one batch of one image. Received: {batches=}, {batch_size=}")
+    if wanted > len(images):
+        raise ValueError(f"precise BN asks for {batches} batches of {batch_size} ({wanted:,} images), but the "
+                         f"split has {len(images):,}")
+    index = np.sort(np.random.default_rng(seed).choice(len(images), wanted, replace=False))
+    return np.random.default_rng(seed + 1).permutation(images[index])
+
+
+def recompute_bn_statistics(model, images, batch_size=128):
+    """Replace the moving mean and variance of every trainable ``BatchNormalization`` layer
+    of ``model`` (a ``tiny_keras.models.ImageClassifier``) by the statistics of ``images``
+    (0..255), in the manner of pycls/fvcore's PreciseBN; return the layers updated.
+
+    The images get the model's inference preprocessing (no augmentation; the centre crop),
+    then pass through the backbone in training mode, batch by batch, as training passes
+    them: each layer normalises by its batch's statistics and records them. A layer's new
+    moving mean is the mean of its batches' means, its moving variance the mean of their
+    (biased, as Keras computes them) variances: every batch counts the same, where
+    training's exponential average lets the last few hundred batches count most. No weight
+    changes; frozen (non-trainable) layers keep their statistics; a partial last batch is
+    left out. Where training resampled its images (rotation, zoom), statistics of clean
+    images are what the sharp validation images need (paper 4's model 4: see
+    ``reproductions/paper4_cnn_transfer.py``)."""
+    classifier = _classifier(model)
+    if classifier is None:
+        raise ValueError(f"precise BN needs a tiny_keras ImageClassifier (its augmentation kept apart); "
+                         f"received {type(model).__name__}")
+    layers = batch_norm_layers(classifier.backbone)
+    if not layers:
+        return []
+    weights = {id(v): ops.convert_to_numpy(v) for v in classifier.backbone.trainable_variables}
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size)):
+            for layer in layers:  # the cumulative mean: the k-th batch weighs 1 / (k + 1)
+                layer.momentum = k / (k + 1.0)
+            x = classifier.prepare(np.asarray(images[start:start + batch_size], np.float32), training=False)
+            classifier.backbone(x, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    for v in classifier.backbone.trainable_variables:  # training mode must not have changed a weight
+        if not np.array_equal(ops.convert_to_numpy(v), weights[id(v)]):
+            raise RuntimeError(f"precise BN changed the weight {v.path}")
+    return layers
+
+
 # -- members: models loaded from paths ---------------------------------------------------------
 def _classifier(model):
     """``model`` if it is a ``tiny_keras.models.ImageClassifier`` (its parts are attributes), else None."""

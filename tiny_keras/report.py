@@ -21,6 +21,10 @@ def _short(text, width):
 def format_scores(result):
     """Per model (and ensemble) top-1, top-5 and loss as a fixed-width table."""
     rows = [(m["path"], m) for m in result["models"]]
+    if any("as_trained" in m for m in result["models"]):  # precise BN: the statistics as trained, beside
+        rows = [row for m in result["models"]
+                for row in [(f"{m['path']} (precise BN)", m)] + ([(f"{m['path']} (as trained)", m["as_trained"])]
+                                                                  if "as_trained" in m else [])]
     if result.get("ensemble"):
         rows.append((f"ensemble of {result['ensemble']['members']}", result["ensemble"]))
     width = max([len("model")] + [min(60, len(name)) for name, _ in rows])

@@ -2,7 +2,8 @@
 """Evaluate trained models, alone or as an ensemble, on a Tiny ImageNet split.
 
     python tools/evaluate.py MODEL [MODEL ...] --data PATH [--split val] [--ensemble [--weights W ...]]
-        [--tta none|flip|crops10] [--json OUT] [--per-class-csv OUT] [--predict-test OUT.txt] [--overwrite]
+        [--tta none|flip|crops10] [--precise-bn N] [--json OUT] [--per-class-csv OUT]
+        [--predict-test OUT.txt] [--overwrite]
 
 MODEL is a .keras file, a run folder (its model.keras), a snapshot folder (every *.keras
 inside is a member) or a SavedModel folder. Each model carries its own preprocessing, so
@@ -10,10 +11,14 @@ no preprocessing flags exist. Prints top-1, top-5 and loss per model (and for th
 ensemble: the weighted mean of the members' probabilities; one weight per MODEL, shared
 equally by a folder's snapshots), the 5 best and 5 worst classes and the most frequent
 confusions. ``--predict-test`` writes the challenge submission (``file_name wnid`` per
-test image) from ``--split test``. The logic lives in ``tiny_keras.evaluate``, the tables
+test image) from ``--split test``. ``--precise-bn N`` first recomputes every
+BatchNormalization layer's statistics from N batches of clean training images of
+``--data`` (no augmentation, the weights untouched; pycls/fvcore's PreciseBN) and reports
+each model both ways. The logic lives in ``tiny_keras.evaluate``, the tables
 and files in ``tiny_keras.report``.
 """
 import argparse
+import functools
 import os
 import sys
 
@@ -31,6 +36,11 @@ def parse_args(argv):
                         help="ensemble weights, one per MODEL argument (default: every member counts once)")
     parser.add_argument("--tta", default="none", choices=("none", "flip", "crops10"), help="test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=256, help="network inputs per step (default 256)")
+    parser.add_argument("--precise-bn", type=int, metavar="N",
+                        help="recompute BatchNorm statistics from N batches of clean training images first "
+                             "(weights untouched) and report the models both ways")
+    parser.add_argument("--precise-bn-batch-size", type=int, default=128, metavar="B",
+                        help="images per batch for --precise-bn (default 128)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--per-class-csv", metavar="OUT", help="write per-class accuracy (index, wnid, name) as CSV")
     parser.add_argument("--predict-test", metavar="OUT", help="write 'file_name wnid' per image (needs --split test)")
@@ -55,6 +65,10 @@ def parse_args(argv):
             parser.error(f"--{flag.replace('_', '-')}: {path} exists; pass --overwrite to replace it")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
+    if args.precise_bn is not None and args.precise_bn < 1:
+        parser.error(f"--precise-bn must be at least 1 batch. Received: {args.precise_bn}")
+    if args.precise_bn_batch_size < 1:
+        parser.error(f"--precise-bn-batch-size must be positive. Received: {args.precise_bn_batch_size}")
     return args
 
 
@@ -83,8 +97,13 @@ def main(argv=None):
         classes = None
     print(f"{len(members)} model(s) on {len(split)} {args.split} images from {args.data}, tta={args.tta}")
     # Progress bars on a terminal only: in a log file each update would be one more line.
-    probabilities = ev.predict_members(members, split.images, tta=args.tta, batch_size=args.batch_size,
-                                       progress=sys.stdout.isatty(), verbose=True)
+    predict = functools.partial(ev.predict_members, members, split.images, tta=args.tta, batch_size=args.batch_size,
+                                progress=sys.stdout.isatty(), verbose=True)
+    as_trained = None
+    if args.precise_bn:
+        as_trained = predict() if args.split != "test" else None
+        precise_bn(members, args)
+    probabilities = predict()
 
     if args.predict_test:
         final = ev.ensemble_probabilities(probabilities, weights) if args.ensemble else probabilities[0]
@@ -97,6 +116,11 @@ def main(argv=None):
                          tta=args.tta, classes=classes, top_confusions=args.confusions,
                          probabilities=probabilities)
     result = {"data": os.fspath(args.data), "split": args.split, **result}
+    if as_trained is not None:
+        result["precise_bn"] = {"batches": args.precise_bn, "batch_size": args.precise_bn_batch_size,
+                                "images": "train split, clean (no augmentation, centre crop)", "seed": 0}
+        for row, p in zip(result["models"], as_trained):
+            row["as_trained"] = ev.metrics(p, split.labels)
     print()
     print(report.format_report(result))
     if args.per_class_csv:
@@ -106,6 +130,30 @@ def main(argv=None):
         files.write_json(result, args.json)
         print(f"wrote {args.json}")
     return 0
+
+
+def precise_bn(members, args):
+    """Recompute the members' BatchNorm statistics from ``--precise-bn`` batches of the
+    training split of ``--data`` (see ``tiny_keras.evaluate.recompute_bn_statistics``)."""
+    from tiny_keras import data
+    from tiny_keras import evaluate as ev
+
+    for member in members:
+        if member.kind != "keras":
+            raise SystemExit(f"error: --precise-bn: {member.path} is a SavedModel; it needs the .keras model "
+                             "(its layers and augmentation apart)")
+    try:
+        train = data.load_split(args.data, "train", progress=sys.stdout.isatty())
+        images = ev.precise_bn_images(train.images, args.precise_bn, args.precise_bn_batch_size)
+    except (data.DatasetError, OSError, ValueError) as err:
+        raise SystemExit(f"error: --precise-bn with --data {args.data}: {err}") from None
+    for member in members:
+        try:
+            layers = ev.recompute_bn_statistics(member.model, images, args.precise_bn_batch_size)
+        except ValueError as err:
+            raise SystemExit(f"error: --precise-bn: {member.path}: {err}") from None
+        print(f"{member.path}: BatchNorm statistics of {len(layers)} layer(s) recomputed from {args.precise_bn} "
+              f"batches of {args.precise_bn_batch_size} clean training images")
 
 
 if __name__ == "__main__":
