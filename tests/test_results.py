@@ -96,6 +96,27 @@ def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path)
     assert f"[{measured:.2f}](results/paper4/model2)" in markdown and "| model1 | 14.19 | not yet run" in markdown
 
 
+def test_a_variant_run_is_its_rows_second_line_with_its_precision(fixture_zip, tmp_path):
+    """results/paper4/model2-bfloat16 is a second published run of the row paper4 / model2,
+    shown beside the run itself with the precision each trained in."""
+    _finished_run(fixture_zip, tmp_path / "runs" / "model2")
+    bf16 = _finished_run(fixture_zip, tmp_path / "runs" / "bf16", precision="mixed_bfloat16")
+    published.publish(tmp_path / "runs" / "model2", tmp_path / "results")
+    published.publish(tmp_path / "runs" / "bf16", tmp_path / "results", run="model2-bfloat16")
+    rows = [published.Row("paper4", "model2", "train", 1.0), published.Row("paper4", "model1", "train", 14.19)]
+    table = published.papers_table(rows, tmp_path / "results")
+    assert [(e["run"], e["variant"], e["precision"]) for e in table] == [
+        ("model2", None, "float32"), ("model2", "bfloat16", "mixed_bfloat16"), ("model1", None, None)]
+    assert table[1]["ours_top1"] == round(bf16["runs"][0]["val_top1"], 2)
+    lines = published.markdown(table).splitlines()
+    assert lines[3].startswith("|  | model2, bfloat16 | 1.00 | [") and "(results/paper4/model2-bfloat16)" in lines[3]
+    assert "| mixed_bfloat16 |" in lines[3] and "| float32 |" in lines[2]
+    assert lines[4] == "|  | model1 | 14.19 | not yet run | | | | | | |"
+    # Records written before ``precision`` existed.
+    assert published.precision_of({"mixed_precision": False}) == "float32"
+    assert published.precision_of({"mixed_precision": True}) == "mixed_float16"
+
+
 def test_a_run_continued_on_another_machine_names_both_and_its_commits():
     def session(cpu, commit, dirty=False):
         return {"command": "python reproductions/paper4_cnn_transfer.py --model model4 --time-limit 2h",

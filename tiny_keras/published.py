@@ -225,47 +225,76 @@ def estimate_gpu_hours(row):
 
 
 # -- the table ------------------------------------------------------------------------------
+VARIANT_SEPARATOR = "-"  # results/paper4/model2-bfloat16: a variant of the row paper4 / model2
+
+
+def precision_of(recipe):
+    """The dtype policy a published recipe ran in (records from before ``precision``:
+    ``mixed_precision`` true is mixed_float16, else float32)."""
+    if recipe.get("precision") not in (None, "auto"):
+        return recipe["precision"]
+    return "mixed_float16" if recipe.get("mixed_precision") else "float32"
+
+
+def _records_of(row, published):
+    """``(variant, record)`` for every published run of catalogue ``row``: its own folder
+    (variant None) first, then ``<run>-<variant>`` folders (another precision, another
+    reading of the paper), in name order."""
+    own = published.get((row.paper, row.run))
+    found = [(None, own)] if own is not None else []
+    prefix = row.run + VARIANT_SEPARATOR
+    found += [(run[len(prefix):], record) for (paper, run), record in sorted(published.items())
+              if paper == row.paper and run.startswith(prefix)]
+    return found
+
+
 def papers_table(rows, results_dir):
-    """Each catalogue row with what was measured: a list of dicts (JSON-ready)."""
+    """Each catalogue row with what was measured: a list of dicts (JSON-ready), one per
+    published run of it (variants after the run itself), or one saying it is not yet run."""
     published = read_published(results_dir)
     table = []
     for row in rows:
         entry = dict(paper=row.paper, run=row.run, stage=row.stage, title=row.title, paper_top1=row.paper_top1,
-                     ours_top1=None, difference=None, epochs=None, first_epoch_at_paper_figure=None,
-                     machine=None, wall_hours=None, date=None, command=None, commit=None, sessions=None,
-                     commits=None, note=None,
-                     folder=None)
-        record = published.get((row.paper, row.run))
-        measured = None
-        if record is not None:
+                     variant=None, ours_top1=None, difference=None, epochs=None, first_epoch_at_paper_figure=None,
+                     machine=None, precision=None, wall_hours=None, date=None, command=None, commit=None,
+                     sessions=None, commits=None, note=None, folder=None)
+        measured_rows = []
+        for variant, record in _records_of(row, published):
             measured = next((r for r in record["results"]["runs"] if r["stage"] == row.stage), None)
-        if measured is None:
+            if measured is not None:
+                measured_rows.append(_measured_entry(dict(entry, variant=variant), row, record, measured, results_dir))
+        if not measured_rows:
             hours = estimate_gpu_hours(row)
             entry["status"] = "not yet run" + (
                 f" ({row.training_images / 1e6:.1f}M training images; est. {_hours(hours)} on one H100-class GPU)"
                 if hours is not None else "")
-        else:
-            session = record["run"]["sessions"][-1]
-            entry.update(
-                status="measured",
-                ours_top1=round(measured["val_top1"], 2),
-                difference=None if row.paper_top1 is None else round(measured["val_top1"] - row.paper_top1, 2),
-                epochs=measured.get("epochs"),
-                machine=machine_of(record["run"]),
-                wall_hours=round(record["run"].get("train_seconds", 0.0) / 3600.0, 2),
-                date=(record["run"].get("finished") or session["started"])[:10],
-                command=session["command"],
-                commit=session["environment"]["source"].get("commit"),  # the last session's
-                sessions=len(record["run"]["sessions"]),
-                commits=commits_of(record["run"]),
-                note=record["note"],
-                folder=os.path.relpath(record["folder"], os.path.dirname(os.path.abspath(results_dir))),
-            )
-            if row.paper_top1 is not None:
-                entry["first_epoch_at_paper_figure"] = first_epoch_reaching(
-                    read_history(record["folder"], row.stage), row.paper_top1)
-        table.append(entry)
+            measured_rows = [entry]
+        table += measured_rows
     return table
+
+
+def _measured_entry(entry, row, record, measured, results_dir):
+    session = record["run"]["sessions"][-1]
+    entry.update(
+        status="measured",
+        ours_top1=round(measured["val_top1"], 2),
+        difference=None if row.paper_top1 is None else round(measured["val_top1"] - row.paper_top1, 2),
+        epochs=measured.get("epochs"),
+        machine=machine_of(record["run"]),
+        precision=precision_of(record["recipe"]),
+        wall_hours=round(record["run"].get("train_seconds", 0.0) / 3600.0, 2),
+        date=(record["run"].get("finished") or session["started"])[:10],
+        command=session["command"],
+        commit=session["environment"]["source"].get("commit"),  # the last session's
+        sessions=len(record["run"]["sessions"]),
+        commits=commits_of(record["run"]),
+        note=record["note"],
+        folder=os.path.relpath(record["folder"], os.path.dirname(os.path.abspath(results_dir))),
+    )
+    if row.paper_top1 is not None:
+        entry["first_epoch_at_paper_figure"] = first_epoch_reaching(read_history(record["folder"], row.stage),
+                                                                    row.paper_top1)
+    return entry
 
 
 def _hours(hours):
@@ -281,17 +310,19 @@ def _number(value, sign=False):
 def markdown(table):
     """The papers table as Markdown, as the README shows it."""
     lines = ["| paper | model | paper's val top-1 | ours | difference | epochs | reached the paper's figure "
-             "| machine, date | training time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| precision | machine, date | training time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     previous = (None, None)
     for e in table:
         model = f"{e['run']} ({e['stage']})" if e["stage"] not in ("train", "ensemble") else e["run"]
+        if e.get("variant"):
+            model += f", {e['variant']}"
         paper = "" if e["paper"] == previous[0] else (f"{e['paper']}: {e['title']}" if e["title"] else e["paper"])
         status = "not yet run" if (e["paper"], e["run"]) == previous else e["status"]
         previous = (e["paper"], e["run"])
         if e["status"] != "measured":
-            lines.append(f"| {paper} | {model} | {_number(e['paper_top1'])} | {status} | | | | | |")
+            lines.append(f"| {paper} | {model} | {_number(e['paper_top1'])} | {status} | | | | | | |")
             continue
         reached = "-" if e["paper_top1"] is None else (
             f"epoch {e['first_epoch_at_paper_figure']}" if e["first_epoch_at_paper_figure"] else "not reached")
@@ -300,5 +331,6 @@ def markdown(table):
             notes.append(f"{len(notes) + 1}. {e['paper']} {model}: {e['note']}")
             ours += f" ({len(notes)})"
         lines.append(f"| {paper} | {model} | {_number(e['paper_top1'])} | {ours} | {_number(e['difference'], True)} "
-                     f"| {e['epochs']} | {reached} | {e['machine']}, {e['date']} | {_hours(e['wall_hours'])} |")
+                     f"| {e['epochs']} | {reached} | {e['precision']} | {e['machine']}, {e['date']} "
+                     f"| {_hours(e['wall_hours'])} |")
     return "\n".join(lines + ([""] + notes if notes else []))
