@@ -2,6 +2,7 @@
 import importlib
 import json
 import os
+import re
 import sys
 
 import keras
@@ -288,3 +289,67 @@ def test_time_limit_stops_a_script_with_status_75_and_the_same_command_continues
     results = script("--time-limit", "1h")
     assert [(r["model"], r["stage"], r["epochs"]) for r in results["runs"]] == [("model2", "train", 1)]
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1. Received: '0'"),
+    (["--epochs", "0"], "argument --epochs: expected a whole number of at least 1. Received: '0'"),
+    (["--epochs", "2.5"], "argument --epochs: expected a whole number of at least 1. Received: '2.5'"),
+    (["--steps-per-execution", "-1"], "argument --steps-per-execution: expected a whole number of at least 1"),
+    (["--workdir", "{file}"], "--workdir {file}: exists and is not a folder"),
+    (["--data", "{missing}"], "--data {missing}: no such file or folder; expected tiny-imagenet-200.zip"),
+])
+def test_bad_arguments_are_one_line_and_exit_status_2(flags, message, fixture_zip, tmp_path, capsys):
+    from tiny_keras import reproduce
+
+    (tmp_path / "a_file").write_text("not a folder")
+    paths = {"file": str(tmp_path / "a_file"), "missing": str(tmp_path / "missing.zip")}
+    flags, message = [f.format(**paths) for f in flags], message.format(**paths)
+    paper4 = _script("paper4_cnn_transfer")
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path / "run"), "--model", "model2", "--verbose", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main("paper4", paper4.RECIPES, paper4.__doc__, argv=argv + flags, extra=paper4.extra_flags,
+                       configure=paper4.configure)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_bad_inputs_are_one_line_and_exit_status_1_with_the_traceback_under_debug(fixture_zip, tmp_path):
+    """In fresh processes, as a user runs them: an empty --data folder, and a batch whose
+    activations cannot fit in memory (caught before the first step, which would crash)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    common = ["--workdir", tmp_path / "run", "--model", "model2", "--verbose", "0"]
+    done = run_script("paper4_cnn_transfer.py", "--data", empty, *common)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --data {empty}: no wnids.txt") and "tiny-imagenet-200" in last, last
+    debug = run_script("paper4_cnn_transfer.py", "--data", empty, *common, "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    huge = run_script("paper4_cnn_transfer.py", "--data", fixture_zip, *common[2:], "--workdir", tmp_path / "huge",
+                      "--batch-size", "100000")
+    assert huge.returncode == 1 and "Traceback" not in huge.stderr, huge.stderr[-2000:]
+    assert re.search(r"error: stage 'train': a batch of 100,000 images needs at least [\d,.]+ GiB for its "
+                     r"activations, and this machine has [\d,.]+ GiB available; pass a smaller --batch-size",
+                     huge.stderr.strip().splitlines()[-1])
+
+
+def test_activation_bytes_count_every_layer_output_for_the_batch():
+    from tiny_keras import models, train
+
+    inputs = keras.Input((8, 8, 3))                             # 8*8*3 = 192
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)       # 8*8*4 = 256
+    x = keras.layers.MaxPooling2D()(x)                          # 4*4*4 = 64
+    x = keras.layers.Flatten()(x)                               # 64
+    outputs = keras.layers.Dense(10)(x)                         # 10
+    classifier = models.ImageClassifier(keras.Model(inputs, outputs))
+    assert train.activation_bytes(classifier, 5) == 2 * 4 * 5 * (192 + 256 + 64 + 64 + 10)
+    from tiny_keras.recipe import Stage
+
+    stage = Stage(epochs=1, batch_size=10**6, optimizer={"name": "sgd", "learning_rate": 0.1})
+    with pytest.raises(train.BatchTooLarge, match="a batch of 1,000,000 images needs at least 4.4 GiB"):
+        train.check_batch_fits(classifier, stage, available=2**30)
+    train.check_batch_fits(classifier, stage, available=5 * 2**30)
+    train.check_batch_fits(classifier, stage, available=None)  # unknown memory: no check

@@ -16,8 +16,8 @@ each, two steps per stage: the whole script in well under a minute on a CPU),
 ``--overwrite``, ``--seed``, ``--precision float32|mixed_float16|mixed_bfloat16``
 (``--mixed-precision``: mixed_float16), ``--xla`` / ``--no-xla``, ``--steps-per-execution N``,
 ``--strategy``,
-``--verbose 0|1|2``, ``--tensorboard-histograms N``, ``--debug`` (a failed download
-shows its traceback instead of the paragraph saying what to do), ``--time-limit DURATION``
+``--verbose 0|1|2``, ``--tensorboard-histograms N``, ``--debug`` (an error shows its
+traceback instead of its one line: bad flags exit with status 2, bad inputs with 1), ``--time-limit DURATION``
 (stop at the last epoch that ends within DURATION of the start, e.g. a batch job's limit,
 with its checkpoint written; the exit status is then ``EXIT_TIME_LIMIT``, 75, and the same
 command continues).
@@ -61,6 +61,28 @@ def load_script(paper):
         sys.path.remove(SCRIPTS_FOLDER)
 
 
+def input_errors():
+    """What a bad input raises (data, a run folder, a batch beyond memory, a failed
+    download): the scripts print it as one line and exit with status 1, the traceback only
+    with --debug. Bad arguments exit with 2 (argparse). Imported here, when one is raised:
+    the training modules load only to train."""
+    from tiny_keras.data.layout import DatasetError
+    from tiny_keras.train import BatchTooLarge
+
+    return (download.DownloadError, DatasetError, runs.RunFolderError, runs.ModelLoadError, BatchTooLarge,
+            PermissionError, NotADirectoryError)
+
+
+def describe_input_error(error, data):
+    """``error`` as its one line, naming ``--data`` where the data is at fault."""
+    from tiny_keras.data.layout import DatasetError
+
+    text = str(error)
+    if not isinstance(error, DatasetError) or data is None:
+        return text
+    return f"--data {text}" if text.startswith(str(data)) else f"--data {data}: {text}"
+
+
 EXIT_TIME_LIMIT = 75  # sysexits.h's EX_TEMPFAIL: stopped at --time-limit, to be run again
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(rf"{_NUMBER}|(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
@@ -74,6 +96,17 @@ def parse_duration(text):
             f"expected a duration such as 5400, 90s, 90m, 1.5h or 1h30m. Received: {text!r}")
     plain, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     return plain + 3600 * hours + 60 * minutes + seconds
+
+
+def positive_int(text):
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1. Received: {text!r}")
+    return value
 
 
 SMOKE = dict(per_class=2, val_per_class=1, epochs=1, steps_per_epoch=2, batch_size=4)
@@ -121,8 +154,9 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--data", default=None,
                         help="tiny-imagenet-200.zip or its folder (default: the TFDS dataset, downloaded if absent)")
     parser.add_argument("--workdir", default=None, help="run folder (default: runs/<paper>)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the epochs of every stage")
-    parser.add_argument("--batch-size", type=int, default=None, help="override the (global) batch size of every stage")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the epochs of every stage")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="override the (global) batch size of every stage")
     if len(run_names) > 1:
         parser.add_argument("--model", action="append", choices=run_names, default=None,
                             help=f"train only this model (repeatable; default: {', '.join(default_runs or run_names)})")
@@ -138,7 +172,7 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     xla = parser.add_mutually_exclusive_group()
     xla.add_argument("--xla", action="store_true", help="compile the train step with XLA (default: on a GPU)")
     xla.add_argument("--no-xla", action="store_true", help="do not compile the train step with XLA")
-    parser.add_argument("--steps-per-execution", type=int, default=None, metavar="N",
+    parser.add_argument("--steps-per-execution", type=positive_int, default=None, metavar="N",
                         help="at most N train steps per call from the host (default: 32 on a GPU, 1 on a CPU; "
                              "each stage takes the largest divisor of its steps per epoch up to N)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
@@ -150,7 +184,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                              "0: quiet (default: 1 on a terminal, else 2). These lines always go to "
                              "WORKDIR/<model>/train.log")
     parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of a failed download instead of what to do about it")
+                        help="show the full traceback of an error (a failed download, bad data, a batch too "
+                             "large) instead of its one line")
     parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",
                         help="also write TensorBoard weight/activation histograms every N epochs")
     parser.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
@@ -235,13 +270,17 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     selected = getattr(args, "model", None) or default_runs or run_names
     recipes = {name: apply_flags(recipes[name], args) for name in selected}
     workdir = args.workdir or os.path.join("runs", paper)
-    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        parser.error(f"--workdir {workdir}: exists and is not a folder; name a folder (new or a run's)")
+    if args.data is not None and not os.path.exists(args.data):
+        parser.error(f"--data {args.data}: no such file or folder; expected tiny-imagenet-200.zip or its folder")
     try:
+        os.makedirs(workdir, exist_ok=True)
         return _run(paper, recipes, ensembles, workdir, args, stop_by)
-    except download.DownloadError as error:
+    except input_errors() as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {describe_input_error(error, args.data)}", file=sys.stderr)
         raise SystemExit(1) from None
     except TimeLimitReached as stopped:
         again = "the same command without --overwrite" if args.overwrite else "the same command"

@@ -159,6 +159,51 @@ def resolve_performance(recipe, compute_capability=None, cpu_flags=frozenset()):
     return recipe.replace(precision=precision, jit_compile=jit_compile, steps_per_execution=spe)
 
 
+class BatchTooLarge(ValueError):
+    """A stage's batch whose activations cannot fit in this machine's memory."""
+
+
+def activation_bytes(model, batch_size):
+    """A lower bound of a train step's memory for ``batch_size`` images: every backbone
+    layer's output (where its shape is known: fixed-size networks), kept for the backward
+    pass and matched by its gradient, in float32."""
+    elements = 0
+    for layer in model.backbone._flatten_layers(include_self=False, recursive=True):
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # a layer called more than once, or never
+            continue
+        for tensor in outputs:
+            shape = tuple(tensor.shape)[1:]
+            if all(isinstance(d, int) for d in shape):
+                elements += math.prod(shape)
+    return 2 * 4 * batch_size * elements
+
+
+def available_memory(path="/proc/meminfo"):
+    """Bytes of memory available to a new allocation (``MemAvailable``), or None where unknown."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_fits(model, stage, available):
+    """Raise :class:`BatchTooLarge` where ``stage``'s batch needs more than ``available``
+    bytes by :func:`activation_bytes` (a CPU's memory: a batch beyond it crashes the
+    process instead of raising)."""
+    needed = activation_bytes(model, stage.batch_size)
+    if available is not None and needed > available:
+        raise BatchTooLarge(
+            f"stage {stage.name!r}: a batch of {stage.batch_size:,} images needs at least {needed / 2**30:,.1f} GiB "
+            f"for its activations, and this machine has {available / 2**30:,.1f} GiB available; pass a smaller "
+            "--batch-size")
+
+
 def stage_steps_per_execution(bound, steps_per_epoch, every_steps=None):
     """The steps per execution a stage uses: the largest divisor of its steps per epoch (and
     of its snapshot interval) not above ``bound``, so that epochs and snapshots fall on
@@ -571,6 +616,8 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         model = stage_model(recipe, stage, index, model,
                             None if model is not None else np.asarray(train_split.images))
         compile_model(model, recipe, stage, steps, per_execution)
+    if gpu_compute_capability() is None:
+        check_batch_fits(model, stage, available_memory())
 
     # The model augments on the device (its augmenter's seed generator is saved with every
     # checkpoint); the host stream is the shuffled uint8 images, skipped to where a
