@@ -132,6 +132,42 @@ def test_verify_export_raises_on_a_mismatch(tmp_path):
         export.verify_export(other, tmp_path / "export")
 
 
+PORTABLE_CASES = [("paper5_cnn8", "mean_image", 56, None), ("paper1_resnet", "featurewise", None, 32)]
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+@pytest.mark.parametrize("name, pre, crop, image_size", PORTABLE_CASES, ids=[m[0] for m in PORTABLE_CASES])
+def test_litert_and_onnx_exports_reload_in_their_runtimes_with_the_same_predictions(fmt, name, pre, crop,
+                                                                                      image_size, tmp_path):
+    model = build_model(name, pre, crop, image_size)
+    report = export.export(model, tmp_path / "export", format=fmt)
+    assert report["format"] == fmt and report["max_abs_diff"] <= 1e-5 and report["images"] == 8
+    path = tmp_path / "export" / export.PORTABLE_FILES[fmt]
+    assert sorted(os.listdir(tmp_path / "export")) == sorted([path.name, "wnids.txt"])
+    assert (tmp_path / "export" / "wnids.txt").read_text().splitlines() == list(data.official_classes().wnids)
+    # Other images, through the runtime itself: the logits of the Keras model.
+    images = np.random.default_rng(5).integers(0, 256, (5, 64, 64, 3)).astype(np.uint8)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    else:
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        feed = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(feed["index"], [5, 64, 64, 3])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(feed["index"], images.astype(np.float32))
+        interpreter.invoke()
+        logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(logits, model.predict(images.astype(np.float32), verbose=0), atol=5e-4)
+    # A model with other weights does not pass the check against this file.
+    with pytest.raises(export.ExportMismatchError, match="does not match the Keras model"):
+        export.verify_export(build_model(name, pre, crop, image_size, seed=1), tmp_path / "export")
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        export.export(model, tmp_path / "export", format=fmt)
+
+
 def test_class_list_must_match_the_model_width(tmp_path):
     model = build_model("paper5_cnn8", "mean_image", crop=56, num_classes=3)
     with pytest.raises(ValueError, match="3 outputs but the class list has 200 wnids"):
@@ -191,3 +227,20 @@ def test_cli_names_an_unreadable_model(tmp_path, capsys):
     with pytest.raises(SystemExit, match="nothing.keras: no such file"):
         tool.main([str(tmp_path / "nothing.keras"), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_exports_litert_and_onnx(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tools_export", REPO / "tools" / "export.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    build_model("paper4_model2", "rescale").save(tmp_path / "model.keras")
+    for fmt, file in (("litert", "model.tflite"), ("onnx", "model.onnx")):
+        assert tool.main([str(tmp_path / "model.keras"), "--out", str(tmp_path / fmt), "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert f"-> {tmp_path / fmt} ({fmt}, 200 classes)" in out and "reloaded and checked on 8 images" in out
+        assert (tmp_path / fmt / file).is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([str(tmp_path / "model.keras"), "--out", str(tmp_path / "onnx"), "--format", "onnx"])
+    assert exit_info.value.code == 2 and "exists; pass --overwrite" in capsys.readouterr().err

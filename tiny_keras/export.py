@@ -24,6 +24,15 @@ file, which loads on TensorFlow with the same predictions.
 A ``.keras`` export (:func:`export_keras`, any backend) is a copy of the model without optimizer state
 or training configuration; it loads with ``import tiny_keras; keras.models.load_model``.
 
+LiteRT and ONNX exports (:func:`export_portable`) go through Keras's own
+``model.export(format="litert" | "onnx")``: a folder holding ``model.tflite`` or
+``model.onnx`` and ``wnids.txt`` (the class of each output, one per line). The file takes
+float32 ``[N, 64, 64, 3]`` images (0..255; the preprocessing is inside) and returns logits
+``[N, C]``. It is reloaded with LiteRT's interpreter (``ai_edge_litert``, else
+``tf.lite.Interpreter``) or ``onnxruntime`` and checked like the others. LiteRT needs the
+TensorFlow backend here; ONNX needs ``pip install "tiny_keras[onnx]"`` (tf2onnx, onnx,
+onnxruntime).
+
 Every export is written to a temporary folder, reloaded and checked by
 :func:`verify_export` (probabilities within ``1e-5`` of the Keras model's, on uint8 images
 and, for a SavedModel, on JPEG bytes decoded by our decoder), and only then moved to its
@@ -44,7 +53,9 @@ from tiny_keras.data.decode import decode_jpeg
 IMAGE_SIZE = 64
 TOP_K = 5
 TOLERANCE = 1e-5  # max abs difference allowed between the export's probabilities and Keras's
-FORMATS = ("savedmodel", "keras")
+FORMATS = ("savedmodel", "keras", "litert", "onnx")
+PORTABLE_FILES = {"litert": "model.tflite", "onnx": "model.onnx"}
+WNIDS_FILE = "wnids.txt"
 
 
 class ExportMismatchError(ValueError):
@@ -152,6 +163,13 @@ def verify_export(model, path, images=None, tolerance=TOLERANCE, classes=None):
     images = check_images() if images is None else np.asarray(images, np.uint8)
     expected = _keras_probabilities(model, images)
     report = {"path": path, "images": int(len(images))}
+    portable = {os.path.join(path, name): fmt for fmt, name in PORTABLE_FILES.items()}
+    found = [p for p in portable if os.path.isfile(p)]
+    if found:
+        logits = _portable_logits(found[0], portable[found[0]], images)
+        report["max_abs_diff"] = _max_diff(evaluate_lib.softmax(logits), expected)
+        _raise_if_over(report, tolerance)
+        return report
     if os.path.isfile(path):
         reloaded = evaluate_lib.load_member(path).model
         report["max_abs_diff"] = _max_diff(_keras_probabilities(reloaded, images), expected)
@@ -181,6 +199,35 @@ def verify_export(model, path, images=None, tolerance=TOLERANCE, classes=None):
     report["jpeg_max_abs_diff"] = _max_diff(from_jpeg, _keras_probabilities(model, decoded))
     _raise_if_over(report, tolerance)
     return report
+
+
+def _litert_interpreter(path):
+    try:  # LiteRT's own package, where installed; TensorFlow's copy otherwise
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            return tf.lite.Interpreter(model_path=path)
+    return Interpreter(model_path=path)
+
+
+def _portable_logits(path, format, images):
+    """The logits a LiteRT or ONNX file gives for uint8 ``images``, run by its own runtime."""
+    images = np.asarray(images, np.float32)
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: images})[0]
+    interpreter = _litert_interpreter(path)
+    feed = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(feed["index"], list(images.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(feed["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
 def _raise_if_over(report, tolerance):
@@ -235,13 +282,43 @@ def export_keras(model, out, overwrite=False, verify=True, images=None):
     return {**report, "path": out, "format": "keras", "classes": int(model.outputs[0].shape[-1])}
 
 
+def export_portable(model, out, format, classes=None, overwrite=False, verify=True, images=None):
+    """Export ``model`` through Keras's ``model.export`` as LiteRT (``format="litert"``) or
+    ONNX (``"onnx"``) into the folder ``out``, with ``wnids.txt`` (see the module docstring)."""
+    if format not in PORTABLE_FILES:
+        raise ValueError(f"format must be one of {tuple(PORTABLE_FILES)}. Received: {format=}")
+    if format == "litert" and not backend.is_tensorflow():
+        raise backend.TensorFlowRequired(
+            f"LiteRT export runs on Keras's TensorFlow backend here; this process runs {backend.name()}. Run it "
+            "with KERAS_BACKEND=tensorflow: .keras files load there with the same predictions")
+    if format == "onnx":
+        try:
+            import onnxruntime  # noqa: F401  (what the check runs the export with)
+        except ImportError as error:
+            raise ImportError(f"ONNX export needs its packages: pip install \"tiny_keras[onnx]\" ({error})") from error
+    out = os.fspath(out)
+    _check_destination(out, overwrite)
+    model = load_keras_model(model)
+    wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
+    spec = [keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32")]
+    with files.atomic_path(out, overwrite=overwrite) as tmp:
+        os.makedirs(tmp, exist_ok=True)
+        model.export(os.path.join(tmp, PORTABLE_FILES[format]), format=format, input_signature=spec, verbose=False)
+        files.write_text("".join(w + "\n" for w in wnids), os.path.join(tmp, WNIDS_FILE))
+        report = verify_export(model, tmp, images=images) if verify else {}
+    return {**report, "path": out, "format": format, "classes": len(wnids)}
+
+
 def export(model, out, format="savedmodel", classes=None, overwrite=False, verify=True, images=None):
-    """Export as ``format`` ("savedmodel" or "keras"). For "keras", a folder ``out``
-    (not ending in ``.keras``) receives ``out/model.keras``."""
+    """Export as ``format`` ("savedmodel", "keras", "litert" or "onnx"). For "keras", a
+    folder ``out`` (not ending in ``.keras``) receives ``out/model.keras``."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}. Received: {format=}")
     if format == "savedmodel":
         return export_savedmodel(model, out, classes=classes, overwrite=overwrite, verify=verify, images=images)
+    if format in PORTABLE_FILES:
+        return export_portable(model, out, format, classes=classes, overwrite=overwrite, verify=verify,
+                               images=images)
     out = os.fspath(out)
     if not out.endswith(".keras"):
         out = os.path.join(out, runs.MODEL)

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Export a trained model for serving, then reload it and check its predictions.
 
-    python tools/export.py MODEL --out DIR [--format savedmodel|keras] [--data PATH] [--overwrite]
+    python tools/export.py MODEL --out DIR [--format savedmodel|keras|litert|onnx] [--data PATH] [--overwrite]
 
 MODEL is a .keras file or a run folder (its model.keras). ``savedmodel`` (the default)
 writes a SavedModel whose ``serving_default`` signature takes uint8 images
 [None, 64, 64, 3] and returns class probabilities, top-5 class indices and their wnids
 (``serving_jpeg`` takes JPEG bytes; ``logits`` float images); the model's own
 preprocessing runs inside. ``keras`` writes DIR/model.keras (or the file DIR if it ends
-in .keras), a copy without optimizer state. The export is reloaded and its predictions
+in .keras), a copy without optimizer state. ``litert`` and ``onnx`` write DIR/model.tflite
+or DIR/model.onnx through Keras's ``model.export`` (float32 0..255 images [N, 64, 64, 3] in,
+logits out) with DIR/wnids.txt, reloaded by LiteRT's interpreter or onnxruntime. The export is reloaded and its predictions
 compared with the Keras model's (max abs difference <= 1e-5) before it is put in place.
 The wnids are the official 200 classes, or the classes of the dataset at ``--data`` (its
 own list when it has as many classes as the model has outputs).
@@ -25,7 +27,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL", help=".keras file or run folder")
     parser.add_argument("--out", required=True, help="destination folder (or .keras file with --format keras)")
-    parser.add_argument("--format", default="savedmodel", choices=("savedmodel", "keras"))
+    parser.add_argument("--format", default="savedmodel", choices=("savedmodel", "keras", "litert", "onnx"),
+                        help="savedmodel (default), keras, litert (model.tflite) or onnx (model.onnx, needs "
+                             "pip install \"tiny_keras[onnx]\"); litert and onnx write a folder with wnids.txt")
     parser.add_argument("--data", help="take the class list (wnids) from this dataset (zip or folder); "
                                        "default: the official 200 classes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -40,7 +44,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from tiny_keras import backend, data, evaluate, export
+    from tiny_keras import data, evaluate, export
 
     try:
         model = export.load_keras_model(args.model)
@@ -52,7 +56,7 @@ def main(argv=None):
                 raise SystemExit(f"error: --data {args.data}: {err}") from None
             classes = evaluate.resolve_classes(int(model.outputs[0].shape[-1]), dataset_classes)
         report = export.export(model, args.out, format=args.format, classes=classes, overwrite=args.overwrite)
-    except (ValueError, FileExistsError, backend.TensorFlowRequired) as err:  # unreadable models, failed checks
+    except (ValueError, FileExistsError, ImportError) as err:  # unreadable models, failed checks, missing packages
         raise SystemExit(f"error: {err}") from None
     print(f"exported {args.model} -> {report['path']} ({report['format']}, {report['classes']} classes)")
     checks = {k: v for k, v in report.items() if k.endswith("max_abs_diff")}
