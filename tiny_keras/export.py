@@ -38,6 +38,7 @@ Every export is written to a temporary folder, reloaded and checked by
 and, for a SavedModel, on JPEG bytes decoded by our decoder), and only then moved to its
 place; an existing destination is replaced only with ``overwrite=True``.
 """
+import importlib.util
 import os
 
 import keras
@@ -292,10 +293,9 @@ def export_portable(model, out, format, classes=None, overwrite=False, verify=Tr
             f"LiteRT export runs on Keras's TensorFlow backend here; this process runs {backend.name()}. Run it "
             "with KERAS_BACKEND=tensorflow: .keras files load there with the same predictions")
     if format == "onnx":
-        try:
-            import onnxruntime  # noqa: F401  (what the check runs the export with)
-        except ImportError as error:
-            raise ImportError(f"ONNX export needs its packages: pip install \"tiny_keras[onnx]\" ({error})") from error
+        missing = [name for name in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"tiny_keras[onnx]\"")
     out = os.fspath(out)
     _check_destination(out, overwrite)
     model = load_keras_model(model)
