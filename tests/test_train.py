@@ -780,6 +780,11 @@ def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_multi_worker_strategy_is_refused_with_its_reason():
+    with pytest.raises(ValueError, match="'multi_worker' is not supported: Keras 3's TensorFlow trainer cannot fit"):
+        train.make_strategy("multi_worker")
+
+
 def test_time_limit_is_refused_with_multi_worker(tmp_path):
     with pytest.raises(ValueError, match="time limit .* not supported with strategy 'multi_worker'"):
         train.train(tiny_recipe(strategy="multi_worker"), tmp_path / "run", data=None, verbose=0,

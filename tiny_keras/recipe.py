@@ -121,9 +121,11 @@ class Recipe:
         to ``AUTO_STEPS_PER_EXECUTION``; 1 on a CPU).
       checkpoint_every: the resume checkpoint every N epochs, or "auto": every epoch while
         one costs at most 5% of an epoch, else every k epochs (``callbacks.RunCheckpoint``).
-      strategy: how the run spreads over devices: "default" (one device), "mirrored" or
-        "multi_worker" (``tf.distribute``, TensorFlow backend), "data_parallel"
-        (``keras.distribution.DataParallel`` over the local devices, JAX backend).
+      strategy: how the run spreads over devices: "default" (one device), "mirrored"
+        (``tf.distribute``, TensorFlow backend), "data_parallel"
+        (``keras.distribution.DataParallel``, JAX backend: the local devices, or every
+        host's after ``keras.distribution.initialize``). "multi_worker" is refused with
+        its reason (``train.make_strategy``).
       run_eagerly: Keras's compile option: train step by step without compiling the train
         step (for debugging, and for ``--smoke``, where tracing costs more than two steps).
     The run writes the values it chose for the "auto" ones into its ``recipe.json``.

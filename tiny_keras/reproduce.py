@@ -31,6 +31,8 @@ import re
 import sys
 import time
 
+import keras
+
 from tiny_keras import download, evaluate, models, runs
 from tiny_keras.callbacks import TimeLimitReached
 from tiny_keras.recipe import PRECISIONS, STRATEGIES
@@ -176,9 +178,21 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                         help="at most N train steps per call from the host (default: 32 on a GPU, 1 on a CPU; "
                              "each stage takes the largest divisor of its steps per epoch up to N)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
-                        help="mirrored / multi_worker: tf.distribute (TensorFlow backend); data_parallel: "
-                             "keras.distribution over the local devices (JAX backend); --batch-size stays "
+                        help="mirrored: tf.distribute (TensorFlow backend; multi_worker is refused, see "
+                             "README.md); data_parallel: "
+                             "keras.distribution over the devices (JAX backend; several hosts with the "
+                             "flags below); --batch-size stays "
                              "the global batch")
+    hosts = parser.add_argument_group(
+        "several hosts (JAX, --strategy data_parallel)",
+        "every process runs the same command with its own --process-id; default: Keras's "
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID environment variables")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                       help="address of process 0, which the others join")
+    hosts.add_argument("--num-processes", type=positive_int, default=None, metavar="N",
+                       help="processes training together (one per host, each with its devices)")
+    hosts.add_argument("--process-id", type=int, default=None, metavar="I",
+                       help="this process's index, 0 (the chief: it writes --workdir) to N - 1")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="1: progress bars; 2: one line per epoch, and one every 2 minutes inside longer epochs; "
                              "0: quiet (default: 1 on a terminal, else 2). These lines always go to "
@@ -196,6 +210,46 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     if extra is not None:
         extra(parser)
     return parser
+
+
+# Measured with Keras 3.15 and TensorFlow 2.21, two workers on 127.0.0.1 (tests/test_distributed.py):
+# fit fails at its first step under MultiWorkerMirroredStrategy, in Keras's own trainer.
+MULTI_WORKER_REFUSED = (
+    "--strategy multi_worker: Keras 3's TensorFlow trainer cannot fit under tf.distribute's "
+    "MultiWorkerMirroredStrategy (its first step reduces per-replica values eagerly and scalar metrics along "
+    "an axis, and fails; keras-team/keras issue 20585). On several hosts use the JAX backend: KERAS_BACKEND=jax "
+    "with --strategy data_parallel --coordinator HOST:PORT --num-processes N --process-id I")
+
+
+def join_processes(parser, args):
+    """Join the other processes of a multi-host run (``keras.distribution.initialize``)
+    where the flags or Keras's environment variables name more than one; return the count."""
+    env = os.environ.get
+    count = args.num_processes or int(env("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1)
+    if count == 1:
+        if args.coordinator or args.process_id is not None:
+            parser.error("--coordinator and --process-id need --num-processes N (N > 1)")
+        return 1
+    coordinator = args.coordinator or env("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    index = args.process_id if args.process_id is not None else env("KERAS_DISTRIBUTION_PROCESS_ID")
+    if not coordinator or index is None:
+        parser.error(f"{count} processes need --coordinator HOST:PORT and --process-id I (or Keras's "
+                     "KERAS_DISTRIBUTION_JOB_ADDRESSES and KERAS_DISTRIBUTION_PROCESS_ID)")
+    index = int(index)
+    if not 0 <= index < count:
+        parser.error(f"--process-id must be from 0 to {count - 1}. Received: {index}")
+    from tiny_keras import backend
+
+    if backend.name() != backend.JAX or args.strategy != "data_parallel":
+        parser.error(f"{count} processes train together on the JAX backend with --strategy data_parallel "
+                     f"(this process: backend {backend.name()}, --strategy {args.strategy or 'default'})")
+    if args.time_limit is not None:
+        parser.error("--time-limit is not supported with several processes: each would judge it by its own clock")
+    import jax  # the JAX backend's own library
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices' collectives across hosts
+    keras.distribution.initialize(job_addresses=coordinator, num_processes=count, process_id=index)
+    return count
 
 
 def apply_flags(recipe, args):
@@ -264,6 +318,9 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     run_names = list(recipes)
     parser = build_parser(description, run_names, default_runs, extra)
     args = parser.parse_args(argv)
+    if args.strategy == "multi_worker":
+        parser.error(MULTI_WORKER_REFUSED)
+    join_processes(parser, args)
     stop_by = None if args.time_limit is None else time.time() + args.time_limit
     if configure is not None:
         recipes = configure(dict(recipes), args)
@@ -302,13 +359,17 @@ def _run(paper, recipes, ensembles, workdir, args, stop_by=None):
         except TimeLimitReached as stopped:
             raise TimeLimitReached(f"{name} ({os.path.join(workdir, name)}): {stopped}") from None
         rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
+    chief = train.processes()[1] == 0  # with several processes, the chief evaluates ensembles and writes results
     for ensemble in ensembles:
-        if all(m in recipes for m in ensemble.members):
+        if chief and all(m in recipes for m in ensemble.members):
             print(f"\n=== {paper}: ensemble {ensemble.name} ===")
             rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
     results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
     table = train.format_table(rows)
+    if not chief:
+        print(f"\n{paper}: trained as process {train.processes()[1]}; the chief (process 0) writes the results")
+        return results
     path = runs.write_results(workdir, results, table)
     print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")
     print(f"\nwrote {path}")

@@ -34,6 +34,7 @@ import glob
 import json
 import os
 import shutil
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -335,6 +336,18 @@ def prepare_folder(workdir, recipe, overwrite):
         )
     if saved is None or not os.path.exists(os.path.join(workdir, RESULTS)):  # a finished run's stays as it ran
         files.write_json(ours, recipe_path)
+
+
+def worker_copy(workdir):
+    """A temporary folder holding a copy of the run in ``workdir`` (none: empty), for a
+    process that trains beside the chief and must not write where it writes: it resumes
+    from the same checkpoint and writes its own files there. Snapshots and TensorBoard logs
+    are left out (nothing resumes from them)."""
+    copy = tempfile.mkdtemp(prefix="tiny_keras_worker_")
+    if os.path.isdir(workdir):
+        shutil.copytree(workdir, copy, dirs_exist_ok=True,
+                        ignore=lambda folder, names: [n for n in names if n in (SNAPSHOTS, TENSORBOARD)])
+    return copy
 
 
 def write_results(folder, results, table):

@@ -17,6 +17,7 @@ parts, run on the device and saved with it, so evaluation and export need no fla
 host pipeline only shuffles, gathers and batches uint8 images.
 """
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -221,14 +222,31 @@ class OneDevice:
         return contextlib.nullcontext()
 
 
+def processes():
+    """``(count, index)`` of the processes training together: JAX's processes where
+    ``keras.distribution.initialize`` joined several (multi-host ``data_parallel``), else
+    ``(1, 0)``. Process 0 is the chief: it alone writes the run folder."""
+    if backend.name() != backend.JAX:
+        return 1, 0
+    import jax  # the JAX backend's own library
+
+    return jax.process_count(), jax.process_index()
+
+
 class DataParallel:
-    """``keras.distribution.DataParallel`` over this host's devices (JAX backend), with
-    ``tf.distribute``'s ``scope()`` / ``num_replicas_in_sync``: inside ``scope()`` the
-    model's variables are replicated and every batch is split across the devices."""
+    """``keras.distribution.DataParallel`` over every device of the processes training
+    together (JAX backend: this host's, or with ``keras.distribution.initialize`` every
+    host's), with ``tf.distribute``'s ``scope()`` / ``num_replicas_in_sync``: inside
+    ``scope()`` the model's variables are replicated and every global batch is split across
+    the devices. With several processes each feeds its own shard of each batch
+    (``num_processes``, ``process_index``), and Keras assembles the global batch."""
 
     def __init__(self):
-        self.distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
-        self.num_replicas_in_sync = len(keras.distribution.list_devices())
+        devices = keras.distribution.list_devices()
+        self.num_processes, self.process_index = processes()
+        self.distribution = keras.distribution.DataParallel(devices=devices,
+                                                            auto_shard_dataset=self.num_processes == 1)
+        self.num_replicas_in_sync = len(devices)
 
     def scope(self):
         return self.distribution.scope()
@@ -239,11 +257,16 @@ def make_strategy(name):
     on = backend.name()
     if name == "default":
         return tf.distribute.get_strategy() if on == backend.TENSORFLOW else OneDevice()
-    if name in ("mirrored", "multi_worker"):
+    if name == "multi_worker":
+        raise ValueError("strategy 'multi_worker' is not supported: Keras 3's TensorFlow trainer cannot fit under "
+                         "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras issue 20585; tested in "
+                         "tests/test_distributed.py). For several hosts use 'data_parallel' on the JAX backend "
+                         "with keras.distribution.initialize")
+    if name == "mirrored":
         if on != backend.TENSORFLOW:
             raise ValueError(f"strategy {name!r} is tf.distribute's and needs the TensorFlow backend; this process "
                              f"runs {on}" + ("; on JAX use data_parallel" if on == backend.JAX else ""))
-        return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MirroredStrategy()
     if name == "data_parallel":
         if on != backend.JAX:
             raise ValueError(f"strategy 'data_parallel' is keras.distribution's and needs the JAX backend; this "
@@ -343,7 +366,11 @@ def train_input(strategy, split, batch_size, seed, skip_batches=0):
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch size {batch_size} does not split over {strategy.num_replicas_in_sync} replicas")
     if not backend.is_tensorflow():
-        return data_lib.BatchLoader(split, batch_size, training=True, seed=seed, skip_batches=skip_batches).stream()
+        count, index = getattr(strategy, "num_processes", 1), getattr(strategy, "process_index", 0)
+        # Several processes: each reads every count-th image of the stream's order, a
+        # batch_size / count share of each global batch (the same images as one process).
+        return data_lib.BatchLoader(split, batch_size // count, training=True, seed=seed, skip_batches=skip_batches,
+                                    shard=(count, index) if count > 1 else None).stream()
     if strategy.num_replicas_in_sync == 1:
         return without_autotune_thread(data_lib.make_dataset(split, batch_size=batch_size, training=True, seed=seed,
                                                              repeat=True, skip_batches=skip_batches))
@@ -373,10 +400,19 @@ def without_autotune_thread(dataset):
     return dataset.with_options(options)
 
 
-def eval_input(split, batch_size):
+def eval_input(split, batch_size, strategy=None):
     """``split`` in order, in ``batch_size`` batches (the last one partial): a tf.data
-    dataset on TensorFlow, a ``tiny_keras.data.BatchLoader`` elsewhere."""
+    dataset on TensorFlow, a ``tiny_keras.data.BatchLoader`` elsewhere; with several
+    processes (``strategy.num_processes``) each reads its shard, every count-th image, of a
+    split cut to a multiple of the count (so every process has as many batches, of the same
+    sizes: at most count - 1 images are left out)."""
     if not backend.is_tensorflow():
+        count, index = getattr(strategy, "num_processes", 1), getattr(strategy, "process_index", 0)
+        if count > 1:
+            n = len(split) - len(split) % count
+            split = dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n],
+                                        boxes=split.boxes[:n], grayscale=split.grayscale[:n], files=split.files[:n])
+            return data_lib.BatchLoader(split, max(1, batch_size // count), training=False, shard=(count, index))
         return data_lib.BatchLoader(split, batch_size, training=False)
     return data_lib.make_dataset(split, batch_size=batch_size, training=False)
 
@@ -443,8 +479,20 @@ def train(recipe, workdir, data=None, overwrite=False, verbose=1, extra_callback
     machine with these settings (``timed_on``); otherwise the epoch
     starts whenever time is left): that epoch's resume checkpoint is written and
     ``TimeLimitReached`` raised, and the same call continues the run later.
+
+    Several processes training together (multi-host ``data_parallel`` on JAX: each calls
+    this with the same arguments) share ``workdir``: the chief (process 0) writes it; every
+    other process starts from a copy of it in a temporary folder (the run so far, so a
+    killed run resumes on every process) and writes there. ``workdir`` must be on storage
+    every process reads, as Keras's multi-worker guide assumes.
     """
     recipe = (recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)).validate()
+    count, index = processes()
+    if count > 1 and stop_by is not None:
+        raise ValueError(f"a time limit (stop_by) is not supported with {count} processes training together: each "
+                         "would judge it by its own clock")
+    if index > 0:
+        workdir = runs.worker_copy(workdir)
     saved = None if overwrite else runs.saved_recipe(workdir)
     saved_precision = None if saved is None else saved.get("precision", "auto")
     if saved_precision not in (None, "auto") and recipe.precision == "auto":
@@ -624,7 +672,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
     # resumed run stopped.
     train_ds = train_input(strategy, train_split, stage.batch_size, stage_seed(recipe, index),
                            skip_batches=initial_epoch * steps)
-    val_ds = eval_input(val_split, stage.batch_size)
+    val_ds = eval_input(val_split, stage.batch_size, strategy)
 
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
     # its step, so a resumed run continues it); the logger reports the rate of each
