@@ -189,24 +189,32 @@ def _readme_command(marker):
 
 
 def test_readme_first_command_installs_what_exists_and_passes_flags_the_script_takes():
+    """The README's quick start: the install command installs with the constraints, every
+    extra the README names exists, and the training command takes the script's own flags
+    and reads the archive the quick start downloads."""
     import configparser
     import shlex
 
     from tiny_keras import reproduce
+    from tiny_keras.data import tfds_builder
 
-    parts = _readme_command("<!-- reproduce-command -->")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    parts = _readme_command("<!-- install-command -->")
     install = shlex.split(parts[2])
-    assert install[:3] == ["pip", "install", "-e"] and install[-2:] == ["-c", "constraints.txt"]
+    assert install == ["pip", "install", "-e", ".", "-c", "constraints.txt"]
     assert (REPO / "constraints.txt").is_file()
     extras = configparser.ConfigParser()
     extras.read(REPO / "setup.cfg")
-    assert install[3].split("[")[1].rstrip("]") in extras["options.extras_require"]
-    run = shlex.split(parts[3])
+    named = set(re.findall(r'"\.\[(\w+)\]"', readme))  # ".[gpu]", ".[jax]" ...
+    assert {"gpu", "jax", "test"} <= named <= set(extras["options.extras_require"])
+    (command,) = _readme_command("<!-- reproduce-command -->")
+    run = shlex.split(command)
     assert run[0] == "python" and run[1].startswith("reproductions/")
     script = _script(os.path.basename(run[1])[:-3])
     parser = reproduce.build_parser("x", list(script.RECIPES), extra=getattr(script, "extra_flags", None))
     args = parser.parse_args(run[2:])  # exits (fails the test) on a flag the script does not take
-    assert args.data is None  # the first command gets the data itself
+    assert f"curl -LO {tfds_builder.DEFAULT_URL}" in readme  # the quick start gets the data it reads
+    assert args.data == os.path.basename(tfds_builder.DEFAULT_URL) == "tiny-imagenet-200.zip"
 
 
 def test_readme_test_command_uses_the_constraints():

@@ -1,6 +1,7 @@
 """Published results (``results/``) and the papers table the README shows."""
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -14,13 +15,37 @@ import results as results_tool  # noqa: E402
 
 
 def test_readme_tables_match_results_folder():
-    """The README's papers and localisation tables are what ``tools/results.py readme``
-    makes from ``results/``."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    """Every table made from ``results/`` (README.md's papers table, docs/results.md's with
+    its notes, docs/localization.md's) is what ``tools/results.py readme`` makes of it."""
     blocks = results_tool.generated_blocks()
-    assert set(blocks) == {None, "localization-table"}
+    assert results_tool.PAGES == {"papers-table": "README.md", "papers-table-full": "docs/results.md",
+                                  "localization-table": "docs/localization.md"}
+    assert set(blocks) == set(results_tool.PAGES)
     for block, generated in blocks.items():
-        assert results_tool.readme_block(readme, block) == generated, "run: python tools/results.py readme"
+        page = (REPO / results_tool.PAGES[block]).read_text(encoding="utf-8")
+        assert results_tool.page_block(page, block) == generated, "run: python tools/results.py readme"
+    assert results_tool.main(["readme", "--check"]) == 0
+    # README.md's table is docs/results.md's without the notes, and links from the top folder.
+    full, notes = blocks["papers-table-full"].split("\n\n", 1)
+    assert re.sub(r" \(\d+\) \|", " |", full).replace("](../results/", "](results/") == blocks["papers-table"]
+    assert notes.startswith("1. paper4 model1: ") and "](results/paper4/model1) |" in blocks["papers-table"]
+    assert "[record](../results/paper2_localization/goldfish)" in blocks["localization-table"]
+
+
+def test_readme_check_fails_where_a_table_differs(monkeypatch, tmp_path, capsys):
+    """``readme --check`` exits 1 naming the stale table; ``readme`` rewrites only that block."""
+    for page in set(results_tool.PAGES.values()):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text((REPO / page).read_text(encoding="utf-8"), encoding="utf-8")
+    results = tmp_path / "docs" / "results.md"
+    text = results.read_text(encoding="utf-8")
+    results.write_text(text.replace("| model2 | 22.72 |", "| model2 | 99.99 |"), encoding="utf-8")
+    monkeypatch.setattr(results_tool, "REPO", str(tmp_path))
+    assert results_tool.main(["readme", "--check"]) == 1
+    assert "docs/results.md (papers-table-full) differ from results/" in capsys.readouterr().err
+    assert results_tool.main(["readme"]) == 0
+    assert results.read_text(encoding="utf-8") == text
+    assert results_tool.main(["readme", "--check"]) == 0
 
 
 def test_catalogue_lists_every_figure_the_papers_report():
@@ -78,6 +103,7 @@ def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path)
         published.publish(run, tmp_path / "results")
     published.publish(run, tmp_path / "results", overwrite=True)
     assert not (tmp_path / "results" / "paper4" / "model2" / "note.md").exists()
+    published.publish(run, tmp_path / "results", overwrite=True, note="Fixture data: not a real result.")
 
     measured = result["runs"][0]["val_top1"]
     rows = [published.Row("paper4", "model2", "train", 1.0), published.Row("paper4", "model1", "train", 14.19,
@@ -93,7 +119,11 @@ def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path)
     assert table[0]["commits"] == [source.get("commit", "unknown") + ("+dirty" if source.get("dirty") else "")]
     assert table[1]["status"] == "not yet run (0.0M training images; est. 0 min on one H100-class GPU)"
     markdown = published.markdown(table)
-    assert f"[{measured:.2f}](results/paper4/model2)" in markdown and "| model1 | 14.19 | not yet run" in markdown
+    assert f"[{measured:.2f}](results/paper4/model2) (1) |" in markdown and "| model1 | 14.19 | not yet run" in markdown
+    assert markdown.endswith("\n\n1. paper4 model2: Fixture data: not a real result.")
+    # Without the notes (README.md's), and linked from docs/.
+    alone = published.markdown(table, notes=False, link_prefix="../")
+    assert alone == markdown.split("\n\n")[0].replace(" (1) |", " |").replace("](results/", "](../results/")
 
 
 def test_a_variant_run_is_its_rows_second_line_with_its_precision(fixture_zip, tmp_path):

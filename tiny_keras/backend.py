@@ -50,7 +50,7 @@ def require_tensorflow(feature):
         raise TensorFlowRequired(
             f"{feature} needs TensorFlow, which cannot be imported here (Keras backend: {name()}; "
             f"{type(error).__name__}: {error}). Install it with `pip install tensorflow`, or use "
-            f"a feature every backend has (see README.md, 'Backends')."
+            f"a feature every backend has (see docs/training.md, 'Backends')."
         ) from error
 
 

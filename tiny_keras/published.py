@@ -157,9 +157,11 @@ def read_published(results_dir):
     }
 
 
-def localization_markdown(results_dir):
+def localization_markdown(results_dir, link_prefix=""):
     """Every published localisation run as a Markdown table (held-out images, percent),
-    the baselines beside ours, then how it was measured and the command."""
+    the baselines beside ours, then how it was measured and the command. Its links to the
+    records are relative to the repository, after ``link_prefix`` (``"../"`` for a page in
+    ``docs/``)."""
     blocks = []
     for paper, run, folder, results in _published_folders(results_dir):
         if not is_localization(results):
@@ -181,7 +183,7 @@ def localization_markdown(results_dir):
         lines += ["", f"Measured on {machine_of(record)}, {date}, "
                       f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}: "
                       f"{_hours(results['train_seconds'] / 3600.0)} of training, "
-                      f"{_hours(results['wall_seconds'] / 3600.0)} in all ([record]({link})).",
+                      f"{_hours(results['wall_seconds'] / 3600.0)} in all ([record]({link_prefix}{link})).",
                   "", "```bash", session["command"], "```"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "No localisation run is published yet."
@@ -307,12 +309,15 @@ def _number(value, sign=False):
     return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
-def markdown(table):
-    """The papers table as Markdown, as the README shows it."""
+def markdown(table, notes=True, link_prefix=""):
+    """The papers table as Markdown: the table, then a numbered note under it for each
+    measured row with a ``note.md`` (marked "(1)", "(2)" ... beside its figure). Without
+    ``notes``, the table alone, unmarked (README.md's). Links to the published runs are
+    relative to the repository, after ``link_prefix`` (``"../"`` for a page in ``docs/``)."""
     lines = ["| paper | model | paper's val top-1 | ours | difference | epochs | reached the paper's figure "
              "| precision | machine, date | training time |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    notes = []
+    footnotes = []
     previous = (None, None)
     for e in table:
         model = f"{e['run']} ({e['stage']})" if e["stage"] not in ("train", "ensemble") else e["run"]
@@ -326,11 +331,11 @@ def markdown(table):
             continue
         reached = "-" if e["paper_top1"] is None else (
             f"epoch {e['first_epoch_at_paper_figure']}" if e["first_epoch_at_paper_figure"] else "not reached")
-        ours = f"[{_number(e['ours_top1'])}]({e['folder']})"
-        if e["note"]:
-            notes.append(f"{len(notes) + 1}. {e['paper']} {model}: {e['note']}")
-            ours += f" ({len(notes)})"
+        ours = f"[{_number(e['ours_top1'])}]({link_prefix}{e['folder']})"
+        if e["note"] and notes:
+            footnotes.append(f"{len(footnotes) + 1}. {e['paper']} {model}: {e['note']}")
+            ours += f" ({len(footnotes)})"
         lines.append(f"| {paper} | {model} | {_number(e['paper_top1'])} | {ours} | {_number(e['difference'], True)} "
                      f"| {e['epochs']} | {reached} | {e['precision']} | {e['machine']}, {e['date']} "
                      f"| {_hours(e['wall_hours'])} |")
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return "\n".join(lines + ([""] + footnotes if footnotes else []))

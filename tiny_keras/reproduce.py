@@ -179,7 +179,7 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                              "each stage takes the largest divisor of its steps per epoch up to N)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="mirrored: tf.distribute (TensorFlow backend; multi_worker is refused, see "
-                             "README.md); data_parallel: "
+                             "docs/training.md); data_parallel: "
                              "keras.distribution over the devices (JAX backend; several hosts with the "
                              "flags below); --batch-size stays "
                              "the global batch")

@@ -2,7 +2,7 @@
 """The measured results in ``results/``, beside the papers' figures.
 
     python tools/results.py table [--json OUT]       # the papers table, Markdown (and JSON)
-    python tools/results.py readme [--check]          # write (or check) README.md's tables
+    python tools/results.py readme [--check]          # write (or check) the generated tables
     python tools/results.py publish RUN_FOLDER [--as PAPER/RUN] [--note TEXT] [--overwrite]
 
 ``table`` lists every result a paper reports (the rows come from the reproduction
@@ -10,10 +10,12 @@ scripts' recipes and ensembles) with ours beside it where a run is published: th
 difference, our epochs, the first epoch at which ours reached the paper's figure, the
 machine and backend, the training time, and a link to the published folder. Rows not yet
 run say what they need, with an estimate of the GPU time (``tiny_keras.published``).
-``publish`` copies a finished run folder's record (results, recipe, provenance, per-stage
-histories; never weights) to ``results/<paper>/<run>/``; a localisation run (paper 2's
-localiser) goes to ``results/<paper>_localization/<run>/`` and into the README's
-localisation table.
+``readme`` writes every table made from ``results/`` where it is shown (:data:`PAGES`):
+the papers table alone in README.md, the same with its notes in docs/results.md, and the
+localisation table in docs/localization.md. ``publish`` copies a finished run folder's
+record (results, recipe, provenance, per-stage histories; never weights) to
+``results/<paper>/<run>/``; a localisation run (paper 2's localiser) goes to
+``results/<paper>_localization/<run>/`` and into the localisation table.
 """
 import argparse
 import functools
@@ -24,9 +26,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
-README = os.path.join(REPO, "README.md")
-BEGIN, END = "<!-- papers-table -->", "<!-- /papers-table -->"
-LOCALIZATION = "localization-table"  # README block of the published localisation runs
+# The generated blocks, each between <!-- NAME --> and <!-- /NAME --> in its page (relative to REPO).
+PAPERS = "papers-table"  # the papers table alone
+PAPERS_FULL = "papers-table-full"  # the papers table and its notes
+LOCALIZATION = "localization-table"  # the published localisation runs
+PAGES = {PAPERS: "README.md", PAPERS_FULL: "docs/results.md", LOCALIZATION: "docs/localization.md"}
 
 
 def script(paper):
@@ -95,30 +99,32 @@ def catalogue(with_costs=True):
     return rows
 
 
-def generated_table(results_dir=RESULTS):
-    from tiny_keras import published
-
-    table = published.papers_table(catalogue(), results_dir)
-    return table, published.markdown(table)
-
-
-def _markers(block):
-    return (BEGIN, END) if block is None else (f"<!-- {block} -->", f"<!-- /{block} -->")
-
-
-def readme_block(text, block=None):
-    """The papers table (or another generated ``block``) now in README.md's text."""
-    begin, end = _markers(block)
-    if begin not in text or end not in text:
-        raise SystemExit(f"README.md has no {begin} ... {end} block")
-    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
+def _link_prefix(page):
+    """What makes a link relative to the repository one relative to ``page``: "../" in docs/."""
+    return "../" * page.count("/")
 
 
 def generated_blocks(results_dir=RESULTS):
-    """``{block: text}``: every README block made from ``results_dir`` (None: the papers table)."""
+    """``{block: text}``: every block made from ``results_dir``; :data:`PAGES` says where each goes."""
     from tiny_keras import published
 
-    return {None: generated_table(results_dir)[1], LOCALIZATION: published.localization_markdown(results_dir)}
+    table = published.papers_table(catalogue(), results_dir)
+    return {PAPERS: published.markdown(table, notes=False, link_prefix=_link_prefix(PAGES[PAPERS])),
+            PAPERS_FULL: published.markdown(table, link_prefix=_link_prefix(PAGES[PAPERS_FULL])),
+            LOCALIZATION: published.localization_markdown(results_dir,
+                                                          link_prefix=_link_prefix(PAGES[LOCALIZATION]))}
+
+
+def _markers(block):
+    return f"<!-- {block} -->", f"<!-- /{block} -->"
+
+
+def page_block(text, block):
+    """The text now between ``block``'s markers in ``text``, the content of its page."""
+    begin, end = _markers(block)
+    if begin not in text or end not in text:
+        raise SystemExit(f"{PAGES[block]} has no {begin} ... {end} block")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
 
 def _replace_block(text, block, content):
@@ -127,14 +133,19 @@ def _replace_block(text, block, content):
     return f"{before}{begin}\n{content}\n{end}{rest.split(end, 1)[1]}"
 
 
+def _read(page):
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+        return f.read()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="print the papers table")
     table.add_argument("--json", metavar="OUT", help="also write it as JSON")
     table.add_argument("--results", default=RESULTS, help="the published results folder")
-    readme = sub.add_parser("readme", help="write README.md's papers table from results/")
-    readme.add_argument("--check", action="store_true", help="only check that README.md's table is current")
+    readme = sub.add_parser("readme", help="write the tables made from results/ (README.md, docs/)")
+    readme.add_argument("--check", action="store_true", help="only check that those tables are current")
     pub = sub.add_parser("publish", help="copy a finished run's record to results/")
     pub.add_argument("run_folder")
     pub.add_argument("--as", dest="name", metavar="PAPER/RUN", help="default: the recipe's paper / the folder name")
@@ -162,22 +173,22 @@ def main(argv=None):
             files.write_json(rows, args.json)
             print(f"wrote {args.json}")
         return 0
-    with open(README, encoding="utf-8") as f:
-        current = f.read()
     blocks = generated_blocks()
+    pages = {page: _read(page) for page in dict.fromkeys(PAGES.values())}
+    stale = [block for block, text in blocks.items()
+             if page_block(pages[PAGES[block]], block) != text]  # also: every marker is there
+    named = ", ".join(f"{PAGES[block]} ({block})" for block in stale)
     if args.check:
-        stale = [block or "papers-table" for block, text in blocks.items() if readme_block(current, block) != text]
         if stale:
-            print(f"README.md's {', '.join(stale)} differ from results/; run: python tools/results.py readme",
-                  file=sys.stderr)
+            print(f"{named} differ from results/; run: python tools/results.py readme", file=sys.stderr)
             return 1
-        print("README.md's tables match results/")
+        print(f"the tables in {', '.join(pages)} match results/")
         return 0
-    for block, text in blocks.items():
-        readme_block(current, block)  # both markers present, or a clear error before writing
-        current = _replace_block(current, block, text)
-    files.write_text(current, README)
-    print("wrote README.md's papers and localisation tables")
+    for block in stale:
+        pages[PAGES[block]] = _replace_block(pages[PAGES[block]], block, blocks[block])
+    for page in dict.fromkeys(PAGES[block] for block in stale):
+        files.write_text(pages[page], os.path.join(REPO, page))
+    print(f"wrote {named}" if stale else f"the tables in {', '.join(pages)} were already current")
     return 0
 
 
