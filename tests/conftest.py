@@ -127,15 +127,16 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _cpu_without_amx(monkeypatch):
-    """In-process runs see this machine's CPU without its AMX flags, so "auto" precision is
-    float32 on every machine the suite runs on and their expectations hold everywhere; the
-    rule itself is tested with injected flags (test_train.py). Scripts run in a fresh
-    process (``run_python``) see the real CPU, as a user's would."""
+def _cpu_without_bfloat16(monkeypatch):
+    """In-process runs see this machine's CPU without its bfloat16 flags (AMX-BF16,
+    AVX512-BF16), so "auto" precision is float32 on every machine the suite runs on and
+    their expectations hold everywhere; the rule itself is tested with injected flags
+    (test_train.py). Scripts run in a fresh process (``run_python``) see the real CPU, as a
+    user's would."""
     from tiny_keras import provenance
 
     read = provenance.cpu_flags
-    machine = frozenset(f for f in read() if not f.startswith("amx"))
+    machine = frozenset(f for f in read() if not f.startswith("amx") and f != "avx512_bf16")
     monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: machine if path is None else read(path))
 
 

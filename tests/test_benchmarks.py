@@ -68,5 +68,5 @@ def test_train_benchmark_measures_auto_as_the_precision_a_run_would_pick(monkeyp
 
     monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
     assert bench.concrete_precisions(["auto", "float32", "mixed_bfloat16"]) == ["mixed_bfloat16", "float32"]
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx2"}))
     assert bench.concrete_precisions(["float32", "auto"]) == ["float32"]

@@ -322,8 +322,8 @@ def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_
     assert "━" not in out and "\b" not in out and len(out) < 3000  # no progress bars: a few lines in all
     log = (tmp_path / "lines" / "train.log").read_text().splitlines()
     assert [EPOCH_LINE.search(line).group(1) for line in log if "' epoch " in line] == ["1", "2", "3"]
-    assert log[0].endswith("Precision float32: auto: a CPU without AMX-BF16 (no amx_bf16 flag): bfloat16 gains "
-                           "little there")
+    assert log[0].endswith("Precision float32: auto: a CPU without bfloat16 instructions (no amx_bf16 or "
+                           "avx512_bf16 flag)")
     assert log[1].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px; float32, XLA off, 1 step per execution")
     # Quiet: nothing printed, the log still written.
     train.train(recipe, tmp_path / "quiet", data=fixture_zip, verbose=0)
@@ -354,24 +354,28 @@ def test_auto_precision_xla_and_steps_per_execution_follow_the_device():
 
 
 AMX = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})  # an Intel Xeon's (Sapphire Rapids and later)
-AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})  # an AMD EPYC's: bfloat16 instructions, no AMX
+AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})  # an AMD EPYC's (Zen 4): bfloat16 instructions, no AMX
+AVX2 = frozenset({"avx", "avx2", "fma"})  # no bfloat16 instructions
 
 
-def test_auto_precision_is_bfloat16_on_a_cpu_with_amx_where_the_backend_uses_it():
-    assert train.auto_precision(None, AMX, "tensorflow")[0] == "mixed_bfloat16"
+def test_auto_precision_is_bfloat16_on_a_cpu_with_bfloat16_instructions_where_the_backend_uses_them():
+    assert train.auto_precision(None, AMX, "tensorflow") == (
+        "mixed_bfloat16", "a CPU with AMX-BF16, which tensorflow's CPU kernels (oneDNN) use")
+    assert train.auto_precision(None, AVX512_BF16, "tensorflow") == (
+        "mixed_bfloat16", "a CPU with AVX512-BF16, which tensorflow's CPU kernels (oneDNN) use")
     for other in ("jax", "torch"):  # their CPU paths are not measured: float32, with the reason
         precision, reason = train.auto_precision(None, AMX, other)
         assert precision == "float32" and f"bfloat16 on the {other} backend's CPU path is not measured" in reason
-    for flags in (AVX512_BF16, frozenset()):
+    for flags in (AVX2, frozenset()):
         assert train.auto_precision(None, flags, "tensorflow") == (
-            "float32", "a CPU without AMX-BF16 (no amx_bf16 flag): bfloat16 gains little there")
+            "float32", "a CPU without bfloat16 instructions (no amx_bf16 or avx512_bf16 flag)")
     # A GPU decides by its compute capability, whatever its host CPU has.
     assert train.auto_precision((9, 0), frozenset(), "jax")[0] == "mixed_bfloat16"
     assert train.auto_precision((7, 5), AMX, "tensorflow") == (
         "mixed_float16", "a GPU of compute capability 7.5 (below 8.0) has no fast bfloat16")
     recipe = tiny_recipe()
     assert train.resolve_performance(recipe, None, AMX).precision == "mixed_bfloat16"
-    assert train.resolve_performance(recipe, None, AVX512_BF16).precision == "float32"
+    assert train.resolve_performance(recipe, None, AVX2).precision == "float32"
     assert train.resolve_performance(recipe.replace(precision="float32"), None, AMX).precision == "float32"
 
 
@@ -388,13 +392,14 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 def test_auto_precision_on_an_amx_cpu_is_recorded_and_kept_where_the_run_continues(fixture_zip, tmp_path,
                                                                                    monkeypatch):
     """A run started on a CPU with AMX trains in bfloat16, says why in train.log and
-    run.json, and continues in bfloat16 on a CPU without AMX (a run keeps its precision)."""
+    run.json, and continues in bfloat16 on a CPU without bfloat16 instructions (a run
+    keeps its precision)."""
     recipe = tiny_recipe(stage={"epochs": 2})
     monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AMX)
     with pytest.raises(Interrupt):
         train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["precision"] == "mixed_bfloat16"
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AVX512_BF16)
+    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AVX2)
     train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     log = (tmp_path / "run" / "train.log").read_text()
     assert ("Precision mixed_bfloat16: auto: a CPU with AMX-BF16, which tensorflow's CPU kernels (oneDNN) use"

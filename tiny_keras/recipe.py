@@ -112,8 +112,9 @@ class Recipe:
       classes, per_class, val_per_class: data subsets for quick runs.
       precision: "float32", "mixed_float16", "mixed_bfloat16" or "auto" (the run picks:
         bfloat16 on a GPU that computes in it, compute capability 8.0 and up; float16,
-        with loss scaling, on an older GPU; on a CPU bfloat16 where it has AMX-BF16 and
-        the backend is measured to use it, else float32: ``train.auto_precision``).
+        with loss scaling, on an older GPU; on a CPU bfloat16 where it has bfloat16
+        instructions (AMX-BF16, AVX512-BF16) and the backend is measured to use them, else
+        float32: ``train.auto_precision``).
       jit_compile: compile the train step with XLA: True, False or "auto" (on with a GPU,
         off on a CPU).
       steps_per_execution: train steps per call from the host: an int, or "auto" (on a

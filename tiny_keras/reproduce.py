@@ -169,7 +169,7 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--precision", choices=("auto",) + PRECISIONS, default=None,
                         help="compute dtype policy (default auto: mixed_bfloat16 on a GPU of compute capability "
                              "8.0 and up, mixed_float16 on an older one; on a CPU mixed_bfloat16 where it has "
-                             "AMX-BF16 (TensorFlow backend), else float32)")
+                             "AMX-BF16 or AVX512-BF16 (TensorFlow backend), else float32)")
     parser.add_argument("--mixed-precision", action="store_true", help="the same as --precision mixed_float16")
     xla = parser.add_mutually_exclusive_group()
     xla.add_argument("--xla", action="store_true", help="compile the train step with XLA (default: on a GPU)")

@@ -100,10 +100,13 @@ def gpu_compute_capability():
     return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0))
 
 
-# Backends whose CPU path is measured to gain from bfloat16 on a CPU with AMX-BF16:
-# TensorFlow's oneDNN kernels (1.3-4.4x over float32 on the papers' models, 2 Intel Xeon
-# cores). JAX's and PyTorch's CPU paths are not measured there, so "auto" keeps float32 on them.
+# Backends whose CPU path is measured to gain from bfloat16 on a CPU with bfloat16
+# instructions: TensorFlow's oneDNN kernels. Bare model.fit of the papers' main models, 2
+# cores: 1.5-3.8x over float32 on an Intel Xeon with AMX-BF16, 1.4-1.8x on an AMD EPYC with
+# AVX512-BF16 and no AMX (docs/benchmarks.md). JAX's and PyTorch's CPU paths are not
+# measured, so "auto" keeps float32 on them.
 BFLOAT16_CPU_BACKENDS = (backend.TENSORFLOW,)
+BFLOAT16_CPU_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}  # /proc/cpuinfo flag: its name
 
 
 def auto_precision(compute_capability=None, cpu_flags=frozenset(), backend_name=None):
@@ -112,20 +115,21 @@ def auto_precision(compute_capability=None, cpu_flags=frozenset(), backend_name=
     ``cpu_flags``, on Keras backend ``backend_name`` (default: this process's).
 
     A GPU of compute capability 8.0 and up computes in bfloat16, an older one in float16.
-    A CPU with AMX-BF16 (``amx_bf16``) gets bfloat16 where the backend's CPU path is
-    measured to use it (:data:`BFLOAT16_CPU_BACKENDS`); any other CPU float32 (an AMD EPYC
-    with AVX512-BF16 but no AMX gained only 1.2x on paper 4's model 4)."""
+    A CPU with bfloat16 instructions (AMX-BF16 or AVX512-BF16: :data:`BFLOAT16_CPU_FLAGS`)
+    gets bfloat16 where the backend's CPU path is measured to use them
+    (:data:`BFLOAT16_CPU_BACKENDS`); any other CPU float32 (bfloat16 is emulated there)."""
     backend_name = backend_name or backend.name()
     if compute_capability is not None:
         capability = ".".join(str(v) for v in compute_capability)
         if tuple(compute_capability) >= (8, 0):
             return "mixed_bfloat16", f"a GPU of compute capability {capability} computes in bfloat16"
         return "mixed_float16", f"a GPU of compute capability {capability} (below 8.0) has no fast bfloat16"
-    if "amx_bf16" not in cpu_flags:
-        return "float32", "a CPU without AMX-BF16 (no amx_bf16 flag): bfloat16 gains little there"
+    found = [name for flag, name in BFLOAT16_CPU_FLAGS.items() if flag in cpu_flags]
+    if not found:
+        return "float32", "a CPU without bfloat16 instructions (no amx_bf16 or avx512_bf16 flag)"
     if backend_name in BFLOAT16_CPU_BACKENDS:
-        return "mixed_bfloat16", f"a CPU with AMX-BF16, which {backend_name}'s CPU kernels (oneDNN) use"
-    return "float32", (f"a CPU with AMX-BF16, but bfloat16 on the {backend_name} backend's CPU path is not "
+        return "mixed_bfloat16", f"a CPU with {found[0]}, which {backend_name}'s CPU kernels (oneDNN) use"
+    return "float32", (f"a CPU with {found[0]}, but bfloat16 on the {backend_name} backend's CPU path is not "
                        "measured (pass --precision mixed_bfloat16 to try it)")
 
 
