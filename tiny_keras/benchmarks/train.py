@@ -155,8 +155,10 @@ def concrete_precisions(requested):
 
 
 def bare_fit(recipe, splits, steps, epochs):
+    """Training steps/s of a bare ``model.fit`` of ``recipe``'s model, in its precision
+    ("auto": what a run would pick here)."""
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(recipe.precision)
+    keras.mixed_precision.set_global_policy(concrete_precisions([recipe.precision])[0])
     try:
         return _bare_fit(recipe, splits, steps, epochs)
     finally:
