@@ -86,13 +86,13 @@ def same_parameter_outputs():
 def random_checks():
     """name -> array: properties of the seeded draws on this backend."""
     import keras
-    from tiny_keras import augment, reproduce
+    from tiny_keras import augment, recipes
     from tiny_keras.augment import core
 
     x = smooth_images()
     checks = {}
     for paper in ("paper1", "paper2", "paper3", "paper4", "paper5"):
-        recipe = next(r for r in reproduce.load_script(paper).RECIPES.values() if r.stages[0].augment)
+        recipe = next(r for r in recipes.get(paper).RECIPES.values() if r.stages[0].augment)
         transform = augment.deserialize(recipe.stages[0].augment)
         first, again, other = (keras.ops.convert_to_numpy(transform(x, seed)) for seed in (3, 3, 4))
         checks[f"{paper}_shape"] = np.array(first.shape)

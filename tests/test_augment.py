@@ -656,9 +656,9 @@ def test_layers_inside_an_xla_compiled_train_step(images):
 
 def recipe_augmentations(paper):
     """The distinct training augmentations of a paper's reproduction recipes."""
-    from tiny_keras.reproduce import load_script
+    from tiny_keras import recipes
 
-    specs = {json.dumps(stage.augment, sort_keys=True) for recipe in load_script(paper).RECIPES.values()
+    specs = {json.dumps(stage.augment, sort_keys=True) for recipe in recipes.get(paper).RECIPES.values()
              for stage in recipe.stages if stage.augment}
     return [json.loads(spec) for spec in sorted(specs)]
 

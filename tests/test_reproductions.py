@@ -3,7 +3,6 @@ import importlib
 import json
 import os
 import re
-import sys
 
 import keras
 import numpy as np
@@ -72,10 +71,8 @@ def test_smoke_run_writes_valid_results(paper, fixture_zip, tmp_path):
 
 
 def test_smoke_uses_every_class_with_few_images():
-    sys.path.insert(0, str(REPO / "reproductions"))
-    import paper1_progressive_resnet as paper1
-
     from tiny_keras import reproduce
+    from tiny_keras.recipes import paper1
 
     recipe = reproduce.smoke_recipe(paper1.recipe())
     assert recipe.classes is None and recipe.per_class == 2 and recipe.val_per_class == 1
@@ -95,10 +92,8 @@ def test_smoke_uses_every_class_with_few_images():
 
 
 def test_flags_override_every_stage(tmp_path):
-    sys.path.insert(0, str(REPO / "reproductions"))
-    import paper1_progressive_resnet as paper1
-
     from tiny_keras import reproduce
+    from tiny_keras.recipes import paper1
 
     parser = reproduce.build_parser("x", ["resnet"])
     args = parser.parse_args(["--epochs", "3", "--batch-size", "16", "--seed", "7", "--mixed-precision",
@@ -118,8 +113,10 @@ def test_flags_override_every_stage(tmp_path):
 
 
 def _script(name):
-    sys.path.insert(0, str(REPO / "reproductions"))
-    return __import__(name)
+    """The recipes module that ``reproductions/<name>.py`` runs."""
+    from tiny_keras import recipes
+
+    return recipes.get(recipes.by_script(name))
 
 
 def test_paper2_flips_half_the_images_and_subtracts_the_mean_image():

@@ -2,18 +2,13 @@
 network that change asks for, and every study script runs end to end with --smoke."""
 import dataclasses
 import json
-import sys
 
 import keras
 import pytest
 
-from conftest import REPO, run_script
-from tiny_keras import studies, train
-
-sys.path.insert(0, str(REPO / "reproductions"))
-import paper2_resnet_inception as paper2  # noqa: E402
-import paper2_studies  # noqa: E402
-import paper5_studies  # noqa: E402
+from conftest import run_script
+from tiny_keras import reproduce, studies, train
+from tiny_keras.recipes import paper2, paper5_studies
 
 WIDE, NARROW = (64, 128, 256, 512), (16, 32, 64, 128)
 
@@ -119,10 +114,10 @@ def test_paper5_l2_dropout_sweep():
 
 def test_paper2_script_needs_a_study_and_takes_only_its_runs(capsys):
     with pytest.raises(SystemExit) as exit_:
-        paper2_studies.main(["--smoke"])
+        reproduce.run_paper("paper2_studies", ["--smoke"])
     assert exit_.value.code == 2 and "--study" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        paper2_studies.main(["--study", "width", "--model", "wd_1e-4"])
+        reproduce.run_paper("paper2_studies", ["--study", "width", "--model", "wd_1e-4"])
     assert exit_.value.code == 2 and "invalid choice: 'wd_1e-4'" in capsys.readouterr().err
 
 

@@ -7,6 +7,7 @@ Mechanisms live in one place each:
 - ``tiny_keras.models``   model builders for every paper, with a registry
 - ``tiny_keras.schedules`` learning-rate schedules; ``tiny_keras.callbacks`` the callbacks over them
 - ``tiny_keras.recipe``    a paper's recipe as data; ``tiny_keras.train`` the engine that runs it
+- ``tiny_keras.recipes``   every paper's recipes, figures and readings; ``tiny_keras.reproduce`` their command line
 - ``tiny_keras.evaluate``  predictions, top-k, ensembles; ``tiny_keras.report`` their tables and files
 - ``tiny_keras.runs``      the run folder: its file names and readers
 - ``tiny_keras.localization`` paper2's object localiser: boxes, matching loss, detection metrics

@@ -1,9 +1,12 @@
 """The command line shared by the reproduction scripts in ``reproductions/``.
 
-A script hands :func:`main` its paper's recipes (one per model it trains) and, where
-the paper reports them, its ensembles; this module parses the common flags, trains every
-recipe with ``tiny_keras.train``, evaluates the ensembles, and writes
-``WORKDIR/results.json`` with a table beside it (``results.txt``)::
+:func:`run_paper` takes a paper's (or a study's) recipes from ``tiny_keras.recipes`` and
+hands them to :func:`main`: its recipes (one per model it trains) and, where the paper
+reports them, its ensembles. Each script is that one call, and so is
+``python -m tiny_keras.reproduce PAPER [flags]`` (an installed package, no checkout
+needed). :func:`main` parses the common flags, trains every recipe with
+``tiny_keras.train``, evaluates the ensembles, and writes ``WORKDIR/results.json`` with
+a table beside it (``results.txt``)::
 
     {"paper": ..., "runs": [{"model", "stage", "epochs", "val_top1", "val_top5",
                              "paper_val_top1", "seconds", ...}, ...],
@@ -24,7 +27,6 @@ command continues).
 """
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -36,31 +38,6 @@ import keras
 from tiny_keras import download, evaluate, models, runs
 from tiny_keras.callbacks import TimeLimitReached
 from tiny_keras.recipe import PRECISIONS, STRATEGIES
-
-# The reproduction scripts (``reproductions/<script>.py`` of a checkout) and their subjects.
-SCRIPTS = {
-    "paper1": ("paper1_progressive_resnet", "progressive resizing ResNet, cyclic LR"),
-    "paper2": ("paper2_resnet_inception", "ResNet, Inception-ResNet, VGG from scratch"),
-    "paper3": ("paper3_vgg", "small-filter VGGs (no figures survive)"),
-    "paper4": ("paper4_cnn_transfer", "simple CNNs, ResNet50 transfer"),
-    "paper5": ("paper5_caffe_cnn", "8-layer Caffe CNN, ensembles"),
-}
-SCRIPTS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reproductions")
-
-
-def load_script(paper):
-    """The reproduction script of ``paper`` as a module (its ``RECIPES``, ``DEFAULT_RUNS``...),
-    from the ``reproductions/`` folder of the checkout this package runs from."""
-    if paper not in SCRIPTS:
-        raise ValueError(f"paper must be one of {sorted(SCRIPTS)}. Received: {paper=}")
-    if not os.path.isdir(SCRIPTS_FOLDER):
-        raise FileNotFoundError(f"{SCRIPTS_FOLDER}: no reproductions/ folder; the scripts come with a checkout "
-                                "of the repository (pip install -e .)")
-    sys.path.insert(0, SCRIPTS_FOLDER)
-    try:
-        return importlib.import_module(SCRIPTS[paper][0])
-    finally:
-        sys.path.remove(SCRIPTS_FOLDER)
 
 
 def input_errors():
@@ -374,3 +351,42 @@ def _run(paper, recipes, ensembles, workdir, args, stop_by=None):
     print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")
     print(f"\nwrote {path}")
     return results
+
+
+def run_paper(name, argv=None):
+    """Train the recipes of ``name``, a paper or a study of ``tiny_keras.recipes``
+    (``"paper5"``, ``"paper2_studies"``), with the flags of ``argv`` (default: the command
+    line): what ``reproductions/<script>.py`` runs. Returns what :func:`main` returns."""
+    from tiny_keras import recipes as registry
+
+    module = registry.get(name)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if hasattr(module, "select"):  # runs chosen by a flag read first (paper 2's --study)
+        title, recipes = module.select(argv)
+    else:
+        title, recipes = getattr(module, "NAME", name), module.RECIPES
+    return main(title, recipes, module.__doc__, default_runs=module.DEFAULT_RUNS, ensembles=module.ENSEMBLES,
+                argv=argv, extra=getattr(module, "extra_flags", None), configure=getattr(module, "configure", None))
+
+
+def command_line(argv=None):
+    """``python -m tiny_keras.reproduce PAPER [flags]``: :func:`run_paper` for PAPER, a paper
+    or study of ``tiny_keras.recipes``, with the flags that follow it."""
+    from tiny_keras import recipes as registry
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    names = [*registry.PAPERS, *registry.STUDIES]
+    usage = (f"usage: python -m tiny_keras.reproduce {{{','.join(names)}}} [flags]\n"
+             "(the flags of that paper's script; PAPER --help lists them)")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        raise SystemExit(0 if argv else 2)
+    if argv[0] not in names:
+        print(f"{usage}\nerror: expected a paper or study first, one of {', '.join(names)}. Received: {argv[0]!r}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return run_paper(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    command_line()

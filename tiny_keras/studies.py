@@ -1,11 +1,12 @@
 """The papers' ablation studies, as sweeps of recipes.
 
-A study is a function of a base recipe (the paper's own, from its reproduction script)
+A study is a function of a base recipe (the paper's own, from ``tiny_keras.recipes``)
 returning ``{run name: Recipe}``: each variant is the base with one change, everything
 else (data, augmentation, optimizer, schedule, epochs, seed) held fixed, so a difference
-in the results is the change's. ``reproductions/paper2_studies.py`` and
-``reproductions/paper5_studies.py`` hand the variants to ``tiny_keras.reproduce.main``,
-which trains them and prints one table with the paper's figure beside ours.
+in the results is the change's. ``tiny_keras.recipes.paper2_studies`` and
+``tiny_keras.recipes.paper5_studies`` hold the studies' runs; ``reproductions/paper2_studies.py``
+and ``reproductions/paper5_studies.py`` hand them to ``tiny_keras.reproduce``, which trains
+them and prints one table with the paper's figure beside ours.
 
 paper2 (section 4, figures 11-13; ResNet-18, ``tiny_keras.models.paper2.build_resnet``):
 

@@ -5,8 +5,8 @@
     python tools/results.py readme [--check]          # write (or check) the generated tables
     python tools/results.py publish RUN_FOLDER [--as PAPER/RUN] [--note TEXT] [--overwrite]
 
-``table`` lists every result a paper reports (the rows come from the reproduction
-scripts' recipes and ensembles) with ours beside it where a run is published: the
+``table`` lists every result a paper reports (the rows come from the papers' recipes and
+ensembles, ``tiny_keras.recipes``) with ours beside it where a run is published: the
 difference, our epochs, the first epoch at which ours reached the paper's figure, the
 machine and backend, the training time, and a link to the published folder. Rows not yet
 run say what they need, with an estimate of the GPU time (``tiny_keras.published``).
@@ -31,12 +31,6 @@ PAPERS = "papers-table"  # the papers table alone
 PAPERS_FULL = "papers-table-full"  # the papers table and its notes
 LOCALIZATION = "localization-table"  # the published localisation runs
 PAGES = {PAPERS: "README.md", PAPERS_FULL: "docs/results.md", LOCALIZATION: "docs/localization.md"}
-
-
-def script(paper):
-    from tiny_keras.reproduce import load_script
-
-    return load_script(paper)
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,16 +63,16 @@ def training_cost(recipe):
 
 
 def catalogue(with_costs=True):
-    """Every result the papers report, as :class:`tiny_keras.published.Row`, in script order;
+    """Every result the papers report, as :class:`tiny_keras.published.Row`, in paper order;
     for a paper that reports none (paper 3), a row for each of its default runs."""
+    from tiny_keras import recipes as registry
     from tiny_keras.published import Row
-    from tiny_keras.reproduce import SCRIPTS
 
     rows = []
-    for paper, (_, title) in SCRIPTS.items():
-        module = script(paper)
+    for paper, entry in registry.PAPERS.items():
+        module, title = registry.get(paper), entry.subject
         recipes = module.RECIPES
-        default = getattr(module, "DEFAULT_RUNS", list(recipes))
+        default = module.DEFAULT_RUNS or list(recipes)
         reports_none = not any(r.paper_results for r in recipes.values())
         for name, recipe in recipes.items():
             stages = [s.name for s in recipe.stages if s.name in recipe.paper_results]
@@ -87,7 +81,7 @@ def catalogue(with_costs=True):
             for stage in stages:
                 images, flops = _training_cost(recipe.to_json()) if with_costs else (None, None)
                 rows.append(Row(paper, name, stage, recipe.paper_results.get(stage), title, images, flops))
-        for ensemble in getattr(module, "ENSEMBLES", ()):
+        for ensemble in module.ENSEMBLES:
             if ensemble.paper_val_top1 is not None:
                 images = flops = 0
                 if with_costs:

@@ -30,12 +30,11 @@ import time
 import keras
 import numpy as np
 
-from tiny_keras import backend, models, provenance, train
+from tiny_keras import backend, models, provenance, recipes, train
 from tiny_keras.recipe import PRECISIONS
 from tiny_keras.backend import tf
 from tiny_keras.data import official_classes
 from tiny_keras.data.arrays import DecodedSplit
-from tiny_keras.reproduce import load_script
 
 DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
 
@@ -106,10 +105,10 @@ def paper_recipe(name, small=False):
     with (its optimizer, schedule, augmentation, preprocessing), built offline; with
     ``small``, the registry's small variant of the network."""
     entry = models.get_entry(name)
-    recipes = [r for r in load_script(entry.paper).RECIPES.values() if r.model == name]
-    if not recipes:
-        raise ValueError(f"no recipe of {entry.paper}'s script trains {name}")
-    recipe = recipes[0]
+    chosen = [r for r in recipes.get(entry.paper).RECIPES.values() if r.model == name]
+    if not chosen:
+        raise ValueError(f"no recipe of {entry.paper} (tiny_keras.recipes) trains {name}")
+    recipe = chosen[0]
     options = {**recipe.model_options, **(entry.small_options if small else {}), **entry.offline_options}
     return recipe.replace(stages=recipe.stages[:1], model_options=options)
 
