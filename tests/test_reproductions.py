@@ -70,6 +70,54 @@ def test_smoke_run_writes_valid_results(paper, fixture_zip, tmp_path):
     assert "paper top-1" in out.stdout and (workdir / "results.txt").read_text().splitlines()[0] in out.stdout
 
 
+def test_every_paper_and_study_has_its_recipes_in_the_package():
+    """tiny_keras.recipes holds every paper's and study's recipes; each script of
+    reproductions/ (but the localiser's, which has its own engine) is one call that runs them."""
+    from tiny_keras import recipes
+    from tiny_keras.recipe import Recipe
+
+    for name in [*recipes.PAPERS, *recipes.STUDIES]:
+        module = recipes.get(name)
+        assert module.__name__ == f"tiny_keras.recipes.{name}" and module.__doc__.startswith("Paper ")
+        assert module.RECIPES and all(isinstance(r, Recipe) for r in module.RECIPES.values()), name
+        assert set(module.DEFAULT_RUNS or ()) <= set(module.RECIPES), name
+        for ensemble in module.ENSEMBLES:
+            assert set(ensemble.members) <= set(module.RECIPES), (name, ensemble.name)
+        if name in recipes.PAPERS:
+            assert {r.paper for r in module.RECIPES.values()} == {name}
+    scripts = sorted(p.name for p in (REPO / "reproductions").glob("*.py") if p.name != "paper2_localization.py")
+    assert sorted(f"{e.script}.py" for e in {**recipes.PAPERS, **recipes.STUDIES}.values()) == scripts
+    for script in scripts:
+        text = (REPO / "reproductions" / script).read_text()
+        assert f'reproduce.run_paper("{recipes.by_script(script)}")' in text and "sys.path" not in text, script
+    with pytest.raises(ValueError, match=r"expected a paper \(paper1, paper2, paper3, paper4, paper5\) or a study "
+                                         r"\(paper2_studies, paper5_studies\). Received: name='paper6'"):
+        recipes.get("paper6")
+    with pytest.raises(ValueError, match="no recipes are run by the script 'paper6.py': expected one of "
+                                         "paper1_progressive_resnet.py"):
+        recipes.by_script("paper6.py")
+
+
+def test_module_command_line_names_the_papers(capsys):
+    """python -m tiny_keras.reproduce PAPER [flags]: a paper first, then its script's flags."""
+    from tiny_keras import reproduce
+
+    for argv, status in (([], 2), (["paper6", "--smoke"], 2), (["--help"], 0)):
+        with pytest.raises(SystemExit) as exit_info:
+            reproduce.command_line(argv)
+        assert exit_info.value.code == status, argv
+        out = capsys.readouterr()
+        assert "usage: python -m tiny_keras.reproduce {paper1,paper2,paper3,paper4,paper5,paper2_studies," \
+               "paper5_studies} [flags]" in out.out + out.err
+    with pytest.raises(SystemExit):
+        reproduce.command_line(["paper6"])
+    assert "error: expected a paper or study first, one of paper1, paper2, paper3, paper4, paper5, " \
+           "paper2_studies, paper5_studies. Received: 'paper6'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the paper's own parser: paper 5's flags, its runs
+        reproduce.command_line(["paper5", "--model", "cnn8_b", "--pool-strides", "3"])
+    assert exit_info.value.code == 2 and "--pool-strides: invalid choice: 3" in capsys.readouterr().err
+
+
 def test_smoke_uses_every_class_with_few_images():
     from tiny_keras import reproduce
     from tiny_keras.recipes import paper1

@@ -61,7 +61,9 @@ def test_catalogue_lists_every_figure_the_papers_report():
 
 
 def test_training_cost_counts_images_and_flops():
-    paper4 = results_tool.script("paper4")
+    from tiny_keras import recipes
+
+    paper4 = recipes.get("paper4")
     images, flops = results_tool.training_cost(paper4.RECIPES["model2"])
     assert images == 15 * (100_000 // 32) * 32  # 15 epochs of 3,125 batches of 32
     from tiny_keras import models
