@@ -162,7 +162,8 @@ def test_saved_model_carries_its_preprocessing(fixture_zip, tmp_path):
 
 def test_weight_decay_regularizes_every_kernel(fixture_zip):
     model = models.ImageClassifier(train.build_network(tiny_recipe()), image_size=32)
-    network = model.backbone
+    network = model.network  # the backbone and the head
+    assert {id(model.classifier.kernel), id(model.classifier.bias)} <= {id(v) for v in network.trainable_variables}
     train.set_weight_decay(network, 2e-4)
     x = np.zeros((1, 32, 32, 3), np.float32)
     model(x)

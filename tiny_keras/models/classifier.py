@@ -294,8 +294,6 @@ class ImageClassifier(keras.Model):
         ``[h, w, c]``) with ``head``; or a model of ``tiny_keras.models.build`` (an
         ``ImageClassifier``), whose backbone, head and head layers this one shares; or a
         whole network ending in logits, split by :func:`split_network` (its layers shared).
-      head: a :class:`Head` (or its config dict) when ``backbone`` is a backbone; the
-        classifier builds its layers.
       preprocessor: a layer (or list of layers, made a ``keras.Sequential``) applied to
         0..255 float32 images in training and inference, or ``None``.
       augmenter: a ``tiny_keras.augment`` transform (or its serialized dict, or an
@@ -304,6 +302,8 @@ class ImageClassifier(keras.Model):
         inference.
       image_size: resize to this size after the crop, or ``None``.
       seed: seeds the augmentation's and the crop's draws (``None``: unseeded).
+      head: (keyword only) a :class:`Head` (or its config dict) when ``backbone`` is a
+        backbone; the classifier builds its layers.
 
     Example::
 
@@ -315,8 +315,8 @@ class ImageClassifier(keras.Model):
         model.predict(uint8_images)              # centre crop, no augmentation
     """
 
-    def __init__(self, backbone, head=None, preprocessor=None, augmenter=None, crop=None, image_size=None,
-                 seed=None, **kwargs):
+    def __init__(self, backbone, preprocessor=None, augmenter=None, crop=None, image_size=None, seed=None, *,
+                 head=None, **kwargs):
         if isinstance(backbone, ImageClassifier):
             if head is not None:
                 raise ValueError(f"A built model brings its own head; pass no head with it. Received: {head=}")

@@ -116,7 +116,7 @@ def build_localizer(
         features = apply_small_encoder(x, filters)
     else:  # the network's feature maps: the input of its head
         backbone = encoder.backbone  # its feature maps [h, w, c], the input of its head
-        features = keras.Model(backbone.inputs, backbone.outputs, name=f"{encoder.network.name}_features")(x)
+        features = keras.Model(backbone.inputs, backbone.outputs[0], name=f"{encoder.network.name}_features")(x)
     code = blocks.apply_conv_bn_act(features, code_channels, 1, name="code")
     code = layers.Flatten(name="code_flatten")(code)
     code = layers.Dense(code_units, activation="relu", name="code_dense")(code)

@@ -95,4 +95,4 @@ def build_resnet(
             )
     backbone = keras.Model(inputs, x, name="paper1_resnet_backbone")
     head = Head(num_classes, pooling="avg", dropout=dropout, **common)
-    return ImageClassifier(backbone, head, name="paper1_resnet")
+    return ImageClassifier(backbone, head=head, name="paper1_resnet")

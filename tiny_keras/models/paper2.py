@@ -121,7 +121,8 @@ def build_resnet(
                 **common,
             )
     backbone = keras.Model(inputs, x, name=f"paper2_resnet{8 * n + 2}_backbone")
-    return ImageClassifier(backbone, Head(num_classes, pooling="avg", **common), name=f"paper2_resnet{8 * n + 2}")
+    head = Head(num_classes, pooling="avg", **common)
+    return ImageClassifier(backbone, head=head, name=f"paper2_resnet{8 * n + 2}")
 
 
 @register_model(
@@ -316,7 +317,7 @@ def build_inception_resnet(
         x = apply_inception_resnet_b(x, residual_scale, name=f"block_b{i}", **common)
     backbone = keras.Model(inputs, x, name="paper2_inception_resnet_backbone")
     head = Head(num_classes, pooling="avg", dropout=dropout, **common)
-    return ImageClassifier(backbone, head, name="paper2_inception_resnet")
+    return ImageClassifier(backbone, head=head, name="paper2_inception_resnet")
 
 
 # --- VGG (section 3.4) ---------------------------------------------------------
@@ -409,7 +410,7 @@ def build_vgg(
     fc = Hidden(fc_units, activation="prelu", use_bias=False, batch_norm=True, dropout=dropout)
     head = Head(num_classes, pooling="flatten", hidden=(fc, fc), kernel_initializer=kernel_initializer,
                 weight_decay=weight_decay)
-    return ImageClassifier(backbone, head, name=f"paper2_vgg{depth}")
+    return ImageClassifier(backbone, head=head, name=f"paper2_vgg{depth}")
 
 
 @register_model(

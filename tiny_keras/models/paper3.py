@@ -119,7 +119,7 @@ def build_vgg(
     backbone = keras.Model(inputs, x, name=f"paper3_vgg_{variant}_backbone")
     head = Head(num_classes, pooling="avg", conv_classifier=True, kernel_initializer=kernel_initializer,
                 weight_decay=weight_decay)
-    return ImageClassifier(backbone, head, name=f"paper3_vgg_{variant}")
+    return ImageClassifier(backbone, head=head, name=f"paper3_vgg_{variant}")
 
 
 @register_model(
@@ -284,4 +284,4 @@ def build_inception_v3_lite(
         x = apply_inception_b(x, 128 if i == 1 else 160, name=f"mixed_b{i}", conv=conv)
     backbone = keras.Model(inputs, x, name="paper3_inception_v3_lite_backbone")
     head = Head(num_classes, pooling="avg", dropout=dropout, **common)
-    return ImageClassifier(backbone, head, name="paper3_inception_v3_lite")
+    return ImageClassifier(backbone, head=head, name="paper3_inception_v3_lite")

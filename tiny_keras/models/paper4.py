@@ -94,7 +94,7 @@ def build_model1(
     backbone = keras.Model(inputs, x, name="paper4_model1_backbone")
     head = Head(num_classes, pooling="flatten", hidden=(Hidden(dense_units, fused=True),),
                 kernel_initializer=kernel_initializer, weight_decay=weight_decay)
-    return ImageClassifier(backbone, head, name="paper4_model1")
+    return ImageClassifier(backbone, head=head, name="paper4_model1")
 
 
 @register_model(
@@ -134,7 +134,7 @@ def build_model2(
     backbone = keras.Model(inputs, x, name="paper4_model2_backbone")
     head = Head(num_classes, pooling="flatten", hidden=(Hidden(dense_units, fused=True),), dropout=dropout,
                 kernel_initializer=kernel_initializer)
-    return ImageClassifier(backbone, head, name="paper4_model2")
+    return ImageClassifier(backbone, head=head, name="paper4_model2")
 
 
 @register_model(
@@ -179,7 +179,7 @@ def build_model3(
     backbone = keras.Model(inputs, x, name="paper4_model3_backbone")
     hidden = tuple(Hidden(units, batch_norm=True) for units in dense_units)
     head = Head(num_classes, pooling="flatten", hidden=hidden, kernel_initializer=kernel_initializer)
-    return ImageClassifier(backbone, head, name="paper4_model3")
+    return ImageClassifier(backbone, head=head, name="paper4_model3")
 
 
 @register_model(
@@ -222,7 +222,7 @@ def build_model4(
     backbone = keras.Model(inputs, x, name="paper4_model4_backbone")
     head = Head(num_classes, pooling="flatten", hidden=(Hidden(dense_units, batch_norm=True, dropout=dropout),),
                 kernel_initializer=kernel_initializer)
-    return ImageClassifier(backbone, head, name="paper4_model4")
+    return ImageClassifier(backbone, head=head, name="paper4_model4")
 
 
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -321,4 +321,4 @@ def build_model5(
     features = keras.Model(inputs, x, name="paper4_model5_backbone")
     head = Head(num_classes, pooling="avg", hidden=(Hidden(dense_units, fused=True),),
                 kernel_initializer=kernel_initializer)
-    return ImageClassifier(features, head, name="paper4_model5")
+    return ImageClassifier(features, head=head, name="paper4_model5")

@@ -75,7 +75,7 @@ def _build_caffe_cnn(
     backbone = keras.Model(inputs, x, name=f"{name}_backbone")
     hidden = tuple(Hidden(units, dropout=dropout) for units in fc_units)
     head = Head(num_classes, pooling="flatten", hidden=hidden, dropout=0.0 if fc_units else dropout, **common)
-    return ImageClassifier(backbone, head, name=name)
+    return ImageClassifier(backbone, head=head, name=name)
 
 
 @register_model(
