@@ -14,10 +14,13 @@ The registry also holds paper2's object localiser, ``paper2_localizer``
 (or ``task=None`` for all) to list it; ``build`` and ``get_entry`` take any name.
 
 Every builder is ``build_<name>(num_classes=200, input_shape=..., **options)``
-in ``paperN.py``, returns a functional ``keras.Model`` whose output is float32
-logits (train with ``from_logits=True``), and documents in its docstring each
-reconstruction choice with the paper section it comes from. Shared layers and
-conventions (weight decay, initialiser names) are in ``blocks.py``.
+in ``paperN.py``, registered there with ``@register_model`` and its metadata
+(``registry.py``). It builds a backbone (images to the last feature maps) and
+describes its head as a ``Head``; it returns an ``ImageClassifier`` (``classifier.py``),
+which builds the head and whose output is float32 logits (train with
+``from_logits=True``). Each documents in its docstring each reconstruction choice
+with the paper section it comes from. Shared layers and conventions (weight decay,
+initialiser names) are in ``blocks.py``.
 """
 
 import keras
@@ -26,7 +29,9 @@ from tiny_keras.models import localizer
 from tiny_keras.models.classifier import Head, Hidden, ImageClassifier, split_network
 from tiny_keras.models.registry import TASKS, ModelEntry, register_model
 from tiny_keras.models import registry as _registry
-from tiny_keras.models import paper1, paper2, paper3, paper4, paper5  # noqa: F401 (they register their models)
+from tiny_keras.models import paper1, paper2, paper3, paper4, paper5
+
+PAPER_MODULES = (paper1, paper2, paper3, paper4, paper5)  # importing them registers their models
 
 __all__ = ["Head", "Hidden", "ImageClassifier", "ModelEntry", "build", "count_params", "get_entry", "list_models",
            "names", "register_model", "split_network", "TASKS"]

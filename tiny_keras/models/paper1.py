@@ -7,10 +7,9 @@ the layer figure (Fig. 5) is lost.
 """
 
 import keras
-from keras import layers
 
 from tiny_keras.models import blocks
-from tiny_keras.models.classifier import Head, Hidden, ImageClassifier
+from tiny_keras.models.classifier import Head, ImageClassifier
 from tiny_keras.models.registry import register_model
 
 

@@ -92,7 +92,7 @@ def build_resnet(
             too: the other reading of the text (see above).
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=16)
@@ -295,7 +295,7 @@ def build_inception_resnet(
         weight_decay: L2 coefficient on conv and dense kernels.
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=16)
@@ -377,7 +377,7 @@ def build_vgg(
             initializer.
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=16, allow_none=False)

@@ -35,7 +35,7 @@ import keras
 from keras import layers
 
 from tiny_keras.models import blocks
-from tiny_keras.models.classifier import Head, Hidden, ImageClassifier
+from tiny_keras.models.classifier import Head, ImageClassifier
 from tiny_keras.models.registry import register_model
 
 # A "unit" is a stack of small convs with the same filter count.
@@ -91,7 +91,7 @@ def build_vgg(
         kernel_initializer: Glorot uniform in the paper (section 3.2).
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     if variant not in VGG_VARIANTS:
@@ -256,7 +256,7 @@ def build_inception_v3_lite(
         kernel_initializer: Glorot uniform in the paper (section 3.2).
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=8)
