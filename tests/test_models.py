@@ -667,7 +667,7 @@ def test_model_saved_before_the_split_loads_and_predicts_identically(tmp_path):
     assert isinstance(model, models.ImageClassifier) and model.name == "paper5_cnn8_classifier"
     assert model.head == models.Head(
         num_classes=5, pooling="flatten", hidden=(models.Hidden(8, dropout=0.5),) * 2,
-        kernel_initializer=model.head.kernel_initializer, weight_decay=5e-4)
+        kernel_initializer=model.head.kernel_initializer, weight_decay=5e-4, dtype="float32")
     assert tuple(model.feature_maps.shape) == (None, 7, 7, 4)
     assert (model.crop_size, model.seed, model.preprocessor.layers[0].name) == (56, 0, "mean_image")
     images = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
@@ -729,6 +729,23 @@ def test_classifier_with_augmentation_saves_and_reloads(tmp_path):
         m.fit(images, labels, batch_size=4, epochs=1, verbose=0, shuffle=False)
     for w1, w2 in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(w1, w2)
+
+
+def test_head_keeps_its_dtype_policy_through_save_and_load(tmp_path):
+    """A mixed-precision model's head is rebuilt from its config with its own policy, not
+    the policy in force when the file is loaded."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _build_small("paper5_cnn8")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.save(tmp_path / "bf16.keras")
+    again = keras.models.load_model(tmp_path / "bf16.keras")
+    assert [l.dtype_policy.name for l in again.hidden] == [l.dtype_policy.name for l in model.hidden]
+    assert again.classifier.dtype_policy.name == "mixed_bfloat16"
+    assert again.logits_layer.dtype_policy.name == "float32"
+    images = _images(56, seed=4)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again(images)), keras.ops.convert_to_numpy(model(images)))
 
 
 def test_classifier_rejects_bad_crop_and_size():

@@ -36,7 +36,7 @@ def tiny_recipe(**changes):
 
 
 def network_weights(model):
-    return [w.copy() for w in model.backbone.get_weights()]
+    return [w.copy() for w in model.network.get_weights()]  # the backbone and the head
 
 
 def read_history(path):

@@ -94,6 +94,8 @@ class Head:
         hidden_weight_decay: on the hidden blocks' kernels, if it differs (paper 4's
             model 5: none there; None: ``weight_decay``).
         float32_logits: end in the float32 ``logits`` cast (every registered model).
+        dtype: the dtype policy of the head's layers (``"mixed_bfloat16"`` ...); None: the
+            global policy when they are built. A classifier's config records its head's.
     """
 
     num_classes: int
@@ -105,6 +107,7 @@ class Head:
     weight_decay: float = 0.0
     hidden_weight_decay: object = None
     float32_logits: bool = True
+    dtype: object = None
 
     def __post_init__(self):
         blocks.check_num_classes(self.num_classes)
@@ -132,21 +135,21 @@ class Head:
     def build_layers(self):
         """The head's layers, new, in the order they run (and are created: the dropout
         seeds are drawn in that order)."""
-        init = self.kernel_initializer
+        init, dtype = self.kernel_initializer, self.dtype
 
         def dense(units, name, weight_decay, activation=None, use_bias=True):
             return keras.layers.Dense(units, activation=activation, use_bias=use_bias,
                                       kernel_initializer=blocks.make_initializer(init),
-                                      kernel_regularizer=blocks.l2_regularizer(weight_decay), name=name)
+                                      kernel_regularizer=blocks.l2_regularizer(weight_decay), name=name, dtype=dtype)
 
         if self.conv_classifier:
             classifier = keras.layers.Conv2D(
                 self.num_classes, 1, padding="valid", kernel_initializer=blocks.make_initializer(init),
-                kernel_regularizer=blocks.l2_regularizer(self.weight_decay), name="classifier")
-            pooler = keras.layers.GlobalAveragePooling2D(name="avg_pool")
+                kernel_regularizer=blocks.l2_regularizer(self.weight_decay), name="classifier", dtype=dtype)
+            pooler = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)
             return _HeadLayers(pooler, [], None, classifier, self._logits_layer())
-        pooler = (keras.layers.GlobalAveragePooling2D(name="avg_pool") if self.pooling == "avg"
-                  else keras.layers.Flatten(name="flatten"))
+        pooler = (keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype) if self.pooling == "avg"
+                  else keras.layers.Flatten(name="flatten", dtype=dtype))
         hidden_decay = self.weight_decay if self.hidden_weight_decay is None else self.hidden_weight_decay
         hidden = []
         for i, spec in enumerate(self.hidden, start=1):
@@ -155,11 +158,11 @@ class Head:
                 continue
             hidden.append(dense(spec.units, f"fc{i}_dense", hidden_decay, use_bias=spec.use_bias))
             if spec.batch_norm:
-                hidden.append(keras.layers.BatchNormalization(name=f"fc{i}_bn"))
-            hidden.append(_activation_layer(spec.activation, f"fc{i}"))
+                hidden.append(keras.layers.BatchNormalization(name=f"fc{i}_bn", dtype=dtype))
+            hidden.append(_activation_layer(spec.activation, f"fc{i}", dtype))
             if spec.dropout:
-                hidden.append(blocks.seeded_dropout(spec.dropout, name=f"fc{i}_dropout"))
-        output_dropout = blocks.seeded_dropout(self.dropout, name="classifier_dropout") if self.dropout else None
+                hidden.append(_dropout(spec.dropout, f"fc{i}_dropout", dtype))
+        output_dropout = _dropout(self.dropout, "classifier_dropout", dtype) if self.dropout else None
         classifier = dense(self.num_classes, "classifier", self.weight_decay)
         return _HeadLayers(pooler, hidden, output_dropout, classifier, self._logits_layer())
 
@@ -167,12 +170,17 @@ class Head:
         return keras.layers.Activation("linear", dtype="float32", name="logits") if self.float32_logits else None
 
 
-def _activation_layer(activation, name):
+def _activation_layer(activation, name, dtype):
     if activation == "relu":
-        return keras.layers.ReLU(name=f"{name}_relu")
+        return keras.layers.ReLU(name=f"{name}_relu", dtype=dtype)
     if activation == "prelu":  # one slope per channel, as blocks.apply_activation
-        return keras.layers.PReLU(shared_axes=None, name=f"{name}_prelu")
-    return keras.layers.Activation(activation, name=f"{name}_act")
+        return keras.layers.PReLU(shared_axes=None, name=f"{name}_prelu", dtype=dtype)
+    return keras.layers.Activation(activation, name=f"{name}_act", dtype=dtype)
+
+
+def _dropout(rate, name, dtype):
+    layer = blocks.seeded_dropout(rate, name=name)  # its seed drawn as the builders draw it
+    return layer if dtype is None else keras.layers.Dropout(rate, seed=layer.seed, name=name, dtype=dtype)
 
 
 @dataclasses.dataclass
@@ -276,7 +284,7 @@ def split_network(network):
                 kernel_initializer=keras.initializers.serialize(classifier.kernel_initializer),
                 weight_decay=weight_decay,
                 hidden_weight_decay=None if all(d == weight_decay for d in decays) else decays[0],
-                float32_logits=logits_layer is not None)
+                float32_logits=logits_layer is not None, dtype=classifier.dtype_policy.name)
     return backbone, head, _HeadLayers(pooler, hidden, output_dropout, classifier, logits_layer)
 
 
@@ -463,7 +471,7 @@ class ImageClassifier(keras.Model):
         return {
             "name": self.name,
             "backbone": serialize(self.backbone),
-            "head": self.head.get_config(),
+            "head": dataclasses.replace(self.head, dtype=self.classifier.dtype_policy.name).get_config(),
             "preprocessor": None if self.preprocessor is None else serialize(self.preprocessor),
             "augmenter": None if self.augmenter is None else serialize(self.augmenter),
             "crop": self.crop_size,
