@@ -605,10 +605,10 @@ def test_resumed_run_with_dropout_has_the_uninterrupted_weights(fixture_zip, tmp
     resumed = keras.models.load_model(run / "model.keras")
     for a, b in zip(network_weights(resumed), network_weights(whole)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    dropout = [layer for layer in whole.backbone.layers if isinstance(layer, keras.layers.Dropout)]
+    dropout = [layer for layer in whole.network.layers if isinstance(layer, keras.layers.Dropout)]
     assert dropout  # the saved model carries the seed state too
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropout[0].seed_generator.state),
-                                  keras.ops.convert_to_numpy(resumed.backbone.get_layer(dropout[0].name)
+                                  keras.ops.convert_to_numpy(resumed.network.get_layer(dropout[0].name)
                                                              .seed_generator.state))
 
 
