@@ -49,7 +49,7 @@ class FinalWeights(keras.callbacks.Callback):
         self.path = os.path.join(out, f"{name}-{train.processes()[1]}.npz")
 
     def on_train_end(self, logs=None):
-        np.savez(self.path, *[np.asarray(w) for w in self.model.backbone.get_weights()])
+        np.savez(self.path, *[np.asarray(w) for w in self.model.network.get_weights()])
 
 
 def run(name, recipe, callbacks=()):

@@ -43,7 +43,7 @@ def tiny_recipe(strategy="default", random=True):
 
 
 def backbone_weights(folder):
-    return keras.models.load_model(folder / runs.MODEL).backbone.get_weights()
+    return keras.models.load_model(folder / runs.MODEL).network.get_weights()
 
 
 def compare_strategies(data_path, out, strategy):
@@ -76,7 +76,7 @@ def main(data_path, out, strategy="default"):
     train.train(recipe, out / "killed", data=data_path, verbose=0)
     resumed = keras.models.load_model(out / "killed" / runs.MODEL)
     weight_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0
-                      for a, b in zip(whole.backbone.get_weights(), resumed.backbone.get_weights()))
+                      for a, b in zip(whole.network.get_weights(), resumed.network.get_weights()))
 
     val = data.load_split(data_path, "val")
     member = evaluate.load_member(out / "whole" / runs.MODEL)
@@ -84,7 +84,7 @@ def main(data_path, out, strategy="default"):
     evaluate_top1 = 100.0 * float(np.mean(np.argmax(probabilities, axis=-1) == val.labels))
     logits = keras.ops.convert_to_numpy(whole.predict(val.images.astype(np.float32), verbose=0))
     np.save(out / "logits.npy", logits)
-    np.savez(out / "weights.npz", *whole.backbone.get_weights())
+    np.savez(out / "weights.npz", *whole.network.get_weights())
     run_info = json.loads((out / "whole" / runs.RUN_INFO).read_text())
     cases = {
         "backend": keras.backend.backend(),

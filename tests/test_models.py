@@ -5,6 +5,7 @@ precision. Runs in about two minutes on 2 CPU cores.
 """
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -286,7 +287,7 @@ def test_keras_save_and_reload_gives_identical_outputs(small_model, tmp_path):
 
 def test_get_config_round_trip(small_model):
     name, model = small_model
-    clone = keras.Model.from_config(model.get_config())
+    clone = type(model).from_config(model.get_config())  # an ImageClassifier
     assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
     assert clone.count_params() == model.count_params()
 
@@ -358,7 +359,7 @@ def test_paper5_initialisation_and_zero_biases():
     assert np.abs(kernel).max() <= limit * (1 + 1e-6)  # float32 rounding at the bound
     assert abs(kernel.std() - limit / np.sqrt(3)) < 0.02 * limit
     for model in (shallow, cnn8):
-        for layer in model.layers:
+        for layer in model.network.layers:
             if getattr(layer, "bias", None) is not None:
                 assert not np.any(layer.bias.numpy()), layer.name
     gaussian8 = models.build("paper5_cnn8", fc_units=(8, 8), kernel_initializer="gaussian_0.01")
@@ -398,9 +399,9 @@ def test_paper2_initialisation_study(initializer, expected_std):
 def test_paper2_resnet_depths_and_shortcuts():
     for name, depth in (("paper2_resnet18", 18), ("paper2_resnet10", 10)):
         model = models.build(name, filters=(16, 32, 64, 128))
-        convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
+        convs = [l for l in model.network.layers if isinstance(l, layers.Conv2D)]
         projections = [l for l in convs if l.name.endswith("_0_conv")]
-        dense = [l for l in model.layers if isinstance(l, layers.Dense)]
+        dense = [l for l in model.network.layers if isinstance(l, layers.Dense)]
         assert len(convs) - len(projections) + len(dense) == depth
         # Stages 2-4 down-sample, each with a 1x1 stride-2 projection; stage 1 keeps 56x56.
         assert [p.name for p in projections] == [f"stage{i}_block1_0_conv" for i in (2, 3, 4)]
@@ -419,12 +420,12 @@ def test_paper2_resnet_depths_and_shortcuts():
 
 def test_paper2_inception_resnet_structure():
     model = models.build("paper2_inception_resnet", n=2)
-    scaled = [l for l in model.layers if isinstance(l, blocks.ScaledResidual)]
+    scaled = [l for l in model.network.layers if isinstance(l, blocks.ScaledResidual)]
     assert len(scaled) == 2 + 4 and all(l.scale == 0.1 for l in scaled)
-    for layer in model.layers:  # BN after every conv
+    for layer in model.network.layers:  # BN after every conv
         if isinstance(layer, layers.Conv2D):
             assert isinstance(model.get_layer(layer.name[: -len("_conv")] + "_bn"), layers.BatchNormalization)
-    kernel_sizes = {l.kernel_size for l in model.layers if isinstance(l, layers.Conv2D)}
+    kernel_sizes = {l.kernel_size for l in model.network.layers if isinstance(l, layers.Conv2D)}
     assert {(1, 7), (7, 1)} <= kernel_sizes
     assert tuple(model.get_layer("block_a2_out").output.shape) == (None, 14, 14, 384)
     assert tuple(model.get_layer("block_b4_out").output.shape) == (None, 7, 7, 1152)
@@ -434,14 +435,14 @@ def test_paper2_inception_resnet_structure():
 def test_paper2_vgg_structure():
     for name, num_convs in (("paper2_vgg16", 13), ("paper2_vgg19", 16)):
         model = models.build(name, **models.get_entry(name).small_options)
-        convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
+        convs = [l for l in model.network.layers if isinstance(l, layers.Conv2D)]
         assert len(convs) == num_convs and all(not c.use_bias for c in convs)
-        assert len([l for l in model.layers if isinstance(l, layers.Dense)]) == 3
-        assert len([l for l in model.layers if isinstance(l, layers.MaxPooling2D)]) == 4
-        prelus = [l for l in model.layers if isinstance(l, layers.PReLU)]
+        assert len([l for l in model.network.layers if isinstance(l, layers.Dense)]) == 3
+        assert len([l for l in model.network.layers if isinstance(l, layers.MaxPooling2D)]) == 4
+        prelus = [l for l in model.network.layers if isinstance(l, layers.PReLU)]
         assert len(prelus) == num_convs + 2
         assert tuple(model.get_layer("flatten").input.shape)[1:3] == (4, 4)
-        assert len([l for l in model.layers if isinstance(l, layers.Dropout)]) == 2
+        assert len([l for l in model.network.layers if isinstance(l, layers.Dropout)]) == 2
         assert model.get_layer("fc1_dense").kernel_regularizer is not None
         assert convs[0].kernel_regularizer is None
 
@@ -597,19 +598,92 @@ def test_forward_flops_counts_multiply_adds_twice():
 
 
 # -- ImageClassifier: the model a run trains -------------------------------------------------------
-def test_every_network_has_the_head_the_classifier_names(small_model):
-    """ImageClassifier finds the head by the names every builder keeps to, not by searching."""
-    name, network = small_model
-    classifier = models.ImageClassifier(network)
-    start = classifier.head_start
-    assert start.name in models.HEAD_START_LAYERS
-    assert len(start.input.shape) == 4 and len(start.output.shape) == 2, name
-    assert classifier.classifier.name == models.CLASSIFIER_LAYER
-    assert network.layers[-1].name == "logits"
-    maps, logits = classifier.backbone_probe("feature_maps", "logits").outputs
-    assert maps.shape[-1] == start.input.shape[-1] and logits.shape[-1] == NUM_CLASSES
-    assert models.head_start_layer(network) is start  # the one rule, shared with the localiser's encoder
-    assert tuple(models.feature_maps_model(network).output.shape) == tuple(maps.shape)
+def test_every_network_is_a_backbone_and_the_head_the_classifier_owns(small_model):
+    """The head's parts are attributes; the feature maps and penultimate features are
+    tensors of the network's graph, found without any layer name."""
+    name, model = small_model
+    assert isinstance(model, models.ImageClassifier) and isinstance(model.head, models.Head)
+    assert model.feature_maps is model.backbone.outputs[0] and len(model.feature_maps.shape) == 4
+    assert model.network.layers[-1] is model.logits_layer and model.logits_layer.name == "logits"
+    assert model.penultimate is model.classifier.input  # the classifier layer's input, by definition
+    if model.head.conv_classifier:  # paper 3's VGG: class maps from the feature maps, then pooled
+        assert name.startswith("paper3_vgg") and model.penultimate is model.feature_maps
+        assert isinstance(model.classifier, layers.Conv2D) and model.classifier.kernel_size == (1, 1)
+        assert model.pooler.input is model.classifier.output
+    else:
+        assert isinstance(model.classifier, layers.Dense) and model.pooler.input is model.feature_maps
+        assert len(model.pooler.output.shape) == 2 and len(model.penultimate.shape) == 2
+    pooling = layers.GlobalAveragePooling2D if model.head.pooling == "avg" else layers.Flatten
+    assert isinstance(model.pooler, pooling)
+    assert [l.units for l in model.hidden if isinstance(l, layers.Dense)] == [h.units for h in model.head.hidden]
+    maps, penultimate, logits = model.backbone_probe("feature_maps", "penultimate", "logits").outputs
+    assert maps.shape[-1] == model.backbone.output.shape[-1] and logits.shape[-1] == NUM_CLASSES
+    assert penultimate.shape[-1] == (model.classifier.kernel.shape[-2])
+    # The backbone's layers and the head's, in one graph: nothing else in the network.
+    head = [model.pooler, *model.hidden, model.output_dropout, model.classifier, model.logits_layer]
+    assert {id(l) for l in model.network.layers} == (
+        {id(l) for l in model.backbone.layers} | {id(l) for l in head if l is not None})
+
+
+def _old_structure_network(model):
+    """The single functional network (images to logits) registered builders returned before
+    the backbone and the head were split: the same layers in one graph, new weights."""
+    return keras.Model.from_config(model.network.get_config())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_split_model_predicts_as_the_single_network_with_its_weights(name):
+    """Same arithmetic: the old single network and the split model, weights copied by order,
+    give the same logits; and a single network splits back into the same head."""
+    entry = models.get_entry(name)
+    keras.utils.set_random_seed(0)
+    model = _build_small(name)
+    old = _old_structure_network(model)
+    assert not isinstance(old, models.ImageClassifier)
+    rng = np.random.default_rng(1)
+    old.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
+                     for w in old.get_weights()])
+    assert [v.shape for v in old.weights] == [v.shape for v in model.weights]
+    model.set_weights(old.get_weights())
+    images = _images(entry.input_shape[0], seed=3)
+    expected = keras.ops.convert_to_numpy(old(images, training=False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images, training=False)), expected, atol=1e-6)
+    split = models.ImageClassifier(old)  # the route of files saved before the split
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(split.network(images, training=False)), expected, atol=1e-6)
+    for field in ("num_classes", "pooling", "hidden", "dropout", "conv_classifier", "float32_logits"):
+        assert getattr(split.head, field) == getattr(model.head, field), (name, field)
+    assert split.head.weight_decay == pytest.approx(model.head.weight_decay)
+    assert [layer.name for layer in split.backbone.layers] == [layer.name for layer in model.backbone.layers]
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def test_model_saved_before_the_split_loads_and_predicts_identically(tmp_path):
+    """A .keras file whose ImageClassifier config holds the whole network as its backbone (a
+    paper5_cnn8 with 4 filters and FC 8-8-5, mean image, augmentation, 56px crop) loads as a
+    backbone and a head, with the predictions it made when saved and its seed states."""
+    model = keras.models.load_model(os.path.join(DATA, "legacy_paper5_cnn8.keras"))
+    assert isinstance(model, models.ImageClassifier) and model.name == "paper5_cnn8_classifier"
+    assert model.head == models.Head(
+        num_classes=5, pooling="flatten", hidden=(models.Hidden(8, dropout=0.5),) * 2,
+        kernel_initializer=model.head.kernel_initializer, weight_decay=5e-4, dtype="float32")
+    assert tuple(model.feature_maps.shape) == (None, 7, 7, 4)
+    assert (model.crop_size, model.seed, model.preprocessor.layers[0].name) == (56, 0, "mean_image")
+    images = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    expected = np.load(os.path.join(DATA, "legacy_paper5_cnn8_predictions.npy"))
+    got = model.predict(images, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # The seed generators' states, as the old model held them when it was saved.
+    states = [(layer.name, generator.state.numpy().tolist())
+              for layer in model._flatten_layers(include_self=False, recursive=True)
+              for generator in layer._seed_generators]
+    assert states == [("fc2_dropout", [434794719, 0]), ("fc1_dropout", [548977049, 0]), ("augmenter", [0, 0]),
+                      ("crop", [1048576, 0])]
+    model.save(tmp_path / "again.keras")  # saved again: the new config, the same weights layout
+    again = keras.models.load_model(tmp_path / "again.keras")
+    assert again.get_config()["head"] == model.head.get_config()
+    np.testing.assert_array_equal(again.predict(images, verbose=0), got)
 
 
 def _paper5_classifier(seed=0, name="paper5_cnn8"):
@@ -657,6 +731,23 @@ def test_classifier_with_augmentation_saves_and_reloads(tmp_path):
         np.testing.assert_array_equal(w1, w2)
 
 
+def test_head_keeps_its_dtype_policy_through_save_and_load(tmp_path):
+    """A mixed-precision model's head is rebuilt from its config with its own policy, not
+    the policy in force when the file is loaded."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _build_small("paper5_cnn8")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.save(tmp_path / "bf16.keras")
+    again = keras.models.load_model(tmp_path / "bf16.keras")
+    assert [l.dtype_policy.name for l in again.hidden] == [l.dtype_policy.name for l in model.hidden]
+    assert again.classifier.dtype_policy.name == "mixed_bfloat16"
+    assert again.logits_layer.dtype_policy.name == "float32"
+    images = _images(56, seed=4)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again(images)), keras.ops.convert_to_numpy(model(images)))
+
+
 def test_classifier_rejects_bad_crop_and_size():
     network = models.build("paper5_shallow", num_classes=NUM_CLASSES, input_shape=(56, 56, 3))
     with pytest.raises(ValueError, match="crop must be a positive int"):
@@ -665,3 +756,7 @@ def test_classifier_rejects_bad_crop_and_size():
         models.ImageClassifier(network, image_size="64")
     with pytest.raises(ValueError, match="outputs must be among"):
         models.ImageClassifier(network).backbone_probe("pooled")
+    with pytest.raises(ValueError, match="brings its own head"):
+        models.ImageClassifier(network, head=network.head)
+    with pytest.raises(ValueError, match="Head pooling must be one of"):
+        models.Head(10, pooling="max")

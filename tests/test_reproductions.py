@@ -397,7 +397,8 @@ def test_activation_bytes_count_every_layer_output_for_the_batch():
     x = keras.layers.MaxPooling2D()(x)                          # 4*4*4 = 64
     x = keras.layers.Flatten()(x)                               # 64
     outputs = keras.layers.Dense(10)(x)                         # 10
-    classifier = models.ImageClassifier(keras.Model(inputs, outputs))
+    classifier = models.ImageClassifier(keras.Model(inputs, outputs))  # split: flatten + dense head
+    assert classifier.pooler.name.startswith("flatten") and classifier.classifier.units == 10
     assert train.activation_bytes(classifier, 5) == 2 * 4 * 5 * (192 + 256 + 64 + 64 + 10)
     from tiny_keras.recipe import Stage
 

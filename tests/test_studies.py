@@ -18,13 +18,13 @@ def paper2_base():
 
 
 def convs(network):
-    return [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+    return [layer for layer in network.network.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
 def weight_layers(network):
     """Convs on the main path plus the classifier: the papers' "layers" (projection shortcuts not counted)."""
     main = [c for c in convs(network) if not c.name.endswith("_0_conv")]  # blocks.apply_basic_block's shortcut
-    return len(main) + sum(isinstance(layer, keras.layers.Dense) for layer in network.layers)
+    return len(main) + sum(isinstance(layer, keras.layers.Dense) for layer in network.network.layers)
 
 
 # -- the sweeps as data ------------------------------------------------------------------------
@@ -105,9 +105,9 @@ def test_paper5_l2_dropout_sweep():
     assert [(s.name, s.weight_decay, s.epochs, s.steps_per_epoch) for s in scratch.stages] == [
         ("train", 3e-4, 30, None)]
     network = train.build_network(runs["wd_1e-4_no_dropout"])
-    assert not [layer for layer in network.layers if isinstance(layer, keras.layers.Dropout)]
+    assert not [layer for layer in network.network.layers if isinstance(layer, keras.layers.Dropout)]
     network = train.build_network(runs["wd_1e-4_dropout_0.5"])
-    assert [layer.rate for layer in network.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+    assert [layer.rate for layer in network.network.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
     assert network.get_layer("fc1_dense").kernel_regularizer.l2 == pytest.approx(5e-5)
     assert paper5_studies.recipes(pool_strides=1)["wd_1e-4_no_dropout"].model_options["pool_strides"] == 1
 

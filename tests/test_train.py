@@ -36,7 +36,7 @@ def tiny_recipe(**changes):
 
 
 def network_weights(model):
-    return [w.copy() for w in model.backbone.get_weights()]
+    return [w.copy() for w in model.network.get_weights()]  # the backbone and the head
 
 
 def read_history(path):
@@ -162,7 +162,8 @@ def test_saved_model_carries_its_preprocessing(fixture_zip, tmp_path):
 
 def test_weight_decay_regularizes_every_kernel(fixture_zip):
     model = models.ImageClassifier(train.build_network(tiny_recipe()), image_size=32)
-    network = model.backbone
+    network = model.network  # the backbone and the head
+    assert {id(model.classifier.kernel), id(model.classifier.bias)} <= {id(v) for v in network.trainable_variables}
     train.set_weight_decay(network, 2e-4)
     x = np.zeros((1, 32, 32, 3), np.float32)
     model(x)
@@ -604,10 +605,10 @@ def test_resumed_run_with_dropout_has_the_uninterrupted_weights(fixture_zip, tmp
     resumed = keras.models.load_model(run / "model.keras")
     for a, b in zip(network_weights(resumed), network_weights(whole)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    dropout = [layer for layer in whole.backbone.layers if isinstance(layer, keras.layers.Dropout)]
+    dropout = [layer for layer in whole.network.layers if isinstance(layer, keras.layers.Dropout)]
     assert dropout  # the saved model carries the seed state too
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropout[0].seed_generator.state),
-                                  keras.ops.convert_to_numpy(resumed.backbone.get_layer(dropout[0].name)
+                                  keras.ops.convert_to_numpy(resumed.network.get_layer(dropout[0].name)
                                                              .seed_generator.state))
 
 

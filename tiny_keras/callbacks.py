@@ -195,12 +195,13 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class ActivationPercentiles(keras.callbacks.Callback):
-    """Records, after every epoch, percentiles of two layers' outputs on a fixed batch of
-    validation images: the network's last 4-D output (the last conv block) and its logits
-    (paper 2, figures 9-10). Cheap: one forward pass of a few images per epoch.
+    """Records, after every epoch, percentiles of two outputs on a fixed batch of
+    validation images: the backbone's feature maps (the last conv block, the head's input;
+    ``ImageClassifier.feature_maps``) and the logits (paper 2, figures 9-10). Cheap: one
+    forward pass of a few images per epoch.
 
     Writes ``path`` (JSON, atomically): ``{"percentiles": [...], "layers": {"last_block":
-    layer name, "logits": layer name}, "epochs": [{"epoch": e, "last_block": [...],
+    "<backbone name> output", "logits": "logits"}, "epochs": [{"epoch": e, "last_block": [...],
     "logits": [...]}, ...]}``; a resumed run appends to the same file.
     """
 
@@ -214,11 +215,11 @@ class ActivationPercentiles(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         # The model is an ImageClassifier: its backbone's input for these images, and a probe
-        # giving the backbone's last conv block (the input of its head) and its logits.
+        # giving the backbone's feature maps (the input of its head) and the logits.
         if self._probe is None:
-            head = self.model.head_start
             self._probe = (self.model.backbone_probe("feature_maps", "logits"),
-                           {"last_block": f"{head.name} input", "logits": self.model.backbone.layers[-1].name})
+                           {"last_block": f"{self.model.backbone.name} output",
+                            "logits": self.model.network.layers[-1].name})
         probe, names = self._probe
         x = self.model.prepare(keras.ops.convert_to_tensor(self.images), training=False)
         block, logits = probe(x, training=False)

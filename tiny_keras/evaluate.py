@@ -226,7 +226,7 @@ def recompute_bn_statistics(model, images, batch_size=128):
     (0..255), in the manner of pycls/fvcore's PreciseBN; return the layers updated.
 
     The images get the model's inference preprocessing (no augmentation; the centre crop),
-    then pass through the backbone in training mode, batch by batch, as training passes
+    then pass through the network (backbone and head) in training mode, batch by batch, as training passes
     them: each layer normalises by its batch's statistics and records them. A layer's new
     moving mean is the mean of its batches' means, its moving variance the mean of their
     (biased, as Keras computes them) variances: every batch counts the same, where
@@ -239,21 +239,21 @@ def recompute_bn_statistics(model, images, batch_size=128):
     if classifier is None:
         raise ValueError(f"precise BN needs a tiny_keras ImageClassifier (its augmentation kept apart); "
                          f"received {type(model).__name__}")
-    layers = batch_norm_layers(classifier.backbone)
+    layers = batch_norm_layers(classifier.network)  # the backbone's and the head's
     if not layers:
         return []
-    weights = {id(v): ops.convert_to_numpy(v) for v in classifier.backbone.trainable_variables}
+    weights = {id(v): ops.convert_to_numpy(v) for v in classifier.network.trainable_variables}
     momenta = [layer.momentum for layer in layers]
     try:
         for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size)):
             for layer in layers:  # the cumulative mean: the k-th batch weighs 1 / (k + 1)
                 layer.momentum = k / (k + 1.0)
             x = classifier.prepare(np.asarray(images[start:start + batch_size], np.float32), training=False)
-            classifier.backbone(x, training=True)
+            classifier.network(x, training=True)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-    for v in classifier.backbone.trainable_variables:  # training mode must not have changed a weight
+    for v in classifier.network.trainable_variables:  # training mode must not have changed a weight
         if not np.array_equal(ops.convert_to_numpy(v), weights[id(v)]):
             raise RuntimeError(f"precise BN changed the weight {v.path}")
     return layers
@@ -385,7 +385,7 @@ class Member:
             views = _views_for_crops10(x, classifier)
             if classifier is None:
                 return self.model(views, training=False)
-            return classifier.backbone(views, training=False)
+            return classifier.network(views, training=False)
 
         logits = ops.convert_to_numpy(self._function("crops10", images.shape, run)(images))
         return softmax(logits).reshape(len(images), 10, -1).mean(axis=1)

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 from tiny_keras import evaluate, files, localization, runs
-from tiny_keras.models import CLASSIFIER_LAYER, ImageClassifier
+from tiny_keras.models import ImageClassifier
 
 DPI = 100  # fixed: a figure of W x H pixels is W / DPI x H / DPI inches
 DEFAULT_SIZE = (1200, 800)  # pixels (width, height)
@@ -114,9 +114,9 @@ def load_model(path):
 
 
 def network_of(model):
-    """The network inside ``model``: an ``ImageClassifier``'s backbone; any other model is
-    its own network."""
-    return model.backbone if isinstance(model, ImageClassifier) else model
+    """The network inside ``model``: an ``ImageClassifier``'s ``network`` (backbone and
+    head); any other model is its own network."""
+    return model.network if isinstance(model, ImageClassifier) else model
 
 
 def _walk(layer):
@@ -135,31 +135,18 @@ def first_conv_layer(model):
     raise PlotError(f"{model.name}: no Conv2D layer: the filters plot needs a convolutional network")
 
 
-def penultimate_layer(network):
-    """The network's final ``Dense`` (its classifier): its input is the penultimate features.
-
-    A registered network names it ``tiny_keras.models.CLASSIFIER_LAYER``; for another
-    network, its last top-level ``Dense``."""
-    names = {layer.name: layer for layer in network.layers}
-    if CLASSIFIER_LAYER in names:
-        dense = [names[CLASSIFIER_LAYER]] if isinstance(names[CLASSIFIER_LAYER], keras.layers.Dense) else []
-    else:
-        dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
-    if not dense:
-        raise PlotError(f"{network.name}: no Dense classifier, so no penultimate layer to take features from")
-    return dense[-1]
-
-
 def feature_model(model):
-    """A model mapping 0..255 images to the input of the network's final Dense layer (e.g.
-    paper 5's 400-d last hidden layer), through the model's preprocessing, centre crop and resize."""
-    network = network_of(model)
-    probe = keras.Model(network.inputs, penultimate_layer(network).input, name=f"{network.name}_features")
-    if network is model:
-        return probe
+    """A model mapping 0..255 images to the penultimate features of an ``ImageClassifier``
+    (the input of its classifier layer, ``model.penultimate``: e.g. paper 5's 400-d last
+    hidden layer; for paper 3's 1x1-conv classifier, the feature maps), through the model's
+    preprocessing, centre crop and resize."""
+    if not isinstance(model, ImageClassifier):
+        raise PlotError(f"{model.name}: penultimate features need a tiny_keras ImageClassifier (its head "
+                        f"known); received a {type(model).__name__}")
+    probe = model.backbone_probe("penultimate")
     inputs = keras.Input((None, None, 3), name="images")
     return keras.Model(inputs, probe(model.prepare(inputs, training=False)),
-                       name=f"{network.name}_features_with_preprocessing")
+                       name=f"{model.network.name}_features_with_preprocessing")
 
 
 def penultimate_features(model, images, batch_size=256):

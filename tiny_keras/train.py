@@ -169,11 +169,11 @@ class BatchTooLarge(ValueError):
 
 
 def activation_bytes(model, batch_size):
-    """A lower bound of a train step's memory for ``batch_size`` images: every backbone
-    layer's output (where its shape is known: fixed-size networks), kept for the backward
-    pass and matched by its gradient, in float32."""
+    """A lower bound of a train step's memory for ``batch_size`` images: every layer's
+    output in the backbone and the head (``model.network``; where its shape is known:
+    fixed-size networks), kept for the backward pass and matched by its gradient, in float32."""
     elements = 0
-    for layer in model.backbone._flatten_layers(include_self=False, recursive=True):
+    for layer in model.network._flatten_layers(include_self=False, recursive=True):
         try:
             outputs = keras.tree.flatten(layer.output)
         except (AttributeError, ValueError):  # a layer called more than once, or never
@@ -346,7 +346,7 @@ def stage_model(recipe, stage, index, previous=None, train_images=None):
 
 
 def compile_model(model, recipe, stage, steps_per_epoch, steps_per_execution=1):
-    set_weight_decay(model.backbone, stage.weight_decay)
+    set_weight_decay(model.network, stage.weight_decay)  # the backbone's kernels and the head's
     model.compile(
         optimizer=make_optimizer(stage.optimizer, stage_schedule(stage, steps_per_epoch)),
         loss=make_loss(recipe.label_smoothing),
@@ -660,7 +660,7 @@ def _run_stage(recipe, stage, index, model, train_split, val_split, workdir, res
         model.run_eagerly = recipe.run_eagerly
         model.jit_compile = bool(recipe.jit_compile)
         model.steps_per_execution = per_execution
-        set_weight_decay(model.backbone, stage.weight_decay)
+        set_weight_decay(model.network, stage.weight_decay)
         initial_epoch = int(resume["epochs_done"])
         start -= float(resume.get("seconds", 0.0))
         runs.truncate_history(os.path.join(stage_dir, runs.HISTORY), initial_epoch)

@@ -15,7 +15,8 @@ import keras
 from keras import layers
 
 from tiny_keras.models import blocks
-from tiny_keras.models.classifier import feature_maps_model
+from tiny_keras.models.classifier import ImageClassifier
+
 
 # Columns of the model's output, per decoder step: the box, then the confidence logit.
 BOX_COLUMNS = ("cx", "cy", "w", "h")
@@ -76,8 +77,8 @@ def build_localizer(
     Args:
         max_boxes: decoder steps (boxes emitted, accepted or not); TensorBox's default 5.
         input_shape: ``(height, width, channels)``; boxes are relative to it.
-        encoder: ``"small"``, or a classifier network (``keras.Model``) whose feature maps
-            (the input of its head) are used. ``models.build("paper2_localizer",
+        encoder: ``"small"``, or a registered classifier (a ``tiny_keras.models.ImageClassifier``)
+            whose backbone's feature maps (the input of its head) are used. ``models.build("paper2_localizer",
             encoder=NAME, encoder_options=...)`` builds the registered model ``NAME``
             for it.
         encoder_options: for ``"small"``, ``{"filters": (...)}``.
@@ -98,9 +99,9 @@ def build_localizer(
     input_shape = blocks.check_input_shape(input_shape, min_size=16, allow_none=False)
     for value, arg_name in ((code_channels, "code_channels"), (code_units, "code_units"), (lstm_units, "lstm_units")):
         blocks.check_positive_int(value, arg_name)
-    if encoder != "small" and not isinstance(encoder, keras.Model):
+    if encoder != "small" and not isinstance(encoder, ImageClassifier):
         raise ValueError(
-            "`encoder` must be 'small' or a classifier network (a keras.Model; the registry's "
+            "`encoder` must be 'small' or a classifier (an ImageClassifier; the registry's "
             f"models.build('paper2_localizer', encoder=NAME) builds one by name). Received: {encoder=}"
         )
 
@@ -114,7 +115,8 @@ def build_localizer(
             raise ValueError(f"The small encoder takes only `filters`. Received: {encoder_options=}")
         features = apply_small_encoder(x, filters)
     else:  # the network's feature maps: the input of its head
-        features = feature_maps_model(encoder, name=f"{encoder.name}_features")(x)
+        backbone = encoder.backbone  # its feature maps [h, w, c], the input of its head
+        features = keras.Model(backbone.inputs, backbone.outputs[0], name=f"{encoder.network.name}_features")(x)
     code = blocks.apply_conv_bn_act(features, code_channels, 1, name="code")
     code = layers.Flatten(name="code_flatten")(code)
     code = layers.Dense(code_units, activation="relu", name="code_dense")(code)

@@ -7,11 +7,17 @@ the layer figure (Fig. 5) is lost.
 """
 
 import keras
-from keras import layers
 
 from tiny_keras.models import blocks
+from tiny_keras.models.classifier import Head, ImageClassifier
+from tiny_keras.models.registry import register_model
 
 
+@register_model(
+    paper="paper1", input_shape=(64, 64, 3), size_agnostic=True, paper_params=11_282_248,
+    description="ResNet-18 with a 3x3 stem and GAP head; same weights at 32-64 px (progressive resizing)",
+    small={"filters": (8, 16, 32, 64)},
+)
 def build_resnet(
     num_classes=200,
     input_shape=(None, None, 3),
@@ -55,7 +61,7 @@ def build_resnet(
         weight_decay: L2 coefficient (see ``blocks``), 0 for none.
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
 
     Example:
         >>> model = build_resnet(num_classes=200)  # doctest: +SKIP
@@ -86,6 +92,6 @@ def build_resnet(
                 name=f"stage{stage}_block{block}",
                 **common,
             )
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = blocks.apply_classifier(x, num_classes, dropout=dropout, **common)
-    return keras.Model(inputs, outputs, name="paper1_resnet")
+    backbone = keras.Model(inputs, x, name="paper1_resnet_backbone")
+    head = Head(num_classes, pooling="avg", dropout=dropout, **common)
+    return ImageClassifier(backbone, head=head, name="paper1_resnet")

@@ -18,6 +18,8 @@ import keras
 from keras import layers
 
 from tiny_keras.models import blocks
+from tiny_keras.models.classifier import Head, Hidden, ImageClassifier
+from tiny_keras.models.registry import register_model
 
 # Inception-ResNet-v2 hyper-parameters (Szegedy et al. 2016, "Inception-v4,
 # Inception-ResNet and the Impact of Residual Connections", [17] in paper2).
@@ -90,7 +92,7 @@ def build_resnet(
             too: the other reading of the text (see above).
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=16)
@@ -118,16 +120,25 @@ def build_resnet(
                 name=f"stage{stage}_block{block}",
                 **common,
             )
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = blocks.apply_classifier(x, num_classes, **common)
-    return keras.Model(inputs, outputs, name=f"paper2_resnet{8 * n + 2}")
+    backbone = keras.Model(inputs, x, name=f"paper2_resnet{8 * n + 2}_backbone")
+    head = Head(num_classes, pooling="avg", **common)
+    return ImageClassifier(backbone, head=head, name=f"paper2_resnet{8 * n + 2}")
 
 
+@register_model(
+    paper="paper2", input_shape=(56, 56, 3), size_agnostic=True, paper_params=11_280_000,
+    description="18-layer ResNet, 7x7 stride-1 stem, no max pool, BN on both shortcut branches (11.28M)",
+    small={"filters": (8, 16, 32, 64)},
+)
 def build_resnet18(num_classes=200, input_shape=(56, 56, 3), **options):
     """paper2's 18-layer ResNet: ``build_resnet(n=2)``; 11.28M parameters (Table 1)."""
     return build_resnet(num_classes, input_shape, n=2, **options)
 
 
+@register_model(
+    paper="paper2", input_shape=(56, 56, 3), size_agnostic=True,
+    description="10-layer ResNet (n=1) of the depth study, section 4.4", small={"filters": (8, 16, 32, 64)},
+)
 def build_resnet10(num_classes=200, input_shape=(56, 56, 3), **options):
     """paper2's 10-layer ResNet (section 4.4): ``build_resnet(n=1)``."""
     return build_resnet(num_classes, input_shape, n=1, **options)
@@ -227,6 +238,11 @@ def apply_reduction_a(x, k, l, m, n, name, **common):  # noqa: E741 (the paper's
     return _concat([b0, b1, b2], name=f"{name}_concat")
 
 
+@register_model(
+    paper="paper2", input_shape=(56, 56, 3), size_agnostic=True, paper_params=8_300_000,
+    description="Inception-ResNet-v2-lite: stem, 2 A, Reduction-A, 4 B modules, residuals x0.1 (8.3M)",
+    small={"n": 1},
+)
 def build_inception_resnet(
     num_classes=200,
     input_shape=(56, 56, 3),
@@ -279,7 +295,7 @@ def build_inception_resnet(
         weight_decay: L2 coefficient on conv and dense kernels.
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=16)
@@ -299,9 +315,9 @@ def build_inception_resnet(
     x = apply_reduction_a(x, **_REDUCTION_A, name="reduction_a", **common)
     for i in range(1, 2 * n + 1):
         x = apply_inception_resnet_b(x, residual_scale, name=f"block_b{i}", **common)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = blocks.apply_classifier(x, num_classes, dropout=dropout, **common)
-    return keras.Model(inputs, outputs, name="paper2_inception_resnet")
+    backbone = keras.Model(inputs, x, name="paper2_inception_resnet_backbone")
+    head = Head(num_classes, pooling="avg", dropout=dropout, **common)
+    return ImageClassifier(backbone, head=head, name="paper2_inception_resnet")
 
 
 # --- VGG (section 3.4) ---------------------------------------------------------
@@ -361,7 +377,7 @@ def build_vgg(
             initializer.
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=16, allow_none=False)
@@ -390,28 +406,28 @@ def build_vgg(
             )
         if stage < 5:  # the last max pool is removed (section 3.4)
             x = layers.MaxPooling2D(2, strides=2, padding="same", name=f"block{stage}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    for i in (1, 2):
-        x = blocks.apply_dense_bn_act(
-            x,
-            fc_units,
-            activation="prelu",
-            dropout=dropout,
-            kernel_initializer=kernel_initializer,
-            weight_decay=weight_decay,
-            name=f"fc{i}",
-        )
-    outputs = blocks.apply_classifier(
-        x, num_classes, kernel_initializer=kernel_initializer, weight_decay=weight_decay
-    )
-    return keras.Model(inputs, outputs, name=f"paper2_vgg{depth}")
+    backbone = keras.Model(inputs, x, name=f"paper2_vgg{depth}_backbone")
+    fc = Hidden(fc_units, activation="prelu", use_bias=False, batch_norm=True, dropout=dropout)
+    head = Head(num_classes, pooling="flatten", hidden=(fc, fc), kernel_initializer=kernel_initializer,
+                weight_decay=weight_decay)
+    return ImageClassifier(backbone, head=head, name=f"paper2_vgg{depth}")
 
 
+@register_model(
+    paper="paper2", input_shape=(56, 56, 3), size_agnostic=False, paper_params=36_700_000,
+    description="VGG-16 with FC 2048, last max pool removed, BN + PReLU (36.7M)",
+    small={"filters": (8, 16, 32, 64, 64), "fc_units": 32},
+)
 def build_vgg16(num_classes=200, input_shape=(56, 56, 3), **options):
     """paper2's modified VGG-16: ``build_vgg(depth=16)``; 36.7M parameters (Table 1)."""
     return build_vgg(num_classes, input_shape, depth=16, **options)
 
 
+@register_model(
+    paper="paper2", input_shape=(56, 56, 3), size_agnostic=False, paper_params=40_200_000,
+    description="VGG-19 with FC 2048, last max pool removed, BN + PReLU (40.2M)",
+    small={"filters": (8, 16, 32, 64, 64), "fc_units": 32},
+)
 def build_vgg19(num_classes=200, input_shape=(56, 56, 3), **options):
     """paper2's modified VGG-19: ``build_vgg(depth=19)``; 40.2M parameters (Table 1)."""
     return build_vgg(num_classes, input_shape, depth=19, **options)

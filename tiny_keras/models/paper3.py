@@ -35,6 +35,8 @@ import keras
 from keras import layers
 
 from tiny_keras.models import blocks
+from tiny_keras.models.classifier import Head, ImageClassifier
+from tiny_keras.models.registry import register_model
 
 # A "unit" is a stack of small convs with the same filter count.
 #   square:     2x2, 2x2            -> 3x3 receptive field, like one VGG 3x3 conv
@@ -89,7 +91,7 @@ def build_vgg(
         kernel_initializer: Glorot uniform in the paper (section 3.2).
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     if variant not in VGG_VARIANTS:
@@ -114,23 +116,37 @@ def build_vgg(
             x = conv(x, stage_filters, kernel_size, name=f"block{stage}_conv{i}")
         if stage < len(filters):
             x = layers.MaxPooling2D(2, strides=2, name=f"block{stage}_pool")(x)
-    x = blocks.apply_conv(x, num_classes, 1, padding="valid", kernel_initializer=kernel_initializer,
-                          weight_decay=weight_decay, name="classifier")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = blocks.as_float32_logits(x)
-    return keras.Model(inputs, outputs, name=f"paper3_vgg_{variant}")
+    backbone = keras.Model(inputs, x, name=f"paper3_vgg_{variant}_backbone")
+    head = Head(num_classes, pooling="avg", conv_classifier=True, kernel_initializer=kernel_initializer,
+                weight_decay=weight_decay)
+    return ImageClassifier(backbone, head=head, name=f"paper3_vgg_{variant}")
 
 
+@register_model(
+    paper="paper3", input_shape=(64, 64, 3), size_agnostic=True,
+    description="VGG-Z (ours): 4 stages of 2x2+2x2 convs, BN, 1x1 classifier conv + GAP",
+    small={"filters": (8, 16, 32, 64)},
+)
 def build_vgg_z(num_classes=200, input_shape=(64, 64, 3), **options):
     """paper3's VGG-Z (our reconstruction): ``build_vgg(variant="z")``."""
     return build_vgg(num_classes, input_shape, variant="z", **options)
 
 
+@register_model(
+    paper="paper3", input_shape=(64, 64, 3), size_agnostic=True,
+    description="VGG-F (ours): 4 stages of 2x1/1x2 factorised convs, BN, 1x1 classifier conv + GAP",
+    small={"filters": (8, 16, 32, 64)},
+)
 def build_vgg_f(num_classes=200, input_shape=(64, 64, 3), **options):
     """paper3's VGG-F (our reconstruction): ``build_vgg(variant="f")``."""
     return build_vgg(num_classes, input_shape, variant="f", **options)
 
 
+@register_model(
+    paper="paper3", input_shape=(64, 64, 3), size_agnostic=True,
+    description="VGG-Y (ours): 5 stages of 1x1+2x2+2x2 convs, BN, 1x1 classifier conv + GAP",
+    small={"filters": (8, 8, 16, 32, 64)},
+)
 def build_vgg_y(num_classes=200, input_shape=(64, 64, 3), **options):
     """paper3's VGG-Y (our reconstruction): ``build_vgg(variant="y")``."""
     return build_vgg(num_classes, input_shape, variant="y", **options)
@@ -194,6 +210,11 @@ def apply_inception_b(x, mid_filters, name, conv):
     return layers.Concatenate(name=f"{name}_concat")([b0, b1, b2, b3])
 
 
+@register_model(
+    paper="paper3", input_shape=(64, 64, 3), size_agnostic=True,
+    description="InceptionV3-lite (ours): 2x2/1x2/2x1 filters, 2 A modules, reduction, 2 B modules, GAP",
+    small={"num_a_modules": 1, "num_b_modules": 1},
+)
 def build_inception_v3_lite(
     num_classes=200,
     input_shape=(64, 64, 3),
@@ -235,7 +256,7 @@ def build_inception_v3_lite(
         kernel_initializer: Glorot uniform in the paper (section 3.2).
 
     Returns:
-        A ``keras.Model`` mapping images to ``num_classes`` logits.
+        An ``ImageClassifier`` mapping images to ``num_classes`` logits.
     """
     num_classes = blocks.check_num_classes(num_classes)
     input_shape = blocks.check_input_shape(input_shape, min_size=8)
@@ -261,6 +282,6 @@ def build_inception_v3_lite(
     x = apply_grid_reduction(x, name="reduction", conv=conv)
     for i in range(1, num_b_modules + 1):
         x = apply_inception_b(x, 128 if i == 1 else 160, name=f"mixed_b{i}", conv=conv)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = blocks.apply_classifier(x, num_classes, dropout=dropout, **common)
-    return keras.Model(inputs, outputs, name="paper3_inception_v3_lite")
+    backbone = keras.Model(inputs, x, name="paper3_inception_v3_lite_backbone")
+    head = Head(num_classes, pooling="avg", dropout=dropout, **common)
+    return ImageClassifier(backbone, head=head, name="paper3_inception_v3_lite")

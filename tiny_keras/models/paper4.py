@@ -24,6 +24,8 @@ from keras import layers
 
 from tiny_keras import download
 from tiny_keras.models import blocks
+from tiny_keras.models.classifier import Head, Hidden, ImageClassifier
+from tiny_keras.models.registry import register_model
 
 
 def _conv(x, filters, name, padding="valid", activation="relu", weight_decay=0.0, initializer="glorot_uniform"):
@@ -49,6 +51,10 @@ def _check_common(num_classes, input_shape, min_size, weight_decay, kernel_initi
     return num_classes, shape
 
 
+@register_model(
+    paper="paper4", input_shape=(64, 64, 3), size_agnostic=False, paper_params=13_070_472,
+    description="conv32-pool-conv64-pool-dense1024-dense200, valid padding, L2", small={"dense_units": 32},
+)
 def build_model1(
     num_classes=200,
     input_shape=(64, 64, 3),
@@ -85,14 +91,16 @@ def build_model1(
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = _conv(x, 64, "conv2", **common)
     x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = _dense(x, dense_units, "fc1", **common)
-    outputs = blocks.apply_classifier(
-        x, num_classes, kernel_initializer=kernel_initializer, weight_decay=weight_decay
-    )
-    return keras.Model(inputs, outputs, name="paper4_model1")
+    backbone = keras.Model(inputs, x, name="paper4_model1_backbone")
+    head = Head(num_classes, pooling="flatten", hidden=(Hidden(dense_units, fused=True),),
+                kernel_initializer=kernel_initializer, weight_decay=weight_decay)
+    return ImageClassifier(backbone, head=head, name="paper4_model1")
 
 
+@register_model(
+    paper="paper4", input_shape=(64, 64, 3), size_agnostic=False, paper_params=2_555_656,
+    description="[conv-pool] x3 (32/64/128)-dense512-dropout0.5-dense200", small={"dense_units": 32},
+)
 def build_model2(
     num_classes=200,
     input_shape=(64, 64, 3),
@@ -123,12 +131,17 @@ def build_model2(
     for i, filters in enumerate((32, 64, 128), start=1):
         x = _conv(x, filters, f"conv{i}", initializer=kernel_initializer)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = _dense(x, dense_units, "fc1", initializer=kernel_initializer)
-    outputs = blocks.apply_classifier(x, num_classes, dropout=dropout, kernel_initializer=kernel_initializer)
-    return keras.Model(inputs, outputs, name="paper4_model2")
+    backbone = keras.Model(inputs, x, name="paper4_model2_backbone")
+    head = Head(num_classes, pooling="flatten", hidden=(Hidden(dense_units, fused=True),), dropout=dropout,
+                kernel_initializer=kernel_initializer)
+    return ImageClassifier(backbone, head=head, name="paper4_model2")
 
 
+@register_model(
+    paper="paper4", input_shape=(64, 64, 3), size_agnostic=False, paper_params=140_382_728,
+    description="6 conv-BN-ReLU (64..512, same) with 3 pools, dense4096-BN, dense1024-BN, dense200",
+    small={"dense_units": (64, 32)},
+)
 def build_model3(
     num_classes=200,
     input_shape=(64, 64, 3),
@@ -163,13 +176,17 @@ def build_model3(
         for i, filters in enumerate(stage_filters, start=1):
             x = blocks.apply_conv_bn_act(x, filters, 3, name=f"block{stage}_conv{i}", **conv_bn_relu)
         x = layers.MaxPooling2D(2, name=f"block{stage}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    for i, units in enumerate(dense_units, start=1):
-        x = blocks.apply_dense_bn_act(x, units, use_bias=True, kernel_initializer=kernel_initializer, name=f"fc{i}")
-    outputs = blocks.apply_classifier(x, num_classes, kernel_initializer=kernel_initializer)
-    return keras.Model(inputs, outputs, name="paper4_model3")
+    backbone = keras.Model(inputs, x, name="paper4_model3_backbone")
+    hidden = tuple(Hidden(units, batch_norm=True) for units in dense_units)
+    head = Head(num_classes, pooling="flatten", hidden=hidden, kernel_initializer=kernel_initializer)
+    return ImageClassifier(backbone, head=head, name="paper4_model3")
 
 
+@register_model(
+    paper="paper4", input_shape=(64, 64, 3), size_agnostic=False, paper_params=8_866_376,
+    description="[conv-BN-ReLU-pool] x3 (64/128/256), dense512-BN-ReLU-dropout0.5, dense200",
+    small={"dense_units": 32},
+)
 def build_model4(
     num_classes=200,
     input_shape=(64, 64, 3),
@@ -202,12 +219,10 @@ def build_model4(
             x, filters, 3, use_bias=True, kernel_initializer=kernel_initializer, name=f"block{stage}_conv1"
         )
         x = layers.MaxPooling2D(2, name=f"block{stage}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = blocks.apply_dense_bn_act(
-        x, dense_units, use_bias=True, dropout=dropout, kernel_initializer=kernel_initializer, name="fc1"
-    )
-    outputs = blocks.apply_classifier(x, num_classes, kernel_initializer=kernel_initializer)
-    return keras.Model(inputs, outputs, name="paper4_model4")
+    backbone = keras.Model(inputs, x, name="paper4_model4_backbone")
+    head = Head(num_classes, pooling="flatten", hidden=(Hidden(dense_units, batch_norm=True, dropout=dropout),),
+                kernel_initializer=kernel_initializer)
+    return ImageClassifier(backbone, head=head, name="paper4_model4")
 
 
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -233,6 +248,11 @@ def imagenet_weights():
             f"in {cache}/; or use --weights none (weights=None) for random initial weights.") from None
 
 
+@register_model(
+    paper="paper4", input_shape=(64, 64, 3), size_agnostic=True, paper_params=25_890_888,
+    description="Keras ResNet50 (ImageNet weights, optionally frozen) + GAP + dense1024 + dense200",
+    offline={"weights": None}, small={"dense_units": 32},
+)
 def build_model5(
     num_classes=200,
     input_shape=(64, 64, 3),
@@ -298,7 +318,7 @@ def build_model5(
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name="image")
     x = backbone(inputs)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = _dense(x, dense_units, "fc1", initializer=kernel_initializer)
-    outputs = blocks.apply_classifier(x, num_classes, kernel_initializer=kernel_initializer)
-    return keras.Model(inputs, outputs, name="paper4_model5")
+    features = keras.Model(inputs, x, name="paper4_model5_backbone")
+    head = Head(num_classes, pooling="avg", hidden=(Hidden(dense_units, fused=True),),
+                kernel_initializer=kernel_initializer)
+    return ImageClassifier(features, head=head, name="paper4_model5")

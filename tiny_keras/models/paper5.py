@@ -28,6 +28,8 @@ import keras
 from keras import layers
 
 from tiny_keras.models import blocks
+from tiny_keras.models.classifier import Head, Hidden, ImageClassifier
+from tiny_keras.models.registry import register_model
 
 
 def _build_caffe_cnn(
@@ -70,15 +72,89 @@ def _build_caffe_cnn(
                 x, filters, 3, use_bias=True, use_bn=False, name=f"conv{conv_index}", **common
             )
         x = layers.MaxPooling2D(2, strides=pool_strides, padding="valid", name=f"pool{group}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    for i, units in enumerate(fc_units, start=1):
-        x = blocks.apply_dense_bn_act(
-            x, units, use_bias=True, use_bn=False, dropout=dropout, name=f"fc{i}", **common
-        )
-    outputs = blocks.apply_classifier(x, num_classes, dropout=0.0 if fc_units else dropout, **common)
-    return keras.Model(inputs, outputs, name=name)
+    backbone = keras.Model(inputs, x, name=f"{name}_backbone")
+    hidden = tuple(Hidden(units, dropout=dropout) for units in fc_units)
+    head = Head(num_classes, pooling="flatten", hidden=hidden, dropout=0.0 if fc_units else dropout, **common)
+    return ImageClassifier(backbone, head=head, name=name)
 
 
+@register_model(
+    paper="paper5", input_shape=(56, 56, 3), size_agnostic=False,
+    description="shallow baseline (ours): [conv32-relu-pool] x2, fc200; N(0, 0.01) init", small={"filters": 8},
+)
+def build_shallow(
+    num_classes=200,
+    input_shape=(56, 56, 3),
+    filters=32,
+    pool_strides=2,
+    dropout=0.0,
+    weight_decay=0.0,
+    kernel_initializer="gaussian_0.01",
+):
+    """paper5's shallow baseline, 3 layers of 32 filters (sections 4.1 and 6).
+
+    The paper gives only "3-layer", "32 filters" and N(0, 0.01); the layout is
+    ours: [conv-relu-pool] x 2 - [fc] x 1, two 3x3 convs (pad 1) each followed
+    by a 2x2 max pool, then FC ``num_classes`` (1,264,744 parameters at 56x56).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: fixed ``(height, width, channels)``; 56x56 crops.
+        filters: filters of every conv (32).
+        pool_strides: 2 (default) or 1, as for the 8-layer model.
+        dropout: dropout rate on the classifier's input.
+        weight_decay: Caffe weight decay lambda on all kernels.
+        kernel_initializer: ``"gaussian_0.01"`` (N(0, 0.01)) or ``"xavier"`` or
+            any Keras initializer.
+    """
+    return _build_caffe_cnn(
+        "paper5_shallow", num_classes, input_shape, (1, 1), (), filters,
+        pool_strides, dropout, weight_decay, kernel_initializer,
+    )
+
+
+@register_model(
+    paper="paper5", input_shape=(56, 56, 3), size_agnostic=False,
+    description="5-layer baseline (ours): [[conv32-relu] x2-pool] x2, fc200; N(0, 0.01) init", small={"filters": 8},
+)
+def build_cnn5(
+    num_classes=200,
+    input_shape=(56, 56, 3),
+    filters=32,
+    pool_strides=2,
+    dropout=0.0,
+    weight_decay=0.0,
+    kernel_initializer="gaussian_0.01",
+):
+    """paper5's 5-layer CNN baseline, 32 filters (sections 4.1 and 6).
+
+    The paper gives only "5 layer", "32 filters" and N(0, 0.01) initialisation;
+    the layout is ours, the 8-layer model's pattern cut to five weight layers:
+    [[conv-relu] x 2 - pool] x 2 - [fc] x 1: four 3x3 convs (pad 1), 2x2 max
+    pools after conv 2 and 4, FC ``num_classes`` (1,283,240 parameters at 56x56).
+    No dropout or weight decay by default (the paper gives none for it).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: fixed ``(height, width, channels)``; 56x56 crops.
+        filters: filters of every conv (32; section 4.1 also mentions 128).
+        pool_strides: 2 (default) or 1, as for the 8-layer model.
+        dropout: dropout rate on the classifier's input.
+        weight_decay: Caffe weight decay lambda on all kernels.
+        kernel_initializer: ``"gaussian_0.01"`` (N(0, 0.01)) or ``"xavier"`` or
+            any Keras initializer.
+    """
+    return _build_caffe_cnn(
+        "paper5_cnn5", num_classes, input_shape, (2, 2), (), filters,
+        pool_strides, dropout, weight_decay, kernel_initializer,
+    )
+
+
+@register_model(
+    paper="paper5", input_shape=(56, 56, 3), size_agnostic=False,
+    description="8-layer Caffe CNN: 5 conv128, pools after conv 2/4/5 (stride 2), fc 400-400-200, dropout, L2",
+    small={"filters": 16, "fc_units": (32, 32)},
+)
 def build_cnn8(
     num_classes=200,
     input_shape=(56, 56, 3),
@@ -116,69 +192,5 @@ def build_cnn8(
     fc_units = blocks.check_positive_ints(fc_units, "fc_units")
     return _build_caffe_cnn(
         "paper5_cnn8", num_classes, input_shape, (2, 2, 1), fc_units, filters,
-        pool_strides, dropout, weight_decay, kernel_initializer,
-    )
-
-
-def build_cnn5(
-    num_classes=200,
-    input_shape=(56, 56, 3),
-    filters=32,
-    pool_strides=2,
-    dropout=0.0,
-    weight_decay=0.0,
-    kernel_initializer="gaussian_0.01",
-):
-    """paper5's 5-layer CNN baseline, 32 filters (sections 4.1 and 6).
-
-    The paper gives only "5 layer", "32 filters" and N(0, 0.01) initialisation;
-    the layout is ours, the 8-layer model's pattern cut to five weight layers:
-    [[conv-relu] x 2 - pool] x 2 - [fc] x 1: four 3x3 convs (pad 1), 2x2 max
-    pools after conv 2 and 4, FC ``num_classes`` (1,283,240 parameters at 56x56).
-    No dropout or weight decay by default (the paper gives none for it).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: fixed ``(height, width, channels)``; 56x56 crops.
-        filters: filters of every conv (32; section 4.1 also mentions 128).
-        pool_strides: 2 (default) or 1, as for the 8-layer model.
-        dropout: dropout rate on the classifier's input.
-        weight_decay: Caffe weight decay lambda on all kernels.
-        kernel_initializer: ``"gaussian_0.01"`` (N(0, 0.01)) or ``"xavier"`` or
-            any Keras initializer.
-    """
-    return _build_caffe_cnn(
-        "paper5_cnn5", num_classes, input_shape, (2, 2), (), filters,
-        pool_strides, dropout, weight_decay, kernel_initializer,
-    )
-
-
-def build_shallow(
-    num_classes=200,
-    input_shape=(56, 56, 3),
-    filters=32,
-    pool_strides=2,
-    dropout=0.0,
-    weight_decay=0.0,
-    kernel_initializer="gaussian_0.01",
-):
-    """paper5's shallow baseline, 3 layers of 32 filters (sections 4.1 and 6).
-
-    The paper gives only "3-layer", "32 filters" and N(0, 0.01); the layout is
-    ours: [conv-relu-pool] x 2 - [fc] x 1, two 3x3 convs (pad 1) each followed
-    by a 2x2 max pool, then FC ``num_classes`` (1,264,744 parameters at 56x56).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: fixed ``(height, width, channels)``; 56x56 crops.
-        filters: filters of every conv (32).
-        pool_strides: 2 (default) or 1, as for the 8-layer model.
-        dropout: dropout rate on the classifier's input.
-        weight_decay: Caffe weight decay lambda on all kernels.
-        kernel_initializer: ``"gaussian_0.01"`` (N(0, 0.01)) or ``"xavier"`` or
-            any Keras initializer.
-    """
-    return _build_caffe_cnn(
-        "paper5_shallow", num_classes, input_shape, (1, 1), (), filters,
         pool_strides, dropout, weight_decay, kernel_initializer,
     )
