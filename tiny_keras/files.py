@@ -3,7 +3,7 @@
 Everything the package writes (checkpoints, models, results, histories, reports) goes
 through :func:`atomic_path`: the content is written to a temporary name in the same
 folder and renamed into place only when complete. The one exception is a run's
-``train.log``, which only ever grows by whole lines (``callbacks.log_line``).
+``train.log``, which only ever grows by whole lines (``engine.log``).
 """
 import contextlib
 import json

@@ -4,7 +4,7 @@ A :class:`Recipe` names the model, the preprocessing that travels with it, and a
 of :class:`Stage` objects, each with its own epochs, batch size, optimizer, schedule,
 augmentation and callbacks. One stage is an ordinary training run; several stages are
 progressive resizing (paper 1) or train-then-fine-tune (paper 5), each stage starting
-from the previous stage's weights. ``tiny_keras.train.train`` runs any recipe; the
+from the previous stage's weights. ``tiny_keras.engine.train`` runs any recipe; the
 reproduction scripts differ only by the recipes they write.
 
 Recipes round-trip through JSON (``to_json`` / ``from_json``) and are saved in the run
@@ -19,14 +19,15 @@ Units, once: ``epochs`` and ``every_epochs`` count epochs, ``step_size`` and
 import copy
 import dataclasses
 import json
-from typing import Any, Optional
+from typing import Optional
 
 from tiny_keras import models
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
-AUTO_STEPS_PER_EXECUTION = 32  # the most train steps per host call "auto" picks on a GPU
+# Fields of recipes written before ``engine.Session`` held them: read and dropped.
+SESSION_FIELDS = ("jit_compile", "steps_per_execution", "checkpoint_every", "strategy", "run_eagerly", "tensorboard",
+                  "tensorboard_histograms", "activation_samples")
 
 
 @dataclasses.dataclass
@@ -92,7 +93,7 @@ class Stage:
 
 @dataclasses.dataclass
 class Recipe:
-    """A whole training run: model, preprocessing, stages, and run options.
+    """What a training run computes: model, preprocessing, stages, seed and precision.
 
     Attributes:
       paper: "paper1" ... "paper5".
@@ -110,30 +111,9 @@ class Recipe:
       label_smoothing: for the cross-entropy loss.
       seed: seeds weights, shuffling and augmentation.
       classes, per_class, val_per_class: data subsets for quick runs.
-      precision: "float32", "mixed_float16", "mixed_bfloat16" or "auto" (the run picks:
-        bfloat16 on a GPU that computes in it, compute capability 8.0 and up; float16,
-        with loss scaling, on an older GPU; on a CPU bfloat16 where it has bfloat16
-        instructions (AMX-BF16, AVX512-BF16) and the backend is measured to use them, else
-        float32: ``train.auto_precision``).
-      jit_compile: compile the train step with XLA: True, False or "auto" (on with a GPU,
-        off on a CPU).
-      steps_per_execution: train steps per call from the host: an int, or "auto" (on a
-        GPU the largest divisor of the steps per epoch, and of the snapshot interval, up
-        to ``AUTO_STEPS_PER_EXECUTION``; 1 on a CPU).
-      checkpoint_every: the resume checkpoint every N epochs, or "auto": every epoch while
-        one costs at most 5% of an epoch, else every k epochs (``callbacks.RunCheckpoint``).
-      strategy: how the run spreads over devices: "default" (one device), "mirrored"
-        (``tf.distribute``, TensorFlow backend), "data_parallel"
-        (``keras.distribution.DataParallel``, JAX backend: the local devices, or every
-        host's after ``keras.distribution.initialize``). "multi_worker" is refused with
-        its reason (``train.make_strategy``).
-      run_eagerly: Keras's compile option: train step by step without compiling the train
-        step (for debugging, and for ``--smoke``, where tracing costs more than two steps).
-    The run writes the values it chose for the "auto" ones into its ``recipe.json``.
-      tensorboard: run options; ``tensorboard_histograms`` N > 0 also writes weight and
-        activation histograms every N epochs (TensorBoard's ``histogram_freq``).
-      activation_samples: record percentiles of the last conv block's and the logits'
-        outputs on this many fixed validation images after every epoch (0: off).
+      precision: "float32", "mixed_float16", "mixed_bfloat16" or "auto": settled once, when
+        the run first starts, for the machine it starts on (``engine.precision``), and kept
+        wherever the run continues.
       paper_results: the paper's val top-1 (percent) per stage name, printed beside ours.
     """
 
@@ -150,14 +130,6 @@ class Recipe:
     per_class: Optional[int] = None
     val_per_class: Optional[int] = None
     precision: str = "auto"
-    jit_compile: Any = "auto"
-    steps_per_execution: Any = "auto"
-    checkpoint_every: Any = "auto"
-    strategy: str = "default"
-    run_eagerly: bool = False
-    tensorboard: bool = True
-    tensorboard_histograms: int = 0
-    activation_samples: int = 32
     paper_results: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -174,18 +146,6 @@ class Recipe:
             stage.validate()
         if self.precision not in PRECISIONS + ("auto",):
             raise ValueError(f"precision must be one of {PRECISIONS + ('auto',)}. Received: {self.precision=}")
-        if self.jit_compile not in (True, False, "auto"):
-            raise ValueError(f"jit_compile must be True, False or 'auto'. Received: {self.jit_compile=}")
-        spe = self.steps_per_execution
-        if spe != "auto" and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
-            raise ValueError(f"steps_per_execution must be a positive int or 'auto'. Received: {spe=}")
-        every = self.checkpoint_every
-        if every != "auto" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ValueError(f"checkpoint_every must be a positive int or 'auto'. Received: {every=}")
-        if self.run_eagerly and self.jit_compile is True:
-            raise ValueError("run_eagerly and jit_compile exclude each other; choose one")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}. Received: {self.strategy=}")
         return self
 
     def to_dict(self):
@@ -199,6 +159,8 @@ class Recipe:
         d = copy.deepcopy(d)
         if "mixed_precision" in d:  # recipes written before ``precision``
             d.setdefault("precision", "mixed_float16" if d.pop("mixed_precision") else "float32")
+        for field in SESSION_FIELDS:  # recipes written before the session was apart: how a session ran it
+            d.pop(field, None)
         return cls(**d)
 
     @classmethod

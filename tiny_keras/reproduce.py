@@ -5,7 +5,7 @@ hands them to :func:`main`: its recipes (one per model it trains) and, where the
 reports them, its ensembles. Each script is that one call, and so is
 ``python -m tiny_keras.reproduce PAPER [flags]`` (an installed package, no checkout
 needed). :func:`main` parses the common flags, trains every recipe with
-``tiny_keras.train``, evaluates the ensembles, and writes ``WORKDIR/results.json`` with
+``tiny_keras.engine``, evaluates the ensembles, and writes ``WORKDIR/results.json`` with
 a table beside it (``results.txt``)::
 
     {"paper": ..., "runs": [{"model", "stage", "epochs", "val_top1", "val_top5",
@@ -29,15 +29,15 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import sys
 import time
 
 import keras
 
 from tiny_keras import download, evaluate, models, runs
-from tiny_keras.callbacks import TimeLimitReached
-from tiny_keras.recipe import PRECISIONS, STRATEGIES
+from tiny_keras.engine.session import STRATEGIES, Session
+from tiny_keras.engine.time_limit import EXIT_TIME_LIMIT, TimeLimitReached, parse_duration
+from tiny_keras.recipe import PRECISIONS
 
 
 def input_errors():
@@ -46,7 +46,7 @@ def input_errors():
     with --debug. Bad arguments exit with 2 (argparse). Imported here, when one is raised:
     the training modules load only to train."""
     from tiny_keras.data.layout import DatasetError
-    from tiny_keras.train import BatchTooLarge
+    from tiny_keras.engine.model import BatchTooLarge
 
     return (download.DownloadError, DatasetError, runs.RunFolderError, runs.ModelLoadError, BatchTooLarge,
             PermissionError, NotADirectoryError)
@@ -60,21 +60,6 @@ def describe_input_error(error, data):
     if not isinstance(error, DatasetError) or data is None:
         return text
     return f"--data {text}" if text.startswith(str(data)) else f"--data {data}: {text}"
-
-
-EXIT_TIME_LIMIT = 75  # sysexits.h's EX_TEMPFAIL: stopped at --time-limit, to be run again
-_NUMBER = r"(\d+(?:\.\d+)?)"
-_DURATION = re.compile(rf"{_NUMBER}|(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
-
-
-def parse_duration(text):
-    """Seconds in ``text``: ``"5400"``, ``"90s"``, ``"90m"``, ``"1.5h"``, ``"1h30m"``, ``"2h5m10s"``."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None or not any(match.groups()):
-        raise argparse.ArgumentTypeError(
-            f"expected a duration such as 5400, 90s, 90m, 1.5h or 1h30m. Received: {text!r}")
-    plain, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return plain + 3600 * hours + 60 * minutes + seconds
 
 
 def positive_int(text):
@@ -107,8 +92,6 @@ class Ensemble:
 
 def smoke_recipe(recipe):
     """The same recipe, cut down to seconds: a few images per class, two steps per stage,
-    run eagerly (compiling each stage's train step would take longer than its two steps;
-    unless XLA or a distribution strategy was asked for, which need the compiled step),
     and built offline: a model that would download weights (paper 4's ResNet50) starts
     from random ones, since a smoke run checks the pipeline, not the weights."""
     offline = dict(models.get_entry(recipe.model).offline_options)
@@ -124,7 +107,6 @@ def smoke_recipe(recipe):
             changes["schedule"] = dict(stage.schedule, step_size=1)
         stages.append(dataclasses.replace(stage, **changes))
     return recipe.replace(stages=stages, per_class=SMOKE["per_class"], val_per_class=SMOKE["val_per_class"],
-                          run_eagerly=recipe.jit_compile is not True and recipe.strategy == "default",
                           model_options={**recipe.model_options, **offline})
 
 
@@ -230,7 +212,7 @@ def join_processes(parser, args):
 
 
 def apply_flags(recipe, args):
-    """The recipe with the command line's overrides."""
+    """The recipe with the command line's overrides of what it computes."""
     if args.epochs is not None:
         recipe = recipe.with_stage_changes(epochs=args.epochs)
     if args.batch_size is not None:
@@ -242,16 +224,6 @@ def apply_flags(recipe, args):
         if args.precision and args.mixed_precision and args.precision != "mixed_float16":
             raise SystemExit(f"--mixed-precision means --precision mixed_float16, not {args.precision}")
         changes["precision"] = args.precision or "mixed_float16"
-    if args.xla or args.no_xla:
-        changes["jit_compile"] = bool(args.xla)
-    if args.steps_per_execution is not None:
-        if args.steps_per_execution < 1:
-            raise SystemExit(f"--steps-per-execution must be at least 1. Received: {args.steps_per_execution}")
-        changes["steps_per_execution"] = args.steps_per_execution
-    if args.strategy:
-        changes["strategy"] = args.strategy
-    if args.tensorboard_histograms:
-        changes["tensorboard_histograms"] = args.tensorboard_histograms
     if changes:
         recipe = recipe.replace(**changes)
     if args.smoke:
@@ -262,6 +234,20 @@ def apply_flags(recipe, args):
                   "a smoke run checks the pipeline, not the weights)")
         recipe = smoke
     return recipe
+
+
+def session_from_flags(args, stop_by=None):
+    """The ``engine.Session`` of the command line: how this process runs the recipes. A
+    ``--smoke`` run runs eagerly (compiling each stage's train step would take longer than
+    its two steps), unless XLA or a distribution strategy was asked for."""
+    options = dict(strategy=args.strategy or "default", tensorboard_histograms=args.tensorboard_histograms or 0,
+                   verbose="auto" if args.verbose is None else args.verbose, stop_by=stop_by)
+    if args.xla or args.no_xla:
+        options["jit_compile"] = bool(args.xla)
+    if args.steps_per_execution is not None:
+        options["steps_per_execution"] = args.steps_per_execution
+    options["run_eagerly"] = bool(args.smoke) and not args.xla and options["strategy"] == "default"
+    return Session(**options)
 
 
 def evaluate_ensemble(ensemble, recipes, workdir, data):
@@ -310,7 +296,7 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
         parser.error(f"--data {args.data}: no such file or folder; expected tiny-imagenet-200.zip or its folder")
     try:
         os.makedirs(workdir, exist_ok=True)
-        return _run(paper, recipes, ensembles, workdir, args, stop_by)
+        return _run(paper, recipes, ensembles, workdir, args, session_from_flags(args, stop_by))
     except input_errors() as error:
         if args.debug:
             raise
@@ -323,29 +309,30 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
         raise SystemExit(EXIT_TIME_LIMIT) from None
 
 
-def _run(paper, recipes, ensembles, workdir, args, stop_by=None):
-    # tiny_keras.train brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
-    from tiny_keras import train
+def _run(paper, recipes, ensembles, workdir, args, session):
+    # the engine brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
+    from tiny_keras import engine
+    from tiny_keras.engine.strategy import processes
 
     rows = []
     for i, (name, recipe) in enumerate(recipes.items()):
         print(f"\n=== {paper}: {name} ({i + 1}/{len(recipes)}) ===")
         try:
-            result = train.train(recipe, os.path.join(workdir, name), data=args.data, overwrite=args.overwrite,
-                                 verbose="auto" if args.verbose is None else args.verbose, stop_by=stop_by)
+            result = engine.train(recipe, os.path.join(workdir, name), data=args.data, session=session,
+                                  overwrite=args.overwrite)
         except TimeLimitReached as stopped:
             raise TimeLimitReached(f"{name} ({os.path.join(workdir, name)}): {stopped}") from None
         rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
-    chief = train.processes()[1] == 0  # with several processes, the chief evaluates ensembles and writes results
+    chief = processes()[1] == 0  # with several processes, the chief evaluates ensembles and writes results
     for ensemble in ensembles:
         if chief and all(m in recipes for m in ensemble.members):
             print(f"\n=== {paper}: ensemble {ensemble.name} ===")
             rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
     results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
-    table = train.format_table(rows)
+    table = engine.format_table(rows)
     if not chief:
-        print(f"\n{paper}: trained as process {train.processes()[1]}; the chief (process 0) writes the results")
+        print(f"\n{paper}: trained as process {processes()[1]}; the chief (process 0) writes the results")
         return results
     path = runs.write_results(workdir, results, table)
     print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")

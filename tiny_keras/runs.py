@@ -8,8 +8,8 @@ What a run folder holds::
     state.json,            STATE: the position of an unfinished run (stage, epochs done, the
     checkpoint-*.keras     mean epoch time) and its model with optimizer state, written after
                            every epoch (every k epochs where one would cost more than 5% of an
-                           epoch; see ``callbacks.RunCheckpoint``), after each stage's last and
-                           where a time limit stops the run (``callbacks.TimeLimit``)
+                           epoch; see ``engine.resume``), after each stage's last and
+                           where a time limit stops the run (``engine.time_limit``)
     progress.json          PROGRESS: the results of the stages already finished
     stages/<name>/         STAGES: per stage (:func:`stage_folder`): history.csv (HISTORY),
                            best.weights.h5 (BEST_WEIGHTS), model.keras (MODEL),
@@ -58,11 +58,6 @@ ACTIVATIONS = "activations.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 SNAPSHOT_PREFIX = "snapshot-"
 SAVED_MODEL = "saved_model.pb"  # the file that makes a folder a SavedModel
-
-
-# Recipe fields that change how fast a run computes, not what: a session that picks them
-# otherwise (a GPU's after a CPU's) continues the run; its recipe.json then holds its own.
-SPEED_FIELDS = ("jit_compile", "steps_per_execution")
 
 
 class RunFolderError(RuntimeError):
@@ -315,9 +310,9 @@ def saved_recipe(workdir):
 
 def prepare_folder(workdir, recipe, overwrite):
     """Make ``workdir`` the run folder of ``recipe`` (a ``tiny_keras.recipe.Recipe``): write
-    its ``recipe.json``; a folder holding another recipe's run (one that differs beyond
-    ``SPEED_FIELDS``) is an error (:class:`RunFolderError`) unless ``overwrite``, which
-    empties it first."""
+    its ``recipe.json``; a folder holding another recipe's run is an error
+    (:class:`RunFolderError`) unless ``overwrite``, which empties it first. A folder an
+    older version wrote is read as this version reads recipes (:func:`saved_recipe`)."""
     os.makedirs(workdir, exist_ok=True)
     recipe_path = os.path.join(workdir, RECIPE)
     saved = saved_recipe(workdir)
@@ -328,7 +323,7 @@ def prepare_folder(workdir, recipe, overwrite):
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         saved = None
     changed = [] if saved is None else sorted(
-        k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k) and k not in SPEED_FIELDS)
+        k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
     if changed:
         raise RunFolderError(
             f"{workdir} holds a different run (recipe differs in {changed}); choose another workdir "

@@ -1,0 +1,154 @@
+"""What a run says: one ``logging`` logger, ``tiny_keras.engine``, with two handlers while
+a run trains (:func:`run_log`): the run's ``train.log`` (every line, time-stamped, so
+``tail -f WORKDIR/train.log`` follows a background run) and the console (by verbosity).
+
+Lines come at two levels: ``INFO`` for the run's milestones (a stage starts or ends, a
+time limit, the results table), printed unless ``verbose=0``; ``EPOCH`` for the line of
+every epoch and the progress lines inside long ones, printed with ``verbose=2`` only (with
+``verbose=1`` Keras's progress bars show them).
+"""
+import contextlib
+import logging
+import sys
+import time
+
+import keras
+
+LOGGER = logging.getLogger("tiny_keras.engine")
+LOGGER.setLevel(logging.DEBUG)
+LOGGER.propagate = False
+EPOCH = 15  # between DEBUG and INFO
+logging.addLevelName(EPOCH, "EPOCH")
+CONSOLE_LEVELS = {1: logging.INFO, 2: EPOCH}  # verbose 0: no console handler
+PROGRESS_SECONDS = 120  # EpochLog's progress lines inside an epoch: at most one per this many seconds
+
+
+class _Stamped(logging.Formatter):
+    """Every line of a record with its time: ``2026-12-05 22:38:39 Stage 1/3 ...``."""
+
+    def format(self, record):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return "\n".join(f"{stamp} {line}" for line in record.getMessage().splitlines())
+
+
+@contextlib.contextmanager
+def run_log(path, verbose):
+    """Send :data:`LOGGER`'s lines to ``path`` (appended; None: no file) and, by ``verbose``
+    (0, 1 or 2), to ``sys.stdout``, until the block ends."""
+    handlers = []
+    if path is not None:
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        handlers[-1].setFormatter(_Stamped())
+        handlers[-1].setLevel(EPOCH)
+    if verbose in CONSOLE_LEVELS:
+        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers[-1].setLevel(CONSOLE_LEVELS[verbose])
+    for handler in handlers:
+        LOGGER.addHandler(handler)
+    try:
+        yield LOGGER
+    finally:
+        for handler in handlers:
+            LOGGER.removeHandler(handler)
+            handler.close()
+
+
+def info(text):
+    LOGGER.info(text)
+
+
+def epoch(text):
+    LOGGER.log(EPOCH, text)
+
+
+def format_duration(seconds):
+    """``"45 s"``, ``"12 min"``, ``"3.1 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def format_epoch(stage, number, epochs, logs, images_per_second, seconds):
+    """``stage 'train' epoch 3/15: loss 4.2423 top1 10.90% ... | lr 0.001 | 2,041 images/s | 190 s``."""
+    def metric(name):
+        value = float(logs[name])
+        return f"{name} {100 * value:.2f}%" if name.endswith(("top1", "top5")) else f"{name} {value:.4f}"
+
+    train = [metric(k) for k in ("loss", "top1", "top5") if k in logs]
+    val = [metric(k) for k in ("val_loss", "val_top1", "val_top5") if k in logs]
+    lr = f" | lr {float(logs['learning_rate']):.3g}" if "learning_rate" in logs else ""
+    return (f"stage '{stage}' epoch {number}/{epochs}: {' '.join(train)}" + (f" | {' '.join(val)}" if val else "")
+            + f"{lr} | {images_per_second:,.0f} images/s | {seconds:.0f} s")
+
+
+def format_table(rows):
+    """The per-stage results with the paper's figure beside ours."""
+    header = f"{'model':<26}{'stage':<12}{'epochs':>7}{'val top-1':>11}{'val top-5':>11}{'paper top-1':>13}{'seconds':>10}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        paper = "-" if r.get("paper_val_top1") is None else f"{r['paper_val_top1']:.2f}"
+        top5 = "-" if r.get("val_top5") is None else f"{r['val_top5']:.2f}"
+        lines.append(
+            f"{r['model']:<26}{r['stage']:<12}{r.get('epochs') or '-':>7}{r['val_top1']:>11.2f}{top5:>11}"
+            f"{paper:>13}{r.get('seconds', 0):>10.1f}"
+        )
+    return "\n".join(lines)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One ``EPOCH`` line per epoch: stage, epoch, metrics, learning rate, training
+    images/s, seconds, and what is left of the stage at the mean epoch so far. Put it after
+    ``LearningRateLogger`` so the line has the learning rate.
+
+    An epoch longer than ``progress_seconds`` (a CPU epoch of many minutes) also gets a
+    progress line at most every ``progress_seconds``: the step reached, the training rate so
+    far and when the epoch's training steps will end. ``None``, or no ``steps_per_epoch``,
+    turns them off.
+    """
+
+    async_safe = True  # reads the clock and logs: Keras may call it from its dispatch thread
+
+    def __init__(self, stage, epochs, images_per_epoch, steps_per_epoch=None, progress_seconds=PROGRESS_SECONDS,
+                 clock=time.perf_counter):
+        super().__init__()
+        self.stage, self.epochs, self.images_per_epoch = stage, epochs, images_per_epoch
+        self.steps_per_epoch = steps_per_epoch
+        self.progress_seconds = progress_seconds if steps_per_epoch else None
+        self.clock = clock
+        self._start = self._train_end = self._last_progress = None
+        self._epoch = 0
+        self._epoch_seconds = []  # this process's epochs: the estimate of what is left
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._start, self._train_end = epoch, self.clock(), None
+        self._last_progress = self._start
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress_seconds is None or self._start is None:
+            return
+        now = self.clock()
+        if now - self._last_progress < self.progress_seconds:
+            return
+        self._last_progress = now
+        done, total = batch + 1, self.steps_per_epoch  # Keras passes the index of the execution's last step
+        rate = self.images_per_epoch / total * done / max(now - self._start, 1e-9)
+        left = (total - done) * (now - self._start) / done
+        epoch(f"stage '{self.stage}' epoch {self._epoch + 1}/{self.epochs}: step {done:,}/{total:,} "
+              f"({100 * done / total:.0f}%) | {rate:,.0f} images/s | training steps end in about "
+              f"{format_duration(left)}")
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_end is None:  # validation inside fit
+            self._train_end = self.clock()
+
+    def on_epoch_end(self, number, logs=None):
+        now = self.clock()
+        train_seconds = max((self._train_end or now) - self._start, 1e-9)
+        self._epoch_seconds.append(now - self._start)
+        line = format_epoch(self.stage, number + 1, self.epochs, logs or {}, self.images_per_epoch / train_seconds,
+                            now - self._start)
+        left = self.epochs - (number + 1)
+        if left > 0:
+            mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
+            line += f" | {left} epoch{'s' if left > 1 else ''} left, about {format_duration(left * mean)}"
+        epoch(line)

@@ -1,0 +1,148 @@
+"""One stage of a run: start it (new, or from its resume point), fit it with the engine's
+callbacks, and finish it (its model, its row of results)."""
+import os
+import time
+
+import keras
+import numpy as np
+
+from tiny_keras import backend, files, runs
+from tiny_keras import callbacks as cbs
+from tiny_keras.engine import inputs, log, resume, time_limit
+from tiny_keras.engine.model import (available_memory, check_batch_fits, compile_model, recompile_resumed,
+                                     stage_model, stage_schedule, stage_seed)
+from tiny_keras.engine.session import describe_speed, stage_steps_per_execution
+
+
+def run_stage(run, index, model):
+    """Train stage ``index`` of ``run`` (an ``engine.run.Run``) from ``model`` (the previous
+    stage's, or None) to its end, or to the time limit; return the stage's model."""
+    stage = run.recipe.stages[index]
+    point = run.position.resume_point(stage.name)
+    if run.deadline is not None:
+        run.deadline.check_stage(run.recipe, index, point, run.position.progress, len(run.train_split), run.timing)
+    os.makedirs(runs.stage_folder(run.workdir, stage.name), exist_ok=True)
+    steps = stage.steps(len(run.train_split))
+    per_execution = stage_steps_per_execution(run.session.steps_per_execution, steps, stage.snapshot_every_steps)
+    model, initial_epoch, start = _start(run, stage, index, model, point, steps, per_execution)
+    if backend.gpu_compute_capability() is None:
+        check_batch_fits(model, stage, available_memory())
+    # The model augments on the device (its augmenter's seed generator is saved with every
+    # checkpoint); the host stream is the shuffled uint8 images, skipped to where a resumed
+    # run stopped.
+    train_ds = inputs.train_input(run.strategy, run.train_split, stage.batch_size, stage_seed(run.recipe, index),
+                                  skip_batches=initial_epoch * steps)
+    val_ds = inputs.eval_input(run.val_split, stage.batch_size, run.strategy)
+    callbacks, best, checkpoint, limit = _callbacks(run, stage, index, steps, initial_epoch, point, start)
+    log.info(f"Stage {index + 1}/{len(run.recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} steps, "
+             f"batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else "")
+             + f"; {run.recipe.precision}, {describe_speed(run.session.jit_compile, per_execution)}"
+             + (f" (resumed after epoch {initial_epoch})" if initial_epoch else ""))
+    history = None
+    if initial_epoch < stage.epochs:
+        history = model.fit(train_ds, epochs=stage.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                            validation_data=val_ds, callbacks=callbacks, verbose=1 if run.session.verbose == 1 else 0,
+                            shuffle=False)
+    if limit is not None and limit.stopped_after is not None:
+        log.epoch(f"Stage '{stage.name}': {checkpoint.report()}")
+        run.deadline.stop(limit.message(stage.name), "the run continues from there when started again")
+    _finish(run, stage, model, history, val_ds, best, checkpoint, point, start)
+    return model
+
+
+def _start(run, stage, index, model, point, steps, per_execution):
+    """``(model, epochs done, start time)``: a new stage's model, compiled; or, where the run
+    stopped inside this stage (``point``), its checkpoint's, with its optimizer."""
+    if point is None:
+        model = stage_model(run.recipe, stage, index, model,
+                            None if model is not None else np.asarray(run.train_split.images))
+        compile_model(model, run.recipe, stage, steps, run.session, per_execution)
+        return model, 0, time.perf_counter()
+    model = keras.models.load_model(os.path.join(run.workdir, point["checkpoint"]))
+    recompile_resumed(model, stage, run.session, per_execution)
+    done = int(point["epochs_done"])
+    runs.truncate_history(os.path.join(runs.stage_folder(run.workdir, stage.name), runs.HISTORY), done)
+    return model, done, time.perf_counter() - float(point.get("seconds", 0.0))
+
+
+def _callbacks(run, stage, index, steps, initial_epoch, point, start):
+    """The stage's callbacks, with its best-weights saver, resume checkpoint and time limit."""
+    folder, session = runs.stage_folder(run.workdir, stage.name), run.session
+    # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
+    # its step); the logger reports the rate of each epoch's last step.
+    callbacks = [cbs.LearningRateLogger(stage_schedule(stage, steps)),
+                 log.EpochLog(stage.name, stage.epochs, steps * stage.batch_size, steps_per_epoch=steps,
+                              progress_seconds=log.PROGRESS_SECONDS)]
+    if stage.reduce_lr_on_plateau:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
+    if stage.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(**stage.early_stopping))
+    best = cbs.BestCheckpoint(os.path.join(folder, runs.BEST_WEIGHTS), monitor="val_top1", mode="max")
+    callbacks.append(best)
+    if stage.snapshot_every_epochs or stage.snapshot_every_steps:
+        callbacks.append(cbs.Snapshots(os.path.join(folder, runs.SNAPSHOTS), stage.snapshot_every_epochs,
+                                       stage.snapshot_every_steps, steps))
+    callbacks += [keras.callbacks.CSVLogger(os.path.join(folder, runs.HISTORY), append=initial_epoch > 0),
+                  keras.callbacks.TerminateOnNaN()]
+    if session.tensorboard and tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.workdir, runs.TENSORBOARD, stage.name),
+                                                     histogram_freq=session.tensorboard_histograms))
+    if session.activation_samples:
+        callbacks.append(cbs.ActivationPercentiles(np.asarray(run.val_split.images[:session.activation_samples]),
+                                                   os.path.join(folder, runs.ACTIVATIONS)))
+    every = None if session.checkpoint_every == "auto" else session.checkpoint_every
+    checkpoint = resume.RunCheckpoint(run.workdir, index, stage.name, callbacks=callbacks, start=start,
+                                      restore=(point or {}).get("callbacks"), epochs=stage.epochs, every=every,
+                                      timed_on=run.timing)
+    callbacks.append(checkpoint)
+    limit = None
+    if run.deadline is not None:
+        limit = time_limit.TimeLimit(run.deadline.at, checkpoint, stage.epochs)
+        callbacks.append(limit)
+    return callbacks + list(run.extra_callbacks), best, checkpoint, limit
+
+
+def _finish(run, stage, model, history, val_ds, best, checkpoint, point, start):
+    """End the stage: its best weights where the recipe keeps them, its scores, its model
+    (``stages/<name>/model.keras``) and its row in ``progress.json``."""
+    folder = runs.stage_folder(run.workdir, stage.name)
+    epochs = history.epoch[-1] + 1 if history is not None and history.epoch else stage.epochs  # early stopping
+    if stage.restore_best and os.path.exists(best.filepath):
+        model.load_weights(best.filepath)
+    last_weights = history is not None and not stage.restore_best and not stage.early_stopping
+    if last_weights and epochs == stage.epochs:  # the last epoch's validation measured these very weights
+        scores = val_scores({k: v[-1] for k, v in history.history.items()}, prefix="val_")
+    else:
+        scores = val_scores(model.evaluate(val_ds, return_dict=True, verbose=0))
+    row = dict(model=run.recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size, **scores,
+               paper_val_top1=run.recipe.paper_results.get(stage.name), seconds=round(time.perf_counter() - start, 1),
+               # An estimate for the next stage where all its epochs were timed as this session's.
+               timed_on=None if point is not None and point.get("timed_on") != run.timing else run.timing)
+    saved = (files.read_json(os.path.join(run.workdir, runs.STATE), None) or {}).get("checkpoint")
+    if last_weights and saved:  # the last epoch's weights, already serialized: copy the file
+        files.copy(os.path.join(run.workdir, saved), os.path.join(folder, runs.MODEL))
+    else:
+        files.save_model(model, os.path.join(folder, runs.MODEL))
+    if history is not None:
+        log.epoch(f"Stage '{stage.name}': {checkpoint.report()}")
+    run.position.progress["runs"].append(row)
+    files.write_json(run.position.progress, os.path.join(run.workdir, runs.PROGRESS))
+    log.info(f"Stage '{stage.name}': val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%")
+
+
+def val_scores(logs, prefix=""):
+    """``{"val_loss", "val_top1", "val_top5"}`` (accuracies in percent) from Keras logs."""
+    return {"val_loss": float(logs[prefix + "loss"]), "val_top1": 100.0 * float(logs[prefix + "top1"]),
+            "val_top5": 100.0 * float(logs[prefix + "top5"])}
+
+
+def tensorboard_available():
+    """Whether TensorBoard logs can be written (Keras writes them with tf.summary, on any
+    backend); where TensorFlow is missing, says so in the run's log once per stage."""
+    try:
+        backend.require_tensorflow("TensorBoard logs")
+    except backend.TensorFlowRequired:
+        log.info("TensorBoard logs are not written: Keras writes them with tf.summary, and TensorFlow is not "
+                 "installed (the run's history.csv and train.log hold the same curves)")
+        return False
+    return True

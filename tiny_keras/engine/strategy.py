@@ -1,0 +1,73 @@
+"""Where a run's steps execute: one device, ``tf.distribute``'s mirrored strategy, or
+``keras.distribution``'s data parallelism (one host or several), each with
+``tf.distribute``'s ``scope()`` and ``num_replicas_in_sync``."""
+import contextlib
+
+import keras
+
+from tiny_keras import backend
+from tiny_keras.backend import tf
+
+MULTI_WORKER_REFUSED = (
+    "strategy 'multi_worker' is not supported: Keras 3's TensorFlow trainer cannot fit under "
+    "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras issue 20585; tested in "
+    "tests/test_distributed.py). For several hosts use 'data_parallel' on the JAX backend "
+    "with keras.distribution.initialize")
+
+
+class OneDevice:
+    """The default strategy off TensorFlow: one device, nothing to distribute."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def processes():
+    """``(count, index)`` of the processes training together: JAX's processes where
+    ``keras.distribution.initialize`` joined several (multi-host ``data_parallel``), else
+    ``(1, 0)``. Process 0 is the chief: it alone writes the run folder."""
+    if not backend.is_jax():
+        return 1, 0
+    import jax  # the JAX backend's own library
+
+    return jax.process_count(), jax.process_index()
+
+
+class DataParallel:
+    """``keras.distribution.DataParallel`` over every device of the processes training
+    together (JAX: this host's, or with ``keras.distribution.initialize`` every host's).
+    Inside ``scope()`` the model's variables are replicated and each global batch is split
+    across the devices; with several processes each feeds its own shard of each batch
+    (``num_processes``, ``process_index``), and Keras assembles the global batch."""
+
+    def __init__(self):
+        devices = keras.distribution.list_devices()
+        self.num_processes, self.process_index = processes()
+        self.distribution = keras.distribution.DataParallel(devices=devices,
+                                                            auto_shard_dataset=self.num_processes == 1)
+        self.num_replicas_in_sync = len(devices)
+
+    def scope(self):
+        return self.distribution.scope()
+
+
+def make_strategy(name):
+    """The device strategy ``name`` (see ``Session.strategy``) on this process's backend."""
+    on = backend.name()
+    if name == "default":
+        return tf.distribute.get_strategy() if backend.is_tensorflow() else OneDevice()
+    if name == "multi_worker":
+        raise ValueError(MULTI_WORKER_REFUSED)
+    if name == "mirrored":
+        if not backend.is_tensorflow():
+            raise ValueError(f"strategy {name!r} is tf.distribute's and needs the TensorFlow backend; this process "
+                             f"runs {on}" + ("; on JAX use data_parallel" if backend.is_jax() else ""))
+        return tf.distribute.MirroredStrategy()
+    if name == "data_parallel":
+        if not backend.is_jax():
+            raise ValueError(f"strategy 'data_parallel' is keras.distribution's and needs the JAX backend; this "
+                             f"process runs {on}" + ("; on TensorFlow use mirrored" if backend.is_tensorflow() else ""))
+        return DataParallel()
+    raise ValueError(f"strategy must be default, mirrored, multi_worker or data_parallel. Received: {name=}")
