@@ -163,3 +163,39 @@ def test_evaluate_gives_tensorflows_probabilities_with_every_tta(other, tf_saved
         np.testing.assert_allclose(got, expected[tta], rtol=0, atol=SAVED_MODEL_TOLERANCE, err_msg=tta)
     assert not np.allclose(expected["crops10"], expected["none"], atol=1e-3)  # the views differ
     assert int(other["evaluate/functions"]) == (2 if str(other["backend"]) == "jax" else 0)
+
+
+# -- the backend facade (this process's backend) ----------------------------------------------------
+def test_only_the_facade_asks_keras_for_the_backend():
+    """Backend checks go through ``tiny_keras.backend`` (``name()``, ``is_jax()`` ...)."""
+    package = REPO / "tiny_keras"
+    asking = sorted(str(path.relative_to(REPO)) for path in package.rglob("*.py")
+                    if "keras.backend.backend()" in path.read_text())
+    assert asking == ["tiny_keras/backend.py"]
+
+
+def test_cpu_flags_are_the_first_flags_line(tmp_path):
+    from tiny_keras import backend
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16\n\n"
+                       "processor\t: 1\nflags\t\t: fpu\n")
+    assert backend.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "avx512f", "amx_bf16"}
+    assert backend.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_gpu_and_accelerators_are_discovered_once():
+    from tiny_keras import backend
+
+    first = backend.gpu_compute_capability()
+    hits = backend.gpu_compute_capability.cache_info().hits
+    assert backend.gpu_compute_capability() is first
+    assert backend.gpu_compute_capability.cache_info().hits == hits + 1
+    gpus = [name for name in backend.accelerators() if name.startswith("GPU")]
+    if gpus:
+        assert isinstance(first, tuple) and len(first) == 2 and first >= (3, 0), first
+    else:  # a machine without a GPU, as the suite's CPU machines are
+        assert first is None
+    hits = backend.accelerators.cache_info().hits
+    backend.accelerators()
+    assert backend.accelerators.cache_info().hits == hits + 1

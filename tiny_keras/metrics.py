@@ -17,10 +17,12 @@ counts stay exact below 2**24 images, and the mean is numpy's to float32 roundin
 import keras
 from keras import ops
 
+from tiny_keras import backend
+
 
 def count_dtype(requested="float64"):
     """``requested``, unless it is float64 on JAX without 64-bit types: then float32."""
-    if requested == "float64" and keras.backend.backend() == "jax":
+    if requested == "float64" and backend.is_jax():
         import jax  # the JAX backend's own library
 
         if not jax.config.jax_enable_x64:

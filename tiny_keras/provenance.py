@@ -22,7 +22,7 @@ import sys
 import keras
 import numpy
 
-from tiny_keras import __version__, files, runs
+from tiny_keras import __version__, backend, files, runs
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Environment variables that change what a run computes or where it runs.
@@ -64,43 +64,12 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def cpu_flags(path="/proc/cpuinfo"):
-    """The CPU's feature flags (the first ``flags`` line of ``/proc/cpuinfo``:
-    ``{"avx512f", "avx512_bf16", "amx_bf16", ...}``); empty where there is none to read."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 # The CPU features that decide a run's speed in a precision (recorded with the machine).
 PRECISION_CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
-
-def accelerators():
-    """The accelerators the backend sees, as ``"GPU: NVIDIA H100 80GB HBM3"`` strings."""
-    backend = keras.backend.backend()
-    try:  # each backend's own library, imported on that backend only
-        if backend == "jax":
-            import jax  # optional
-
-            return [f"{d.platform.upper()}: {d.device_kind}" for d in jax.devices() if d.platform != "cpu"]
-        if backend == "torch":
-            import torch  # optional
-
-            return [f"GPU: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
-        if backend == "tensorflow":
-            import tensorflow as tf  # kept off the other backends' path
-
-            return [f"GPU: {tf.config.experimental.get_device_details(d).get('device_name', d.name)}"
-                    for d in tf.config.list_physical_devices("GPU")]
-    except Exception as error:  # a broken driver must not stop a run from being recorded
-        return [f"unknown ({type(error).__name__}: {error})"]
-    return []
+# The machine is discovered in ``tiny_keras.backend``; its readers keep their names here too.
+cpu_flags = backend.cpu_flags
+accelerators = backend.accelerators
 
 
 def versions():
@@ -116,7 +85,7 @@ def versions():
 def environment():
     """Everything about this process that a reader needs to judge or repeat a number."""
     return {
-        "backend": keras.backend.backend(),
+        "backend": backend.name(),
         "versions": versions(),
         "source": git_commit(),
         "machine": machine(),
@@ -138,7 +107,7 @@ def machine():
     flags = cpu_flags()
     return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "cpu_flags": [f for f in PRECISION_CPU_FLAGS if f in flags],
-            "accelerators": accelerators(), "platform": platform.platform()}
+            "accelerators": list(accelerators()), "platform": platform.platform()}
 
 
 @functools.lru_cache(maxsize=None)

@@ -40,10 +40,10 @@ uncompiled gather would be slower still (it remains the path for ``wrap``).
 """
 import math
 
-import keras
 import numpy as np
 from keras import ops
 
+from tiny_keras import backend
 from tiny_keras.augment.core import compile_function, no_autograph, to_float32
 from tiny_keras.backend import tf
 
@@ -207,7 +207,7 @@ def resample(images, matrices, cval, fill_mode, order, method):
     ``"projective"``: TensorFlow's projective-transform kernel where it can match scipy
     (fill modes other than "wrap"), for use without XLA, where the gather is slow.
     """
-    if method == "projective" and fill_mode != "wrap" and keras.backend.backend() == "tensorflow":
+    if method == "projective" and fill_mode != "wrap" and backend.is_tensorflow():
         return _projective_sample(images, matrices, cval, fill_mode, order)
     xs, ys = _source_coordinates(images, matrices)
     return _sample(images, xs, ys, fill_mode, cval, order)

@@ -17,14 +17,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from tiny_keras import backend
 from tiny_keras.backend import tf
 
 # Transforms are registered with Keras under this package ("tiny_keras.augment>RandomCrop").
 PACKAGE = "tiny_keras.augment"
-
-
-def _backend():
-    return keras.backend.backend()
 
 
 def no_autograph(fn):
@@ -35,7 +32,7 @@ def no_autograph(fn):
     out also keeps it from rewriting this code when a user calls a transform inside
     ``Dataset.map``. The backend is fixed per process, so deciding at import is enough.
     """
-    if _backend() != "tensorflow":
+    if not backend.is_tensorflow():
         return fn
     return tf.autograph.experimental.do_not_convert(fn)
 
@@ -53,12 +50,12 @@ def as_seed(seed):
             "A random transform needs a seed (an int or an int tensor of shape [2], "
             "e.g. the per-batch seed tiny_keras.data.make_dataset passes). Received: seed=None"
         )
-    backend = _backend()
-    if backend not in RANDOM_BACKENDS:
+    on = backend.name()
+    if on not in RANDOM_BACKENDS:
         raise NotImplementedError(
             f"Random augmentation draws its numbers with stateless generators on the "
             f"{', '.join(RANDOM_BACKENDS)} backends; "
-            f"the {backend!r} backend has none yet. Deterministic transforms (crops, resizing, "
+            f"the {on!r} backend has none yet. Deterministic transforms (crops, resizing, "
             f"standardisation, apply_transform with given parameters) work on every backend."
         )
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
@@ -70,11 +67,11 @@ def as_seed(seed):
         raise ValueError(f"A seed must be integer; received dtype {seed.dtype}.")
     if len(seed.shape) != 1 or seed.shape[0] not in (None, 2):
         raise ValueError(f"A seed must have shape [2]; received shape {tuple(seed.shape)}.")
-    if backend == "jax":
+    if on == backend.JAX:
         import jax.numpy as jnp  # optional: JAX only on its backend
 
         return jnp.asarray(seed).astype(jnp.uint32)  # int64 values wrap, as uint32 key data
-    if backend == "torch":
+    if on == backend.TORCH:
         return ops.cast(seed, "int64")
     return tf.cast(seed, tf.int64)
 
@@ -100,7 +97,7 @@ def as_seed(seed):
 # 2**64, as SplitMix64 wants), so the bits are the same on CPU and GPU, eagerly and under
 # torch.compile, with the seed never leaving the device.
 RNG_ALG = "philox"
-RANDOM_BACKENDS = ("tensorflow", "jax", "torch")
+RANDOM_BACKENDS = (backend.TENSORFLOW, backend.JAX, backend.TORCH)
 
 _GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (2**64 / golden ratio, odd)
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # its output function's multipliers
@@ -137,11 +134,11 @@ def _jax_key(seed):
 
 def fold_seed(seed, index):
     """The sub-seed number ``index`` of ``seed`` (independent streams for each parameter)."""
-    if _backend() == "jax":
+    if backend.is_jax():
         import jax  # optional: JAX only on its backend
 
         return jax.random.key_data(jax.random.fold_in(_jax_key(seed), index))
-    if _backend() == "torch":
+    if backend.is_torch():
         import torch  # optional: PyTorch only on its backend
 
         key = _torch_key(seed)
@@ -152,11 +149,11 @@ def fold_seed(seed, index):
 def random_bits(shape, seed):
     """Uniform uint32 bits of ``shape`` from a stateless ``seed`` (on PyTorch, which has no
     shifts for uint32, int64 values in ``[0, 2**32)``)."""
-    if _backend() == "jax":
+    if backend.is_jax():
         import jax  # optional: JAX only on its backend
 
         return jax.random.bits(_jax_key(seed), tuple(shape), dtype="uint32")
-    if _backend() == "torch":
+    if backend.is_torch():
         import torch  # optional: PyTorch only on its backend
 
         key = _torch_key(seed)
@@ -174,11 +171,11 @@ def uniform(shape, seed, minval=0.0, maxval=1.0):
 
 def uniform_int(shape, seed, minval, maxval):
     """Uniform int32 draws in ``[minval, maxval)``."""
-    if _backend() == "jax":
+    if backend.is_jax():
         import jax  # optional: JAX only on its backend
 
         return jax.random.randint(_jax_key(seed), tuple(shape), minval, maxval, dtype="int32")
-    if _backend() == "torch":
+    if backend.is_torch():
         # 32 random bits times the range, high half (Lemire's multiply-shift): exact in
         # int64 for ranges below 2**31, biased by at most range / 2**32.
         span = ops.cast(ops.convert_to_tensor(maxval) - minval, "int64")
@@ -198,7 +195,7 @@ def compile_function(fn, jit_compile):
     """``fn`` compiled once for use outside a model (eagerly, in ``Dataset.map``): a
     ``tf.function`` (with XLA if ``jit_compile``) on the TensorFlow backend. Inside a model
     the model's own compilation applies, so on other backends ``fn`` is returned as is."""
-    if _backend() != "tensorflow":
+    if not backend.is_tensorflow():
         return fn
     return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
 

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tiny_keras import backend
 from tiny_keras.augment.core import deserialize, fold_seed, serialize
 from tiny_keras.augment.standardization import channel_mean_std, mean_image, standardize
 from tiny_keras.backend import tf
@@ -63,7 +64,7 @@ class AugmentationLayer(keras.layers.Layer):
         # On JAX, Keras infers shapes by tracing with symbolic dimensions, which cannot be
         # sliced to a fixed size (a crop of inputs of unknown size): the transform's declared
         # shape there. Elsewhere (and for transforms that declare none) Keras's own inference.
-        shape = self.transform.output_shape(inputs.shape) if keras.backend.backend() == "jax" else None
+        shape = self.transform.output_shape(inputs.shape) if backend.is_jax() else None
         if shape is None:
             return super().compute_output_spec(inputs, training=training)
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
@@ -85,7 +86,7 @@ class AugmentationLayer(keras.layers.Layer):
 def _per_replica(seed):
     """Under a ``tf.distribute`` strategy with several replicas, each replica's own seed
     (the replica id folded in), so replicas draw different augmentation."""
-    if keras.backend.backend() != "tensorflow":
+    if not backend.is_tensorflow():
         return seed
     replica = tf.distribute.get_replica_context()
     if replica is None or replica.num_replicas_in_sync <= 1:

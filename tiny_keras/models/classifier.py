@@ -58,6 +58,7 @@ import dataclasses
 import keras
 
 from tiny_keras import augment as augment_lib
+from tiny_keras import backend
 from tiny_keras.models import blocks
 
 POOLINGS = ("avg", "flatten")
@@ -389,7 +390,7 @@ class ImageClassifier(keras.Model):
         # order of the seed states saved below), and kept as a plain attribute; the
         # functional graph holds it for PyTorch's purposes (its variables) as it does there.
         if isinstance(value, keras.layers.Layer) and "_modules" not in self.__dict__ \
-                and keras.backend.backend() == "torch":
+                and backend.is_torch():
             if not hasattr(self, "_tracker"):
                 self._initialize_tracker()
             object.__setattr__(self, name, self._tracker.track(value))
