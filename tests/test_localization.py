@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, real_dataset_path, requires_real_data, run_script
+from conftest import REPO, real_dataset_path, requires_real_data, run_python, run_script
 from tiny_keras import localization as loc
 from tiny_keras import models, plots
 from tiny_keras.data import DatasetError, TinyImageNet
@@ -239,6 +239,37 @@ def test_localiser_trains_a_step_and_reloads_with_identical_outputs(tmp_path):
     assert isinstance(again.loss, loc.MatchingLoss) and again.loss.alpha == 6.4
     clone = keras.Model.from_config(model.get_config())
     assert clone.count_params() == model.count_params()
+
+
+# Training code `import tiny_keras` must not load: the localiser's run loads it on first use.
+TRAINING_MODULES = {"tiny_keras.localization.training", "tiny_keras.callbacks", "tiny_keras.train",
+                    "tiny_keras.provenance", "tiny_keras.runs", "tiny_keras.reproduce", "tiny_keras.data"}
+
+IMPORT_CHECK = """
+import json, sys
+import keras
+import tiny_keras
+from tiny_keras import localization
+training = sorted(set(sys.argv[2].split(",")) & set(sys.modules))
+model = keras.models.load_model(sys.argv[1])
+after_load = sorted(set(sys.argv[2].split(",")) & set(sys.modules))
+print(json.dumps({"training": training, "after_load": after_load, "loss": type(model.loss).__name__,
+                  "alpha": model.loss.alpha, "run": localization.run.__module__,
+                  "config": localization.Config().encoder}))
+"""
+
+
+def test_import_registers_the_localiser_without_its_training_code(tmp_path):
+    """A fresh ``import tiny_keras`` loads no training module, yet loads a saved, compiled
+    localiser; ``localization.run`` and ``Config`` are still there (imported on first use)."""
+    model = models.build("paper2_localizer", **models.get_entry("paper2_localizer").small_options)
+    model.compile(optimizer="adam", loss=loc.MatchingLoss(alpha=3.0), jit_compile=False)
+    model.save(tmp_path / "localizer.keras")
+    out = run_python("-c", IMPORT_CHECK, tmp_path / "localizer.keras", ",".join(sorted(TRAINING_MODULES)))
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"training": [], "after_load": [], "loss": "MatchingLoss", "alpha": 3.0,
+                      "run": "tiny_keras.localization.training", "config": "paper2_resnet18"}
 
 
 def test_localiser_rejects_bad_arguments():
