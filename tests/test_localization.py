@@ -398,6 +398,21 @@ def test_smoke_all_classes_is_one_localiser_held_out_on_the_official_val_boxes(f
     assert all(name.startswith("val_") for name in split["held_out_files"])
 
 
+def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
+    """The script's bad inputs are ``tiny_keras.reproduce``'s: one line naming --data and exit
+    status 1, the traceback with --debug; a flag below its minimum exits naming the flag."""
+    argv = ["--data", str(tmp_path / "missing.zip"), "--workdir", str(tmp_path / "run"), "--smoke"]
+    with pytest.raises(SystemExit) as exit_info:
+        loc.command_line(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --data {tmp_path / 'missing.zip'}: no such file or folder") and "\n" not in err
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        loc.command_line([*argv, "--overwrite", "--debug"])
+    with pytest.raises(SystemExit, match="--batch-size must be at least 1. Received: 0"):
+        loc.command_line([*argv[:4], "--batch-size", "0"])
+
+
 def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_path):
     from tiny_keras import published
 
