@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, real_dataset_path, requires_real_data, run_script
+from conftest import REPO, real_dataset_path, requires_real_data, run_python, run_script
 from tiny_keras import localization as loc
 from tiny_keras import models, plots
 from tiny_keras.data import DatasetError, TinyImageNet
@@ -241,6 +241,37 @@ def test_localiser_trains_a_step_and_reloads_with_identical_outputs(tmp_path):
     assert clone.count_params() == model.count_params()
 
 
+# Training code `import tiny_keras` must not load: the localiser's run loads it on first use.
+TRAINING_MODULES = {"tiny_keras.localization.training", "tiny_keras.callbacks", "tiny_keras.train",
+                    "tiny_keras.provenance", "tiny_keras.runs", "tiny_keras.reproduce", "tiny_keras.data"}
+
+IMPORT_CHECK = """
+import json, sys
+import keras
+import tiny_keras
+from tiny_keras import localization
+training = sorted(set(sys.argv[2].split(",")) & set(sys.modules))
+model = keras.models.load_model(sys.argv[1])
+after_load = sorted(set(sys.argv[2].split(",")) & set(sys.modules))
+print(json.dumps({"training": training, "after_load": after_load, "loss": type(model.loss).__name__,
+                  "alpha": model.loss.alpha, "run": localization.run.__module__,
+                  "config": localization.Config().encoder}))
+"""
+
+
+def test_import_registers_the_localiser_without_its_training_code(tmp_path):
+    """A fresh ``import tiny_keras`` loads no training module, yet loads a saved, compiled
+    localiser; ``localization.run`` and ``Config`` are still there (imported on first use)."""
+    model = models.build("paper2_localizer", **models.get_entry("paper2_localizer").small_options)
+    model.compile(optimizer="adam", loss=loc.MatchingLoss(alpha=3.0), jit_compile=False)
+    model.save(tmp_path / "localizer.keras")
+    out = run_python("-c", IMPORT_CHECK, tmp_path / "localizer.keras", ",".join(sorted(TRAINING_MODULES)))
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"training": [], "after_load": [], "loss": "MatchingLoss", "alpha": 3.0,
+                      "run": "tiny_keras.localization.training", "config": "paper2_resnet18"}
+
+
 def test_localiser_rejects_bad_arguments():
     with pytest.raises(ValueError, match="max_boxes"):
         models.build("paper2_localizer", max_boxes=0, encoder="small")
@@ -365,6 +396,21 @@ def test_smoke_all_classes_is_one_localiser_held_out_on_the_official_val_boxes(f
     split = json.loads((workdir / "split.json").read_text())
     assert split["train_files"] == 4 * classes and len(split["held_out_files"]) == classes
     assert all(name.startswith("val_") for name in split["held_out_files"])
+
+
+def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
+    """The script's bad inputs are ``tiny_keras.reproduce``'s: one line naming --data and exit
+    status 1, the traceback with --debug; a flag below its minimum exits naming the flag."""
+    argv = ["--data", str(tmp_path / "missing.zip"), "--workdir", str(tmp_path / "run"), "--smoke"]
+    with pytest.raises(SystemExit) as exit_info:
+        loc.command_line(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --data {tmp_path / 'missing.zip'}: no such file or folder") and "\n" not in err
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        loc.command_line([*argv, "--overwrite", "--debug"])
+    with pytest.raises(SystemExit, match="--batch-size must be at least 1. Received: 0"):
+        loc.command_line([*argv[:4], "--batch-size", "0"])
 
 
 def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_path):

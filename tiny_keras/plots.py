@@ -540,11 +540,11 @@ def plot_boxes(images, true_corners, pred_corners, scores, threshold=0.5, sample
 
 
 def _plot_localization_run(path, data, samples, title, size, progress):
-    if not os.path.isfile(os.path.join(path, "split.json")):
-        raise PlotError(f"{path}: not a localisation run (no split.json); the boxes plot takes a folder written "
+    if not os.path.isfile(os.path.join(path, runs.SPLIT)):
+        raise PlotError(f"{path}: not a localisation run (no {runs.SPLIT}); the boxes plot takes a folder written "
                         "by reproductions/paper2_localization.py")
     held_out, config = localization.held_out_split(path, data)
-    model = load_model(os.path.join(path, "model.keras"))
+    model = load_model(os.path.join(path, runs.MODEL))
     corners, scores = localization.decode(model.predict(held_out.images.astype(np.float32), verbose=0))
     return plot_boxes(held_out.images, held_out.corners, corners, scores, config.confidence_threshold,
                       samples=16 if samples is None else samples, title=title, size=size)

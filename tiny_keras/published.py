@@ -23,7 +23,7 @@ from tiny_keras import files, provenance, runs
 
 RECORD_FILES = (runs.RESULTS, runs.RECIPE, runs.RUN_INFO)
 NOTE = "note.md"  # optional: what a gap to the paper's figure comes from
-LOCALIZATION_FILES = ("results.json", "config.json", "split.json", "run.json", "history.csv")
+LOCALIZATION_FILES = (runs.RESULTS, runs.CONFIG, runs.SPLIT, runs.RUN_INFO, runs.HISTORY)
 # The estimate for rows not yet run, on one H100-class GPU: training FLOPs (3 x forward) at a
 # sustained 100 TFLOP/s, but no faster than 5,000 images/s, a conservative allowance for what
 # bounds small models there instead of FLOPs (per-step dispatch at the recipes' batches of

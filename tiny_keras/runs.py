@@ -23,6 +23,12 @@ What a run folder holds::
     run.json               RUN_INFO: where the run came from: each session's command, date,
                            commit, backend, library versions and machine; the training time
 
+A localisation run (``tiny_keras.localization.run``) writes its own folder: results.json,
+results.txt, model.keras and run.json as above, history.csv at its top (one stage), and::
+
+    config.json            CONFIG: the run's ``localization.Config``
+    split.json             SPLIT: the held-out images (their files) it was evaluated on
+
 A reproduction workdir (``tiny_keras.reproduce``) holds one run folder per model and a
 ``results.json`` (RESULTS) naming them under ``recipe``, with a table beside it
 (``results.txt``, RESULTS_TABLE). A published run (``tiny_keras.published``) keeps the
@@ -58,6 +64,10 @@ ACTIVATIONS = "activations.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 SNAPSHOT_PREFIX = "snapshot-"
 SAVED_MODEL = "saved_model.pb"  # the file that makes a folder a SavedModel
+
+# A localisation run's own records (tiny_keras.localization)
+CONFIG = "config.json"
+SPLIT = "split.json"
 
 
 class RunFolderError(RuntimeError):

@@ -172,7 +172,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
     if os.path.exists(os.path.join(workdir, runs.RESULTS)) and not overwrite:
         raise FileExistsError(f"{workdir} holds a finished run; choose another workdir or pass --overwrite")
     os.makedirs(workdir, exist_ok=True)
-    files.write_json(json.loads(config.to_json()), os.path.join(workdir, "config.json"))
+    files.write_json(json.loads(config.to_json()), os.path.join(workdir, runs.CONFIG))
     provenance.record_session(workdir, new_run=True)  # an interrupted run starts again: only this session trains it
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -180,7 +180,7 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
     train, held_out, held_name = load_boxes(data, config.classes, config.train_fraction, config.seed,
                                             config.per_class, config.val_per_class, progress=verbose > 0)
     files.write_json({"classes": config.classes, "held_out": held_name, "held_out_files": held_out.files,
-                      "train_files": len(train)}, os.path.join(workdir, "split.json"))
+                      "train_files": len(train)}, os.path.join(workdir, runs.SPLIT))
     steps = config.steps_per_epoch or math.ceil(len(train) / config.batch_size)
     augment = BoxAugment(config.flip, config.shift, config.scale)
     dataset = make_dataset(train, config.batch_size, config.seed, augment)
@@ -221,8 +221,8 @@ def run(config, workdir, data=None, overwrite=False, verbose=2):
 
 def held_out_split(workdir, data):
     """The held-out images of the run in ``workdir`` (its ``split.json``), with their boxes."""
-    config = Config.from_dict(files.read_json(os.path.join(workdir, "config.json")))
-    split = files.read_json(os.path.join(workdir, "split.json"))
+    config = Config.from_dict(files.read_json(os.path.join(workdir, runs.CONFIG)))
+    split = files.read_json(os.path.join(workdir, runs.SPLIT))
     _, held_out, _ = load_boxes(data, config.classes, config.train_fraction, config.seed, config.per_class,
                                 config.val_per_class, progress=False)
     if held_out.files != split["held_out_files"]:
