@@ -133,11 +133,12 @@ def _cpu_without_bfloat16(monkeypatch):
     their expectations hold everywhere; the rule itself is tested with injected flags
     (test_train.py). Scripts run in a fresh process (``run_python``) see the real CPU, as a
     user's would."""
-    from tiny_keras import provenance
+    from tiny_keras import backend, provenance
 
-    read = provenance.cpu_flags
+    read = backend.cpu_flags
     machine = frozenset(f for f in read() if not f.startswith("amx") and f != "avx512_bf16")
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: machine if path is None else read(path))
+    for module in (backend, provenance):
+        monkeypatch.setattr(module, "cpu_flags", lambda path=None: machine if path is None else read(path))
 
 
 # Added to XLA_FLAGS in the tests' JAX processes. On JAX every weight shape a model builds is

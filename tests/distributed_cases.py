@@ -10,6 +10,7 @@ batch of 4), trains it in OUT/pair, then again in OUT/killed, stopped by an exce
 the second epoch on both processes (a killed pair) and started again (it resumes from the
 chief's checkpoint). Each run's final weights go to OUT/<run>-<INDEX>.npz.
 """
+import dataclasses
 import os
 import sys
 
@@ -30,15 +31,17 @@ import numpy as np  # noqa: E402
 
 from killed_runs import Interrupt, KillAt  # noqa: E402
 from tiny_keras import train  # noqa: E402
+from tiny_keras.engine import Session  # noqa: E402
+from tiny_keras.engine.strategy import processes  # noqa: E402
 from tiny_keras.recipe import Recipe, Stage  # noqa: E402
 
 # No augmentation and no dropout: with the same global batches, one process and two give
 # the same weights up to the order of float sums (and BatchNorm sees the global batch).
-RECIPE = Recipe(paper="paper1", model="paper1_resnet", model_options={"filters": (4, 8, 8, 8)}, tensorboard=False,
-                activation_samples=0, checkpoint_every=1, preprocessing={"featurewise_std_normalization": True},
-                precision="float32", jit_compile=True,
+RECIPE = Recipe(paper="paper1", model="paper1_resnet", model_options={"filters": (4, 8, 8, 8)},
+                preprocessing={"featurewise_std_normalization": True}, precision="float32",
                 stages=[Stage(epochs=3, batch_size=4, steps_per_epoch=2, image_size=32,
-                              optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9})])
+                              optimizer={"name": "sgd", "learning_rate": 0.01, "momentum": 0.9})])
+SESSION = Session(tensorboard=False, activation_samples=0, checkpoint_every=1, jit_compile=True, verbose=0)
 
 
 class FinalWeights(keras.callbacks.Callback):
@@ -46,21 +49,21 @@ class FinalWeights(keras.callbacks.Callback):
 
     def __init__(self, name):
         super().__init__()
-        self.path = os.path.join(out, f"{name}-{train.processes()[1]}.npz")
+        self.path = os.path.join(out, f"{name}-{processes()[1]}.npz")
 
     def on_train_end(self, logs=None):
         np.savez(self.path, *[np.asarray(w) for w in self.model.network.get_weights()])
 
 
-def run(name, recipe, callbacks=()):
-    train.train(recipe, os.path.join(out, name), data=data, verbose=0,
+def run(name, session, callbacks=()):
+    train.train(RECIPE, os.path.join(out, name), data=data, session=session,
                 extra_callbacks=[FinalWeights(name)] + list(callbacks))
 
 
 if mode == "single":
-    run("single", RECIPE)
+    run("single", SESSION)
 else:
-    pair = RECIPE.replace(strategy="data_parallel")
+    pair = dataclasses.replace(SESSION, strategy="data_parallel")
     run("pair", pair)
     try:
         run("killed", pair, [KillAt(epoch=1)])

@@ -26,10 +26,16 @@ import numpy as np  # noqa: E402
 
 from killed_runs import Interrupt, KillAt  # noqa: E402
 from tiny_keras import augment, data, evaluate, runs, train  # noqa: E402
+from tiny_keras.engine import Session  # noqa: E402
 from tiny_keras.recipe import Recipe, Stage  # noqa: E402
 
 
-def tiny_recipe(strategy="default", random=True):
+def session(strategy="default"):
+    """Checkpoints after every epoch (the kill test stops at one), no TensorBoard."""
+    return Session(tensorboard=False, checkpoint_every=1, strategy=strategy, verbose=0)
+
+
+def tiny_recipe(random=True):
     """Three epochs of two steps; with ``random``, augmentation (flips, noise) and dropout."""
     stage = Stage(epochs=3, batch_size=4, steps_per_epoch=2, image_size=32,
                   optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
@@ -38,7 +44,6 @@ def tiny_recipe(strategy="default", random=True):
                   if random else None)
     options = {"filters": (4, 8, 8, 8), "dropout": 0.5 if random else 0.0}
     return Recipe(paper="paper1", model="paper1_resnet", model_options=options,
-                  tensorboard=False, checkpoint_every=1, strategy=strategy,
                   preprocessing={"featurewise_std_normalization": True}, stages=[stage])
 
 
@@ -49,9 +54,9 @@ def backbone_weights(folder):
 def compare_strategies(data_path, out, strategy):
     """The recipe without random draws on one device and under ``strategy``: the largest
     weight difference; and the whole recipe under ``strategy``: its val top-1."""
-    for name, recipe in (("one_device", tiny_recipe(random=False)), ("split", tiny_recipe(strategy, random=False))):
-        train.train(recipe, out / name, data=data_path, verbose=0)
-    results = train.train(tiny_recipe(strategy), out / "random", data=data_path, verbose=0)
+    for name, where in (("one_device", "default"), ("split", strategy)):
+        train.train(tiny_recipe(random=False), out / name, data=data_path, session=session(where))
+    results = train.train(tiny_recipe(), out / "random", data=data_path, session=session(strategy))
     return {"backend": keras.backend.backend(), "devices": len(keras.distribution.list_devices()),
             "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in
                                    zip(backbone_weights(out / "one_device"), backbone_weights(out / "split"))),
@@ -66,14 +71,14 @@ def main(data_path, out, strategy="default"):
         print(json.dumps(cases))
         return
     recipe = tiny_recipe()
-    results = train.train(recipe, out / "whole", data=data_path, verbose=0)
+    results = train.train(recipe, out / "whole", data=data_path, session=session())
     whole = keras.models.load_model(out / "whole" / runs.MODEL)
     try:
-        train.train(recipe, out / "killed", data=data_path, verbose=0, extra_callbacks=[KillAt(epoch=2)])
+        train.train(recipe, out / "killed", data=data_path, session=session(), extra_callbacks=[KillAt(epoch=2)])
         raise AssertionError("the run was not killed")
     except Interrupt:
         pass
-    train.train(recipe, out / "killed", data=data_path, verbose=0)
+    train.train(recipe, out / "killed", data=data_path, session=session())
     resumed = keras.models.load_model(out / "killed" / runs.MODEL)
     weight_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0
                       for a, b in zip(whole.network.get_weights(), resumed.network.get_weights()))

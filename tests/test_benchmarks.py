@@ -63,10 +63,10 @@ def test_evaluate_benchmark_scores_every_tta(tmp_path):
 
 
 def test_train_benchmark_measures_auto_as_the_precision_a_run_would_pick(monkeypatch):
-    from tiny_keras import provenance
+    from tiny_keras import backend
     from tiny_keras.benchmarks import train as bench
 
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
+    monkeypatch.setattr(backend, "cpu_flags", lambda path=None: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
     assert bench.concrete_precisions(["auto", "float32", "mixed_bfloat16"]) == ["mixed_bfloat16", "float32"]
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: frozenset({"avx2"}))
+    monkeypatch.setattr(backend, "cpu_flags", lambda path=None: frozenset({"avx2"}))
     assert bench.concrete_precisions(["float32", "auto"]) == ["float32"]

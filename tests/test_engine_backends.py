@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, run_python
 from tiny_keras import backend, data, runs, train
+from tiny_keras.engine import strategy
 
 pytestmark = pytest.mark.xdist_group("engine_backends")  # one worker runs each backend's case process once
 
@@ -103,8 +104,8 @@ def test_data_parallel_over_two_devices_trains_as_one_device(fixture_zip, tmp_pa
     assert cases["backend"] == "jax" and cases["devices"] == 2
     assert cases["max_weight_diff"] < 1e-4
     assert 0.0 <= cases["random_val_top1"] <= 100.0
-    recipe = json.loads((tmp_path / "split" / runs.RECIPE).read_text())
-    assert recipe["strategy"] == "data_parallel"
+    session = json.loads((tmp_path / "split" / runs.RUN_INFO).read_text())["sessions"][-1]["session"]
+    assert session["strategy"] == "data_parallel"
 
 
 def test_import_without_tensorflow_on_jax_and_tf_only_features_say_so(fixture_zip):
@@ -135,8 +136,8 @@ def test_import_without_tensorflow_on_jax_and_tf_only_features_say_so(fixture_zi
 def test_strategies_name_the_backend_they_need():
     assert backend.name() == "tensorflow"
     with pytest.raises(ValueError, match="'data_parallel' is keras.distribution's and needs the JAX backend"):
-        train.make_strategy("data_parallel")
-    done = run_python("-c", "from tiny_keras import train\ntrain.make_strategy('mirrored')",
+        strategy.make_strategy("data_parallel")
+    done = run_python("-c", "from tiny_keras.engine import strategy\nstrategy.make_strategy('mirrored')",
                       env={"KERAS_BACKEND": "jax"})
     assert done.returncode != 0
     assert "strategy 'mirrored' is tf.distribute's and needs the TensorFlow backend" in done.stderr

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from conftest import FIXTURE_WNIDS, REPO
 from tiny_keras import augment, data, evaluate, models, report, train
+from tiny_keras.engine import model as engine_model
+from tiny_keras.engine import stage as engine_stage
 from tiny_keras.recipe import Recipe, Stage
 
 RNG = np.random.default_rng(0)
@@ -63,13 +65,13 @@ def trained_run(fixture_zip, tmp_path_factory):
     """One quick engine run (paper 5's shape, 2 epochs of 2 steps, a snapshot per epoch)."""
     small = dict(models.get_entry("paper5_cnn8").small_options)
     recipe = Recipe(paper="paper5", model="paper5_cnn8", model_options=small, crop=56,
-                    preprocessing={"mean_image": True}, tensorboard=False,
+                    preprocessing={"mean_image": True},
                     stages=[Stage(epochs=2, batch_size=4, steps_per_epoch=2, snapshot_every_epochs=1,
                                   optimizer={"name": "sgd", "learning_rate": 0.01, "momentum": 0.9})])
     workdir = tmp_path_factory.mktemp("evaluate_run") / "run"
     with pytest.MonkeyPatch.context() as mp:  # the autouse cache fixture is per test; this is per module
         mp.setenv("TINY_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        train.train(recipe, workdir, data=fixture_zip, verbose=0)
+        train.train(recipe, workdir, data=fixture_zip, verbose=0, tensorboard=False)
     return workdir
 
 
@@ -118,9 +120,9 @@ def test_training_and_evaluation_break_top_k_ties_alike():
     # float64, so a run's val_top1 / val_top5 equal tools/evaluate.py's to the last digit.
     logits, labels = tied_predictions()
     identity = keras.Sequential([keras.Input((10,), dtype="float16"), keras.layers.Identity()])
-    identity.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=train.make_metrics())
+    identity.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=engine_model.make_metrics())
     dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(64)  # 1003 = 15 x 64 + 43
-    from_training = train.evaluate(identity, dataset)
+    from_training = engine_stage.evaluate(identity, dataset)
     from_evaluation = evaluate.metrics(evaluate.softmax(logits), labels)
     assert from_training["val_top1"] == from_evaluation["top1"]
     assert from_training["val_top5"] == from_evaluation["top5"]

@@ -25,12 +25,12 @@ def run(fixture_zip, tmp_path_factory):
     stages = [Stage(name=name, epochs=EPOCHS, batch_size=4, steps_per_epoch=2, image_size=size,
                     optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
                     schedule={"name": "step", "every_epochs": 1, "factor": 0.5}) for name, size in STAGES]
-    recipe = Recipe(paper="paper1", model="paper1_resnet", model_options={"filters": (4, 8, 8, 8)}, tensorboard=False,
-                    preprocessing={"featurewise_std_normalization": True}, stages=stages, activation_samples=4)
+    recipe = Recipe(paper="paper1", model="paper1_resnet", model_options={"filters": (4, 8, 8, 8)},
+                    preprocessing={"featurewise_std_normalization": True}, stages=stages)
     workdir = tmp_path_factory.mktemp("plots") / "run"
     with pytest.MonkeyPatch.context() as mp:  # the autouse cache fixture is per test; this is per module
         mp.setenv("TINY_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        train.train(recipe, str(workdir), data=fixture_zip, verbose=0)
+        train.train(recipe, str(workdir), data=fixture_zip, verbose=0, tensorboard=False, activation_samples=4)
     return workdir
 
 

@@ -125,8 +125,10 @@ def test_smoke_uses_every_class_with_few_images():
     recipe = reproduce.smoke_recipe(paper1.recipe())
     assert recipe.classes is None and recipe.per_class == 2 and recipe.val_per_class == 1
     assert all(s.epochs == 1 and s.steps_per_epoch == 2 and s.batch_size == 4 for s in recipe.stages)
-    assert recipe.num_classes == 200 and recipe.run_eagerly  # two steps: compiling would cost more
-    assert not reproduce.smoke_recipe(paper1.recipe().replace(jit_compile=True)).run_eagerly
+    parser = reproduce.build_parser("x", ["resnet"])
+    smoke = reproduce.session_from_flags(parser.parse_args(["--smoke"]))
+    assert recipe.num_classes == 200 and smoke.run_eagerly  # two steps: compiling would cost more
+    assert not reproduce.session_from_flags(parser.parse_args(["--smoke", "--xla"])).run_eagerly
     full = paper1.recipe()
     assert [s.epochs for s in full.stages] == [145, 100, 100, 65, 50, 16]
     # Stages 3-5 keep the 40px stage's configuration but for lr and size (section IV).
@@ -146,14 +148,14 @@ def test_flags_override_every_stage(tmp_path):
     parser = reproduce.build_parser("x", ["resnet"])
     args = parser.parse_args(["--epochs", "3", "--batch-size", "16", "--seed", "7", "--mixed-precision",
                               "--xla", "--strategy", "mirrored", "--tensorboard-histograms", "2"])
-    recipe = reproduce.apply_flags(paper1.recipe(), args)
+    recipe, session = reproduce.apply_flags(paper1.recipe(), args), reproduce.session_from_flags(args)
     assert {s.epochs for s in recipe.stages} == {3} and {s.batch_size for s in recipe.stages} == {16}
-    assert recipe.seed == 7 and recipe.precision == "mixed_float16" and recipe.jit_compile is True
-    assert recipe.strategy == "mirrored" and recipe.tensorboard_histograms == 2
-    assert (recipe.steps_per_execution, paper1.recipe().precision) == ("auto", "auto")  # the run decides
+    assert recipe.seed == 7 and recipe.precision == "mixed_float16" and session.jit_compile is True
+    assert session.strategy == "mirrored" and session.tensorboard_histograms == 2
+    assert (session.steps_per_execution, paper1.recipe().precision) == ("auto", "auto")  # the run decides
     args = parser.parse_args(["--precision", "mixed_bfloat16", "--no-xla", "--steps-per-execution", "8"])
-    recipe = reproduce.apply_flags(paper1.recipe(), args)
-    assert (recipe.precision, recipe.jit_compile, recipe.steps_per_execution) == ("mixed_bfloat16", False, 8)
+    recipe, session = reproduce.apply_flags(paper1.recipe(), args), reproduce.session_from_flags(args)
+    assert (recipe.precision, session.jit_compile, session.steps_per_execution) == ("mixed_bfloat16", False, 8)
     with pytest.raises(SystemExit):
         parser.parse_args(["--xla", "--no-xla"])
     with pytest.raises(SystemExit, match="mixed_float16"):
@@ -390,7 +392,8 @@ def test_bad_inputs_are_one_line_and_exit_status_1_with_the_traceback_under_debu
 
 
 def test_activation_bytes_count_every_layer_output_for_the_batch():
-    from tiny_keras import models, train
+    from tiny_keras import models
+    from tiny_keras.engine import model as train
 
     inputs = keras.Input((8, 8, 3))                             # 8*8*3 = 192
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)       # 8*8*4 = 256

@@ -84,11 +84,11 @@ def test_first_epoch_reaching_the_papers_figure():
 
 
 def _finished_run(fixture_zip, folder, **recipe_changes):
-    recipe = Recipe(paper="paper4", model="paper4_model2", preprocessing={"rescale": 1 / 255}, tensorboard=False,
-                    activation_samples=0, paper_results={"train": 1.0},
+    recipe = Recipe(paper="paper4", model="paper4_model2", preprocessing={"rescale": 1 / 255},
+                    paper_results={"train": 1.0},
                     stages=[Stage(epochs=2, batch_size=4, optimizer={"name": "adam", "learning_rate": 1e-3})],
                     **recipe_changes)
-    return train.train(recipe, folder, data=fixture_zip, verbose=0)
+    return train.train(recipe, folder, data=fixture_zip, verbose=0, tensorboard=False, activation_samples=0)
 
 
 def test_publish_copies_the_record_and_the_table_shows_it(fixture_zip, tmp_path):

@@ -7,7 +7,8 @@ import keras
 import pytest
 
 from conftest import run_script
-from tiny_keras import reproduce, studies, train
+from tiny_keras import reproduce, studies
+from tiny_keras.engine.model import build_network
 from tiny_keras.recipes import paper2, paper5_studies
 
 WIDE, NARROW = (64, 128, 256, 512), (16, 32, 64, 128)
@@ -36,7 +37,7 @@ def test_paper2_weight_decay_variants_and_the_papers_figures():
         assert studies.changes(recipe, base) == {"model_options": {"weight_decay": wd}}, name
     # 100 - the paper's val top-1 error (figure 13: 43.7 / 42.1 / 43.2), beside the one stage.
     assert [r.paper_results for r in runs.values()] == [{"train": 56.3}, {"train": 57.9}, {"train": 56.8}]
-    network = train.build_network(runs["wd_3e-4"])
+    network = build_network(runs["wd_3e-4"])
     for layer in convs(network) + [network.get_layer("classifier")]:
         assert layer.kernel_regularizer.l2 == pytest.approx(1.5e-4)  # L2(lambda / 2), see tiny_keras.recipe
 
@@ -46,8 +47,8 @@ def test_paper2_init_variants_build_their_initialisers():
     runs = studies.paper2_study("init", base)
     assert list(runs) == ["init_xavier", "init_variance_scaling"]
     assert studies.changes(runs["init_xavier"], base) == {"model_options": {"kernel_initializer": "xavier"}}
-    xavier = convs(train.build_network(runs["init_xavier"]))[0].kernel_initializer
-    scaling = convs(train.build_network(runs["init_variance_scaling"]))[0].kernel_initializer
+    xavier = convs(build_network(runs["init_xavier"]))[0].kernel_initializer
+    scaling = convs(build_network(runs["init_variance_scaling"]))[0].kernel_initializer
     assert isinstance(xavier, keras.initializers.GlorotUniform)
     assert isinstance(scaling, keras.initializers.VarianceScaling)
     assert scaling.scale == 2.0 and scaling.mode == "fan_in"  # N(0, 2 / n), He et al.
@@ -58,13 +59,13 @@ def test_paper2_depth_and_width_variants():
     base = paper2_base()
     depth = studies.paper2_study("depth", base)
     assert studies.changes(depth["depth_10"], base) == {"model": "paper2_resnet10", "model_options": {"filters": WIDE}}
-    assert [weight_layers(train.build_network(r)) for r in depth.values()] == [10, 18]
+    assert [weight_layers(build_network(r)) for r in depth.values()] == [10, 18]
     width = studies.paper2_study("width", base)
     assert list(width) == ["width_narrow", "width_wide"]
-    narrow = train.build_network(width["width_narrow"])
+    narrow = build_network(width["width_narrow"])
     assert weight_layers(narrow) == 18
     assert [convs(narrow)[i].filters for i in (0, -1)] == [16, 128]
-    assert convs(train.build_network(width["width_wide"]))[-1].filters == 512
+    assert convs(build_network(width["width_wide"]))[-1].filters == 512
     with pytest.raises(ValueError, match="paper2 studies are"):
         studies.paper2_study("dropout", base)
     with pytest.raises(ValueError, match="vary paper2's ResNet"):
@@ -104,9 +105,9 @@ def test_paper5_l2_dropout_sweep():
     scratch = paper5_studies.recipes(history="scratch")["wd_3e-4_dropout_0.5"]
     assert [(s.name, s.weight_decay, s.epochs, s.steps_per_epoch) for s in scratch.stages] == [
         ("train", 3e-4, 30, None)]
-    network = train.build_network(runs["wd_1e-4_no_dropout"])
+    network = build_network(runs["wd_1e-4_no_dropout"])
     assert not [layer for layer in network.network.layers if isinstance(layer, keras.layers.Dropout)]
-    network = train.build_network(runs["wd_1e-4_dropout_0.5"])
+    network = build_network(runs["wd_1e-4_dropout_0.5"])
     assert [layer.rate for layer in network.network.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
     assert network.get_layer("fc1_dense").kernel_regularizer.l2 == pytest.approx(5e-5)
     assert paper5_studies.recipes(pool_strides=1)["wd_1e-4_no_dropout"].model_options["pool_strides"] == 1

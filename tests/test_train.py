@@ -15,7 +15,11 @@ import pytest
 
 from conftest import REPO
 from killed_runs import Interrupt, KillAt
-from tiny_keras import augment, losses, models, provenance, runs, train
+from tiny_keras import augment, backend, engine, losses, models, provenance, runs, train
+from tiny_keras.engine import inputs, precision, resume, strategy, time_limit
+from tiny_keras.engine import log as engine_log
+from tiny_keras.engine import model as engine_model
+from tiny_keras.engine.session import Session, stage_steps_per_execution
 from tiny_keras.recipe import Recipe, Stage
 
 TINY = {"filters": (4, 8, 8, 8)}
@@ -27,12 +31,22 @@ def tiny_recipe(**changes):
                  schedule={"name": "step", "every_epochs": 1, "factor": 0.5},
                  augment=augment.serialize(augment.RandomFlip()))
     stage.update(changes.pop("stage", {}))
-    # Checkpoints after every epoch: the resume tests kill runs at given epochs (the cost rule
-    # would thin out these tiny epochs' checkpoints; it has its own test).
-    recipe = dict(paper="paper1", model="paper1_resnet", model_options=TINY, tensorboard=False, checkpoint_every=1,
+    recipe = dict(paper="paper1", model="paper1_resnet", model_options=TINY,
                   preprocessing={"featurewise_std_normalization": True}, stages=[Stage(**stage)])
     recipe.update(changes)
     return Recipe(**recipe)
+
+
+# Checkpoints after every epoch: the resume tests kill runs at given epochs (the cost rule
+# would thin out these tiny epochs' checkpoints; it has its own test).
+SESSION = Session(tensorboard=False, checkpoint_every=1)
+EAGER = Session(tensorboard=False, checkpoint_every=1, run_eagerly=True)  # no tracing: for runs of a few steps
+
+
+def fit(recipe, workdir, **kwargs):
+    """``train.train`` in the tests' session; ``kwargs`` may change its fields."""
+    kwargs.setdefault("session", SESSION)
+    return train.train(recipe, workdir, **kwargs)
 
 
 def network_weights(model):
@@ -68,7 +82,7 @@ def test_progressive_resizing_stage2_starts_from_stage1_weights(fixture_zip, tmp
         Stage(name="48px", epochs=1, batch_size=4, steps_per_epoch=2, image_size=48,
               optimizer={"name": "sgd", "learning_rate": 0.01}),
     ])
-    result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[RecordStart()])
+    result = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[RecordStart()])
     assert [r["stage"] for r in result["runs"]] == ["32px", "48px"]
     stage1 = keras.models.load_model(tmp_path / "run" / "stages" / "32px" / "model.keras")
     assert len(starts) == 2
@@ -82,10 +96,10 @@ def test_progressive_resizing_stage2_starts_from_stage1_weights(fixture_zip, tmp
 
 def test_resume_after_kill_continues_from_epoch_2_with_the_right_lr(fixture_zip, tmp_path):
     recipe = tiny_recipe()
-    whole = train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+    whole = fit(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
     run = tmp_path / "killed"
     with pytest.raises(Interrupt):
-        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+        fit(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 1 and state["stage"] == "train"
     assert not (run / "results.json").exists()
@@ -100,7 +114,7 @@ def test_resume_after_kill_continues_from_epoch_2_with_the_right_lr(fixture_zip,
             if len(starts) == 1 and batch == 0:
                 starts.append(("lr at first batch", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))))
 
-    resumed = train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[RecordResume()])
+    resumed = fit(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[RecordResume()])
     assert starts[0][0] == 1  # continues with the second epoch (index 1)
     assert starts[1][1] == pytest.approx(0.1 * 0.5)  # step decay after one epoch
     history = read_history(run / "stages" / "train" / "history.csv")
@@ -127,17 +141,17 @@ def test_resume_after_kill_continues_from_epoch_2_with_the_right_lr(fixture_zip,
 
 def test_finished_and_different_runs_are_not_overwritten(fixture_zip, tmp_path):
     recipe = tiny_recipe(stage={"epochs": 1})
-    first = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    first = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     mtime = (tmp_path / "run" / "model.keras").stat().st_mtime_ns
-    again = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    again = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     assert again == first and (tmp_path / "run" / "model.keras").stat().st_mtime_ns == mtime
     saved = (tmp_path / "run" / "recipe.json").read_bytes()
-    faster = train.train(recipe.replace(jit_compile=True, steps_per_execution=2), tmp_path / "run", data=fixture_zip,
-                         verbose=0)  # speed settings alone: the same run, finished, and its record as it ran
+    faster = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, jit_compile=True,
+                 steps_per_execution=2)  # speed settings alone: the same run, finished, and its record as it ran
     assert faster == first and (tmp_path / "run" / "recipe.json").read_bytes() == saved
     with pytest.raises(runs.RunFolderError, match="holds a different run .*seed"):
-        train.train(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0)
-    replaced = train.train(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0, overwrite=True)
+        fit(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0)
+    replaced = fit(recipe.replace(seed=1), tmp_path / "run", data=fixture_zip, verbose=0, overwrite=True)
     assert replaced["recipe"]["seed"] == 1
 
 
@@ -145,7 +159,7 @@ def test_saved_model_carries_its_preprocessing(fixture_zip, tmp_path):
     from tiny_keras import data
 
     recipe = tiny_recipe(stage={"epochs": 1}, crop=None)
-    train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert isinstance(model, models.ImageClassifier) and model.augmenter is not None
     std = model.preprocessor.get_layer("standardize")
@@ -161,13 +175,13 @@ def test_saved_model_carries_its_preprocessing(fixture_zip, tmp_path):
 
 
 def test_weight_decay_regularizes_every_kernel(fixture_zip):
-    model = models.ImageClassifier(train.build_network(tiny_recipe()), image_size=32)
+    model = models.ImageClassifier(engine_model.build_network(tiny_recipe()), image_size=32)
     network = model.network  # the backbone and the head
     assert {id(model.classifier.kernel), id(model.classifier.bias)} <= {id(v) for v in network.trainable_variables}
-    train.set_weight_decay(network, 2e-4)
+    engine_model.set_weight_decay(network, 2e-4)
     x = np.zeros((1, 32, 32, 3), np.float32)
     model(x)
-    kernels = [v for v in network.trainable_variables if v.path.split("/")[-1] in train.KERNEL_NAMES]
+    kernels = [v for v in network.trainable_variables if v.path.split("/")[-1] in engine_model.KERNEL_NAMES]
     expected = sum(1e-4 * float(np.sum(keras.ops.convert_to_numpy(v) ** 2)) for v in kernels)
     assert len(kernels) > 5
     assert float(sum(keras.ops.convert_to_numpy(l) for l in network.losses)) == pytest.approx(expected, rel=1e-4)
@@ -188,10 +202,9 @@ def test_mirrored_strategy_over_two_cpu_devices_trains_a_step(fixture_zip, tmp_p
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         sys.path.insert(0, {str(REPO / "tests")!r})
-        from test_train import tiny_recipe
-        from tiny_keras import train
-        recipe = tiny_recipe(strategy="mirrored", stage={{"epochs": 1, "steps_per_epoch": 1}})
-        result = train.train(recipe, {str(tmp_path / "run")!r}, data={str(fixture_zip)!r}, verbose=0)
+        from test_train import fit, tiny_recipe
+        recipe = tiny_recipe(stage={{"epochs": 1, "steps_per_epoch": 1}})
+        result = fit(recipe, {str(tmp_path / "run")!r}, data={str(fixture_zip)!r}, verbose=0, strategy="mirrored")
         print("REPLICAS", tf.distribute.MirroredStrategy().num_replicas_in_sync)
         print("RESULT", json.dumps(result["runs"]))
     """)
@@ -206,8 +219,8 @@ def test_mirrored_strategy_over_two_cpu_devices_trains_a_step(fixture_zip, tmp_p
 
 
 def test_activation_percentiles_recorded_every_epoch(fixture_zip, tmp_path):
-    recipe = tiny_recipe(stage={"epochs": 2}, activation_samples=4)
-    train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    recipe = tiny_recipe(stage={"epochs": 2})
+    fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, activation_samples=4)
     record = json.loads((tmp_path / "run" / "stages" / "train" / "activations.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [0, 1]
     assert record["percentiles"] == [0, 7, 16, 31, 50, 69, 84, 93, 100]
@@ -241,11 +254,11 @@ def test_kill_while_checkpointing_leaves_a_consistent_resumable_state(fixture_zi
 
     monkeypatch.setattr(files, "write_json", write_then_die)
     with pytest.raises(Interrupt):
-        train.train(recipe, run, data=fixture_zip, verbose=0)
+        fit(recipe, run, data=fixture_zip, verbose=0)
     monkeypatch.setattr(files, "write_json", real_write)
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 1 and (run / state["checkpoint"]).exists()
-    resumed = train.train(recipe, run, data=fixture_zip, verbose=0)
+    resumed = fit(recipe, run, data=fixture_zip, verbose=0)
     history = read_history(run / "stages" / "train" / "history.csv")
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]  # epoch 2 (index 1) trained again, logged once
     assert resumed["runs"][0]["epochs"] == 3
@@ -255,8 +268,8 @@ def test_kill_while_checkpointing_leaves_a_consistent_resumable_state(fixture_zi
 def test_tensorboard_logs_with_optional_histograms(fixture_zip, tmp_path):
     import tensorflow as tf
 
-    recipe = tiny_recipe(stage={"epochs": 1}, tensorboard=True, tensorboard_histograms=1)
-    train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    recipe = tiny_recipe(stage={"epochs": 1})
+    fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, tensorboard=True, tensorboard_histograms=1)
     tags = set()
     for path in (tmp_path / "run" / "tensorboard" / "train").rglob("events.out.tfevents*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
@@ -268,8 +281,8 @@ def test_tensorboard_logs_with_optional_histograms(fixture_zip, tmp_path):
 
 
 def test_mixed_precision_and_xla_run(fixture_zip, tmp_path):
-    recipe = tiny_recipe(stage={"epochs": 1}, precision="mixed_float16", jit_compile=True)
-    result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    recipe = tiny_recipe(stage={"epochs": 1}, precision="mixed_float16")
+    result = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, jit_compile=True)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for the caller
     model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)  # for inference
     network = model.backbone
@@ -287,19 +300,22 @@ def test_mixed_precision_run_resumes_with_its_optimizer_state(fixture_zip, tmp_p
     other precision is another run."""
     import warnings
 
-    recipe = tiny_recipe(stage={"epochs": 2}, precision="mixed_float16", jit_compile=False, steps_per_execution=1)
+    recipe = tiny_recipe(stage={"epochs": 2}, precision="mixed_float16")
     with pytest.raises(Interrupt):
-        train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+        fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)],
+            jit_compile=False, steps_per_execution=1)
     with pytest.raises(runs.RunFolderError, match=r"holds a different run \(recipe differs in \['precision'\]\)"):
-        train.train(recipe.replace(precision="float32"), tmp_path / "run", data=fixture_zip, verbose=0)
-    elsewhere = recipe.replace(precision="auto", jit_compile=True, steps_per_execution=2)
+        fit(recipe.replace(precision="float32"), tmp_path / "run", data=fixture_zip, verbose=0)
+    elsewhere = recipe.replace(precision="auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # e.g. "Skipping variable loading for optimizer"
         warnings.filterwarnings("ignore", message=".*shuffle.*")
-        result = train.train(elsewhere, tmp_path / "run", data=fixture_zip, verbose=0)
+        result = fit(elsewhere, tmp_path / "run", data=fixture_zip, verbose=0, jit_compile=True,
+                     steps_per_execution=2)
     assert result["runs"][0]["epochs"] == 2
     saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
-    assert (saved["precision"], saved["jit_compile"], saved["steps_per_execution"]) == ("mixed_float16", True, 2)
+    session = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"][-1]["session"]
+    assert (saved["precision"], session["jit_compile"], session["steps_per_execution"]) == ("mixed_float16", True, 2)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "mixed_float16, XLA off, 1 step per execution" in log
     assert "mixed_float16, XLA on, 2 steps per execution" in log
@@ -314,7 +330,7 @@ EPOCH_LINE = re.compile(r"stage 'train' epoch (\d)/3: loss [\d.]+ top1 [\d.]+% t
 
 def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_path, capsys):
     recipe = tiny_recipe()
-    train.train(recipe, tmp_path / "lines", data=fixture_zip, verbose=2)
+    fit(recipe, tmp_path / "lines", data=fixture_zip, verbose=2)
     out = capsys.readouterr().out
     epochs = [EPOCH_LINE.search(line) for line in out.splitlines() if "epoch" in line and "stage '" in line]
     assert [int(m.group(1)) for m in epochs] == [1, 2, 3]
@@ -327,31 +343,31 @@ def test_one_line_per_epoch_when_asked_and_always_in_train_log(fixture_zip, tmp_
                            "avx512_bf16 flag)")
     assert log[1].endswith("Stage 1/1 'train': 3 epochs of 2 steps, batch 4, 32px; float32, XLA off, 1 step per execution")
     # Quiet: nothing printed, the log still written.
-    train.train(recipe, tmp_path / "quiet", data=fixture_zip, verbose=0)
+    fit(recipe, tmp_path / "quiet", data=fixture_zip, verbose=0)
     assert capsys.readouterr().out == ""
     assert sum("' epoch " in line for line in (tmp_path / "quiet" / "train.log").read_text().splitlines()) == 3
     with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or 'auto'"):
-        train.train(recipe, tmp_path / "bad", data=fixture_zip, verbose=3)
+        fit(recipe, tmp_path / "bad", data=fixture_zip, verbose=3)
 
 
 # -- fast defaults -----------------------------------------------------------------------------------
 def test_auto_precision_xla_and_steps_per_execution_follow_the_device():
-    recipe = tiny_recipe()
-    assert (recipe.precision, recipe.jit_compile, recipe.steps_per_execution) == ("auto", "auto", "auto")
-    cpu = train.resolve_performance(recipe, None)
-    assert (cpu.precision, cpu.jit_compile, cpu.steps_per_execution) == ("float32", False, 1)
-    h100 = train.resolve_performance(recipe, (9, 0))
-    assert (h100.precision, h100.jit_compile, h100.steps_per_execution) == ("mixed_bfloat16", True, 32)
-    v100 = train.resolve_performance(recipe, (7, 0))
-    assert v100.precision == "mixed_float16"  # no bfloat16 arithmetic before compute capability 8.0
+    recipe, session = tiny_recipe(), Session()
+    assert (recipe.precision, session.jit_compile, session.steps_per_execution) == ("auto", "auto", "auto")
+    cpu = session.resolve(None)
+    assert (precision.settle(recipe.precision)[0], cpu.jit_compile, cpu.steps_per_execution) == ("float32", False, 1)
+    h100 = session.resolve((9, 0))
+    assert (precision.settle(recipe.precision, None, (9, 0))[0], h100.jit_compile, h100.steps_per_execution) == (
+        "mixed_bfloat16", True, 32)
+    assert precision.settle(recipe.precision, None, (7, 0))[0] == "mixed_float16"  # no bfloat16 before 8.0
     # What the user chose stays, on any device.
-    chosen = train.resolve_performance(recipe.replace(precision="float32", jit_compile=False, steps_per_execution=4),
-                                       (9, 0))
-    assert (chosen.precision, chosen.jit_compile, chosen.steps_per_execution) == ("float32", False, 4)
+    chosen = Session(jit_compile=False, steps_per_execution=4).resolve((9, 0))
+    assert (precision.settle("float32", None, (9, 0))[0], chosen.jit_compile, chosen.steps_per_execution) == (
+        "float32", False, 4)
     with pytest.raises(ValueError, match="precision must be one of"):
         recipe.replace(precision="float16").validate()
     with pytest.raises(ValueError, match="steps_per_execution must be"):
-        recipe.replace(steps_per_execution=0).validate()
+        Session(steps_per_execution=0).validate()
 
 
 AMX = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})  # an Intel Xeon's (Sapphire Rapids and later)
@@ -360,24 +376,23 @@ AVX2 = frozenset({"avx", "avx2", "fma"})  # no bfloat16 instructions
 
 
 def test_auto_precision_is_bfloat16_on_a_cpu_with_bfloat16_instructions_where_the_backend_uses_them():
-    assert train.auto_precision(None, AMX, "tensorflow") == (
+    assert precision.auto_precision(None, AMX, "tensorflow") == (
         "mixed_bfloat16", "a CPU with AMX-BF16, which tensorflow's CPU kernels (oneDNN) use")
-    assert train.auto_precision(None, AVX512_BF16, "tensorflow") == (
+    assert precision.auto_precision(None, AVX512_BF16, "tensorflow") == (
         "mixed_bfloat16", "a CPU with AVX512-BF16, which tensorflow's CPU kernels (oneDNN) use")
     for other in ("jax", "torch"):  # their CPU paths are not measured: float32, with the reason
-        precision, reason = train.auto_precision(None, AMX, other)
-        assert precision == "float32" and f"bfloat16 on the {other} backend's CPU path is not measured" in reason
+        picked, reason = precision.auto_precision(None, AMX, other)
+        assert picked == "float32" and f"bfloat16 on the {other} backend's CPU path is not measured" in reason
     for flags in (AVX2, frozenset()):
-        assert train.auto_precision(None, flags, "tensorflow") == (
+        assert precision.auto_precision(None, flags, "tensorflow") == (
             "float32", "a CPU without bfloat16 instructions (no amx_bf16 or avx512_bf16 flag)")
     # A GPU decides by its compute capability, whatever its host CPU has.
-    assert train.auto_precision((9, 0), frozenset(), "jax")[0] == "mixed_bfloat16"
-    assert train.auto_precision((7, 5), AMX, "tensorflow") == (
+    assert precision.auto_precision((9, 0), frozenset(), "jax")[0] == "mixed_bfloat16"
+    assert precision.auto_precision((7, 5), AMX, "tensorflow") == (
         "mixed_float16", "a GPU of compute capability 7.5 (below 8.0) has no fast bfloat16")
-    recipe = tiny_recipe()
-    assert train.resolve_performance(recipe, None, AMX).precision == "mixed_bfloat16"
-    assert train.resolve_performance(recipe, None, AVX2).precision == "float32"
-    assert train.resolve_performance(recipe.replace(precision="float32"), None, AMX).precision == "float32"
+    assert precision.settle("auto", None, None, AMX)[0] == "mixed_bfloat16"
+    assert precision.settle("auto", None, None, AVX2)[0] == "float32"
+    assert precision.settle("float32", None, None, AMX)[0] == "float32"
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -396,12 +411,12 @@ def test_auto_precision_on_an_amx_cpu_is_recorded_and_kept_where_the_run_continu
     run.json, and continues in bfloat16 on a CPU without bfloat16 instructions (a run
     keeps its precision)."""
     recipe = tiny_recipe(stage={"epochs": 2})
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AMX)
+    monkeypatch.setattr(backend, "cpu_flags", lambda path=None: AMX)
     with pytest.raises(Interrupt):
-        train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+        fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["precision"] == "mixed_bfloat16"
-    monkeypatch.setattr(provenance, "cpu_flags", lambda path=None: AVX2)
-    train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    monkeypatch.setattr(backend, "cpu_flags", lambda path=None: AVX2)
+    fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
     log = (tmp_path / "run" / "train.log").read_text()
     assert ("Precision mixed_bfloat16: auto: a CPU with AMX-BF16, which tensorflow's CPU kernels (oneDNN) use"
             in log) == (keras.backend.backend() == "tensorflow")
@@ -414,11 +429,11 @@ def test_auto_precision_on_an_amx_cpu_is_recorded_and_kept_where_the_run_continu
 
 
 def test_steps_per_execution_divide_epochs_and_snapshot_intervals():
-    assert train.stage_steps_per_execution(32, 3125) == 25      # paper 4: 100,000 / 32
-    assert train.stage_steps_per_execution(32, 781) == 11       # 781 = 11 * 71
-    assert train.stage_steps_per_execution(32, 1000, every_steps=10000) == 25
-    assert train.stage_steps_per_execution(32, 1000, every_steps=7) == 1
-    assert train.stage_steps_per_execution(1, 3125) == 1
+    assert stage_steps_per_execution(32, 3125) == 25      # paper 4: 100,000 / 32
+    assert stage_steps_per_execution(32, 781) == 11       # 781 = 11 * 71
+    assert stage_steps_per_execution(32, 1000, every_steps=10000) == 25
+    assert stage_steps_per_execution(32, 1000, every_steps=7) == 1
+    assert stage_steps_per_execution(1, 3125) == 1
 
 
 def test_recipes_written_before_precision_still_read(tmp_path):
@@ -427,9 +442,9 @@ def test_recipes_written_before_precision_still_read(tmp_path):
     old["mixed_precision"] = True
     assert Recipe.from_dict(old).precision == "mixed_float16"
     # A run folder an older version started: the same run (continued), unless it differs.
-    del old["checkpoint_every"]  # a field added since: its default
+    old.update(checkpoint_every=1, jit_compile="auto")  # fields a recipe held before the session: dropped
     old["mixed_precision"] = False
-    recipe = tiny_recipe(precision="float32", checkpoint_every="auto")
+    recipe = tiny_recipe(precision="float32")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "recipe.json").write_text(json.dumps(old))
     assert runs.saved_recipe(tmp_path / "run") == json.loads(recipe.to_json())
@@ -444,17 +459,16 @@ def test_recipes_written_before_precision_still_read(tmp_path):
 
 
 def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixture_zip, tmp_path, monkeypatch):
-    from tiny_keras import callbacks
-
-    monkeypatch.setattr(callbacks, "PROGRESS_SECONDS", 0)  # a progress line after every execution
-    recipe = tiny_recipe(stage={"epochs": 2, "steps_per_epoch": 4}, steps_per_execution=2)
-    result = train.train(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
+    monkeypatch.setattr(engine_log, "PROGRESS_SECONDS", 0)  # a progress line after every execution
+    recipe = tiny_recipe(stage={"epochs": 2, "steps_per_epoch": 4})
+    result = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0, steps_per_execution=2)
     log = (tmp_path / "run" / "train.log").read_text()
     # Keras reports each execution's last step: steps 2 and 4 of each epoch.
     assert re.findall(r"epoch (\d)/2: step (\d)/4 \((\d+)%\)", log) == [
         ("1", "2", "50"), ("1", "4", "100"), ("2", "2", "50"), ("2", "4", "100")]
     saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
-    assert (saved["precision"], saved["jit_compile"], saved["steps_per_execution"]) == ("float32", False, 2)
+    session = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"][-1]["session"]
+    assert (saved["precision"], session["jit_compile"], session["steps_per_execution"]) == ("float32", False, 2)
     assert result["recipe"]["precision"] == "float32"
     assert "float32, XLA off, 2 steps per execution" in (tmp_path / "run" / "train.log").read_text()
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
@@ -465,8 +479,6 @@ def test_long_epochs_log_their_progress_and_every_epoch_what_is_left(tmp_path):
     """A progress line at most every ``progress_seconds`` inside an epoch (step, images/s,
     when its training steps end), and each epoch's line says how much of the stage is left
     at the mean epoch time so far. Times from a fake clock."""
-    from tiny_keras import callbacks
-
     class Clock:
         now = 0.0
 
@@ -475,17 +487,18 @@ def test_long_epochs_log_their_progress_and_every_epoch_what_is_left(tmp_path):
 
     clock = Clock()
     log = tmp_path / "train.log"
-    cb = callbacks.EpochLog(str(log), "train", 3, images_per_epoch=1000 * 32, echo=False, steps_per_epoch=1000,
-                            progress_seconds=120, clock=clock)
+    cb = engine_log.EpochLog("train", 3, images_per_epoch=1000 * 32, steps_per_epoch=1000, progress_seconds=120,
+                             clock=clock)
     logs = {"loss": 4.0, "top1": 0.1, "val_top1": 0.12, "learning_rate": 1e-3}
-    for epoch in range(2):
-        cb.on_epoch_begin(epoch)
-        for batch in range(0, 1000, 4):  # 4 steps per execution, 1 s each: a 1,000 s epoch
-            clock.now += 4.0
-            cb.on_train_batch_end(batch + 3)
-        cb.on_test_begin()
-        clock.now += 200.0 if epoch == 0 else 400.0  # validation
-        cb.on_epoch_end(epoch, logs)
+    with engine_log.run_log(str(log), verbose=0):
+        for epoch in range(2):
+            cb.on_epoch_begin(epoch)
+            for batch in range(0, 1000, 4):  # 4 steps per execution, 1 s each: a 1,000 s epoch
+                clock.now += 4.0
+                cb.on_train_batch_end(batch + 3)
+            cb.on_test_begin()
+            clock.now += 200.0 if epoch == 0 else 400.0  # validation
+            cb.on_epoch_end(epoch, logs)
     lines = [line.split(" ", 2)[2] for line in log.read_text().splitlines()]  # without the time stamp
     progress = [line for line in lines if ": step " in line]
     # One line per 120 s: after 120, 240, ..., 960 s of each 1,000 s epoch.
@@ -500,20 +513,18 @@ def test_long_epochs_log_their_progress_and_every_epoch_what_is_left(tmp_path):
     assert epochs[0].endswith("| 32 images/s | 1200 s | 2 epochs left, about 40 min")
     assert epochs[1].endswith("| 32 images/s | 1400 s | 1 epoch left, about 22 min")  # the mean of 1,200 and 1,400
     # Off, or without the steps per epoch: only the epoch lines.
-    for quiet in (callbacks.EpochLog(str(tmp_path / "off.log"), "train", 1, 32, echo=False, steps_per_epoch=10,
-                                     progress_seconds=None, clock=clock),
-                  callbacks.EpochLog(str(tmp_path / "off.log"), "train", 1, 32, echo=False, clock=clock)):
-        quiet.on_epoch_begin(0)
-        for batch in range(10):
-            clock.now += 1000.0
-            quiet.on_train_batch_end(batch)
-        quiet.on_epoch_end(0, logs)
+    with engine_log.run_log(str(tmp_path / "off.log"), verbose=0):
+        for quiet in (engine_log.EpochLog("train", 1, 32, steps_per_epoch=10, progress_seconds=None, clock=clock),
+                      engine_log.EpochLog("train", 1, 32, clock=clock)):
+            quiet.on_epoch_begin(0)
+            for batch in range(10):
+                clock.now += 1000.0
+                quiet.on_train_batch_end(batch)
+            quiet.on_epoch_end(0, logs)
     assert [": step " in line for line in (tmp_path / "off.log").read_text().splitlines()] == [False, False]
 
 
 def test_resume_checkpoints_thin_out_when_they_cost_more_than_5_percent_of_an_epoch(tmp_path):
-    from tiny_keras import callbacks
-
     class Clock:  # the times the callback reads: epochs take 100 s, a checkpoint 12 s
         now = 0.0
 
@@ -522,7 +533,7 @@ def test_resume_checkpoints_thin_out_when_they_cost_more_than_5_percent_of_an_ep
 
     clock = Clock()
 
-    class Recording(callbacks.RunCheckpoint):
+    class Recording(resume.RunCheckpoint):
         def __init__(self, cost, **kwargs):
             super().__init__(str(tmp_path), 0, "train", clock=clock, **kwargs)
             self.cost, self.saved = cost, []
@@ -557,8 +568,9 @@ def test_sharded_input_gives_each_replica_distinct_images():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import numpy as np
-        from tiny_keras import augment, train
+        from tiny_keras import augment
         from tiny_keras.data import DecodedSplit, official_classes
+        from tiny_keras.engine import inputs
 
         n = 64
         images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 8, 8, 3)).copy()
@@ -567,7 +579,7 @@ def test_sharded_input_gives_each_replica_distinct_images():
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         assert strategy.num_replicas_in_sync == 2
         def steps(skip, count):
-            stream = iter(train.train_input(strategy, split, 8, seed=3, skip_batches=skip))
+            stream = iter(inputs.train_input(strategy, split, 8, seed=3, skip_batches=skip))
             return [[p.numpy()[:, 0, 0, 0] for p in strategy.experimental_local_results(next(stream)[0])]
                     for _ in range(count)]
 
@@ -596,11 +608,11 @@ def test_resumed_run_with_dropout_has_the_uninterrupted_weights(fixture_zip, tmp
     """Dropout's seed generator state is saved with the checkpoint, so its masks after a
     resume are the uninterrupted run's (as the augmentation's are)."""
     recipe = tiny_recipe(model_options={**TINY, "dropout": 0.5})
-    train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+    fit(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
     run = tmp_path / "killed"
     with pytest.raises(Interrupt):
-        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=2)])
-    train.train(recipe, run, data=fixture_zip, verbose=0)
+        fit(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=2)])
+    fit(recipe, run, data=fixture_zip, verbose=0)
     whole = keras.models.load_model(tmp_path / "whole" / "model.keras")
     resumed = keras.models.load_model(run / "model.keras")
     for a, b in zip(network_weights(resumed), network_weights(whole)):
@@ -628,14 +640,13 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
     epoch 2 of 4 (a third would end at 300 s) with epoch 2's checkpoint written although the
     checkpoint schedule (every 3) would skip it; run again, it ends with the weights of the
     run that was never stopped."""
-    from tiny_keras import callbacks
-
-    recipe = tiny_recipe(stage={"epochs": 4}, checkpoint_every=3, run_eagerly=True)  # eager: no tracing per run
-    train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+    recipe = tiny_recipe(stage={"epochs": 4})
+    every3 = Session(tensorboard=False, checkpoint_every=3, run_eagerly=True)  # eager: no tracing per run
+    fit(recipe, tmp_path / "whole", data=fixture_zip, verbose=0, session=every3)
 
     clock = FakeClock()
 
-    class HundredSecondEpochs(callbacks.RunCheckpoint):  # the epochs' record the limit judges by
+    class HundredSecondEpochs(resume.RunCheckpoint):  # the epochs' record the limit judges by
         def __init__(self, *args, **kwargs):
             # The stage's start (``start``) stays on the real clock, where the fake one starts too.
             super().__init__(*args, **kwargs, clock=clock)
@@ -644,18 +655,18 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
             clock.now += 100.0
             super().on_epoch_end(epoch, logs)
 
-    class LimitFromNow(callbacks.TimeLimit):
+    class LimitFromNow(time_limit.TimeLimit):
         def __init__(self, deadline, *args, **kwargs):
             super().__init__(deadline, *args, **kwargs)
             clock.now = deadline - 250.0  # the limit's 250 s, whatever setting up the run took
 
-    monkeypatch.setattr(callbacks, "RunCheckpoint", HundredSecondEpochs)
-    monkeypatch.setattr(callbacks, "TimeLimit", LimitFromNow)
+    monkeypatch.setattr(resume, "RunCheckpoint", HundredSecondEpochs)
+    monkeypatch.setattr(time_limit, "TimeLimit", LimitFromNow)
     run = tmp_path / "limited"
     with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': stopped at the time limit after epoch 2/4 "
                                                      r"\(an epoch takes about 2 min, 50 s left\), its checkpoint "
                                                      r"written$"):
-        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 250.0)
+        fit(recipe, run, data=fixture_zip, verbose=0, session=every3, stop_by=time.time() + 250.0)
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 2 and (run / state["checkpoint"]).exists()
     assert state["epoch_seconds"] == pytest.approx(100.0)  # this session's mean, the next session's estimate
@@ -667,7 +678,7 @@ def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exac
     assert session["stop_reason"].startswith("Stage 'train': stopped at the time limit after epoch 2/4")
 
     monkeypatch.undo()
-    train.train(recipe, run, data=fixture_zip, verbose=0)
+    fit(recipe, run, data=fixture_zip, verbose=0, session=every3)
     assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1, 2, 3]
     for a, b in zip(network_weights(keras.models.load_model(run / "model.keras")),
                     network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
@@ -678,15 +689,15 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     """A limit already passed starts nothing; a resumed stage whose previous session measured
     epochs of 500 s and checkpoint writes of 200 s does not start one with 10 minutes left,
     and leaves its folder as it was."""
-    recipe = tiny_recipe(run_eagerly=True)
+    recipe = tiny_recipe()
     run = tmp_path / "run"
     with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': not started, at the time limit \(0 s left\): "
                                                      r"epoch 1/3 is next$"):
-        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() - 1.0)
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() - 1.0)
     assert not (run / "state.json").exists() and not list(run.glob("checkpoint-*"))
 
     with pytest.raises(Interrupt):
-        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     state = json.loads((run / "state.json").read_text())
     assert state["write_seconds"] > 0.0  # epoch 1's checkpoint, the one written before the kill
     state.update(epoch_seconds=500.0, write_seconds=200.0)  # as a slower machine with a slow disk measured
@@ -694,16 +705,15 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
     with pytest.raises(train.TimeLimitReached, match=r"not started, at the time limit \(an epoch takes about 12 min, "
                                                      r"10 min left\): epoch 2/3 is next$"):
-        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 600.0)
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 600.0)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
     train_log = run / "train.log"
     assert {p: v for p, v in after.items() if p != train_log} == {p: v for p, v in before.items() if p != train_log}
     assert after[train_log].decode().endswith("epoch 2/3 is next; the run continues when started again\n")
-    assert state["timed_on"] == train.timed_on(train.resolve_performance(recipe)) and provenance.this_machine() in \
-        state["timed_on"]
+    assert state["timed_on"] == time_limit.timed_on(EAGER.resolve()) and provenance.this_machine() in state["timed_on"]
     state["timed_on"] = "NVIDIA H100 80GB HBM3; jax; XLA on"  # timed elsewhere: no estimate here, the epoch starts
     (run / "state.json").write_text(json.dumps(state))
-    finished = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 600.0)
+    finished = fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 600.0)
     assert finished["runs"][0]["epochs"] == 3 and not (run / "state.json").exists()
 
 
@@ -711,9 +721,7 @@ def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
     """The stop rule on a fake clock, judged from a real ``RunCheckpoint``'s record of 100 s
     epochs whose checkpoints take ``write_seconds`` (written every ``every`` epochs and at the
     stage's last): the next epoch and one checkpoint write must fit before the deadline."""
-    from tiny_keras import callbacks
-
-    class FakeWrites(callbacks.RunCheckpoint):
+    class FakeWrites(resume.RunCheckpoint):
         def __init__(self, epochs, every, write_seconds, clock):
             super().__init__(folder=None, stage_index=0, stage_name="train", epochs=epochs, every=every, clock=clock)
             self.write_seconds, self.written = write_seconds, []
@@ -726,7 +734,7 @@ def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
         clock, model = FakeClock(), keras.Sequential()
         clock.now = 0.0
         checkpoint = FakeWrites(epochs, every, write_seconds, clock)
-        limit = callbacks.TimeLimit(deadline, checkpoint, epochs)
+        limit = time_limit.TimeLimit(deadline, checkpoint, epochs)
         for callback in (checkpoint, limit):
             callback.set_model(model)
         model.stop_training = False
@@ -763,8 +771,8 @@ def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture
     count as an improvement."""
     recipe = tiny_recipe(stage={"epochs": 8, "schedule": None,
                                 "reduce_lr_on_plateau": {"monitor": "val_loss", "factor": 0.5, "patience": 1},
-                                "early_stopping": {"monitor": "val_loss", "patience": 3}}, run_eagerly=True)
-    whole = train.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+                                "early_stopping": {"monitor": "val_loss", "patience": 3}})
+    whole = fit(recipe, tmp_path / "whole", data=fixture_zip, session=EAGER, verbose=0)
     expected = read_history(tmp_path / "whole" / "stages" / "train" / "history.csv")
     rates = [float(r["learning_rate"]) for r in expected]
     losses = [float(r["val_loss"]) for r in expected]
@@ -775,8 +783,8 @@ def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture
     assert whole["runs"][0]["epochs"] < 8  # early stopping ended it
     run = tmp_path / "killed"
     with pytest.raises(Interrupt):
-        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=kill)])
-    resumed = train.train(recipe, run, data=fixture_zip, verbose=0)
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, extra_callbacks=[KillAt(epoch=kill)])
+    resumed = fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0)
     got = read_history(run / "stages" / "train" / "history.csv")
     assert [float(r["learning_rate"]) for r in got] == rates
     np.testing.assert_allclose([float(r["val_loss"]) for r in got], losses, rtol=1e-5)
@@ -788,13 +796,12 @@ def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture
 
 def test_multi_worker_strategy_is_refused_with_its_reason():
     with pytest.raises(ValueError, match="'multi_worker' is not supported: Keras 3's TensorFlow trainer cannot fit"):
-        train.make_strategy("multi_worker")
+        strategy.make_strategy("multi_worker")
 
 
 def test_time_limit_is_refused_with_multi_worker(tmp_path):
     with pytest.raises(ValueError, match="time limit .* not supported with strategy 'multi_worker'"):
-        train.train(tiny_recipe(strategy="multi_worker"), tmp_path / "run", data=None, verbose=0,
-                    stop_by=time.time() + 60)
+        fit(tiny_recipe(), tmp_path / "run", data=None, verbose=0, strategy="multi_worker", stop_by=time.time() + 60)
     assert not (tmp_path / "run").exists()
 
 
@@ -808,7 +815,7 @@ def test_training_stream_runs_without_the_autotune_thread_and_gives_the_same_bat
     images = np.arange(n * 2 * 2 * 3, dtype=np.int64).reshape(n, 2, 2, 3).astype(np.uint8)
     split = DecodedSplit("train", images, np.arange(n, dtype=np.int32) % 7, np.full((n, 4), -1, np.int32),
                          np.zeros(n, bool), [str(i) for i in range(n)], official_classes())
-    stream = train.train_input(train.make_strategy("default"), split, 8, seed=5, skip_batches=3)
+    stream = inputs.train_input(strategy.make_strategy("default"), split, 8, seed=5, skip_batches=3)
     assert stream.options().autotune.enabled is False
     assert make_dataset(split, batch_size=8, training=True, seed=5, repeat=True).options().autotune.enabled is not False
     reference = make_dataset(split, batch_size=8, training=True, seed=5, repeat=True, skip_batches=3)
@@ -832,22 +839,22 @@ def test_time_limit_judges_a_new_stage_by_the_stage_before_it_scaled_by_its_pixe
     recipe = tiny_recipe(stages=[
         Stage(name="32px", epochs=2, batch_size=4, steps_per_epoch=2, image_size=32),
         Stage(name="64px", epochs=2, batch_size=2, steps_per_epoch=4, image_size=64),
-    ], run_eagerly=True)
+    ])
     run = tmp_path / "run"
     with pytest.raises(Interrupt):
-        train.train(recipe, run, data=fixture_zip, verbose=0, extra_callbacks=[StopAtStage2()])
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, extra_callbacks=[StopAtStage2()])
     progress = json.loads((run / "progress.json").read_text())
     assert [r["stage"] for r in progress["runs"]] == ["32px"]
     progress["runs"][0]["seconds"] = 2000.0  # two epochs of 1,000 s, as a slow machine measured
     (run / "progress.json").write_text(json.dumps(progress))
-    resolved = train.resolve_performance(recipe)  # as the engine passes it
-    assert train.new_stage_epoch_seconds(resolved, 1, progress, 12) == pytest.approx(4000.0)
-    assert train.new_stage_epoch_seconds(resolved, 0, progress, 12) is None
+    timing = time_limit.timed_on(EAGER.resolve())  # as the engine passes it
+    assert time_limit.new_stage_epoch_seconds(recipe, 1, progress, 12, timing) == pytest.approx(4000.0)
+    assert time_limit.new_stage_epoch_seconds(recipe, 0, progress, 12, timing) is None
     elsewhere = {"runs": [dict(progress["runs"][0], timed_on="NVIDIA H100 80GB HBM3; jax; XLA on")]}
-    assert train.new_stage_epoch_seconds(resolved, 1, elsewhere, 12) is None  # not an estimate for this machine
+    assert time_limit.new_stage_epoch_seconds(recipe, 1, elsewhere, 12, timing) is None  # not for this machine
     with pytest.raises(train.TimeLimitReached, match=r"^Stage '64px': not started, at the time limit \(an epoch takes "
                                                      r"about 67 min, 60 min left\): epoch 1/2 is next$"):
-        train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 3600.0)
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 3600.0)
     assert not list(run.glob("checkpoint-1-*.keras"))  # no epoch of stage 2 ran
-    result = train.train(recipe, run, data=fixture_zip, verbose=0, stop_by=time.time() + 7200.0)
+    result = fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 7200.0)
     assert [(r["stage"], r["epochs"]) for r in result["runs"]] == [("32px", 2), ("64px", 2)]

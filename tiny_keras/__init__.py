@@ -6,7 +6,8 @@ Mechanisms live in one place each:
 - ``tiny_keras.augment``  ImageDataGenerator-equivalent and the papers' own transforms
 - ``tiny_keras.models``   model builders for every paper, with a registry
 - ``tiny_keras.schedules`` learning-rate schedules; ``tiny_keras.callbacks`` the callbacks over them
-- ``tiny_keras.recipe``    a paper's recipe as data; ``tiny_keras.train`` the engine that runs it
+- ``tiny_keras.recipe``    what a run computes, as data; ``tiny_keras.engine`` the engine that runs it
+  (``tiny_keras.train``: its entry points), a ``Session`` saying how
 - ``tiny_keras.recipes``   every paper's recipes, figures and readings; ``tiny_keras.reproduce`` their command line
 - ``tiny_keras.evaluate``  predictions, top-k, ensembles; ``tiny_keras.report`` their tables and files
 - ``tiny_keras.runs``      the run folder: its file names and readers

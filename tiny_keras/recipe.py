@@ -175,3 +175,17 @@ class Recipe:
         recipe = copy.deepcopy(self)
         recipe.stages = [dataclasses.replace(s, **changes) for s in recipe.stages]
         return recipe
+
+
+@dataclasses.dataclass
+class Ensemble:
+    """An ensemble reported by a paper: the average of its members' probabilities.
+
+    ``members`` are run names; their final models, or with ``snapshots`` the snapshots
+    taken during their training instead (paper 5's snapshot ensemble).
+    """
+
+    name: str
+    members: list
+    snapshots: bool = False
+    paper_val_top1: float = None

@@ -12,18 +12,11 @@ a table beside it (``results.txt``)::
                              "paper_val_top1", "seconds", ...}, ...],
      "recipe": {run name: recipe, ...}}
 
-Common flags: ``--data PATH`` (zip or folder; default: the TFDS dataset, downloaded if
-absent), ``--workdir DIR``, ``--epochs N`` (every stage), ``--batch-size N``,
-``--model NAME`` (where a paper has several), ``--smoke`` (all classes, a few images of
-each, two steps per stage: the whole script in well under a minute on a CPU),
-``--overwrite``, ``--seed``, ``--precision float32|mixed_float16|mixed_bfloat16``
-(``--mixed-precision``: mixed_float16), ``--xla`` / ``--no-xla``, ``--steps-per-execution N``,
-``--strategy``,
-``--verbose 0|1|2``, ``--tensorboard-histograms N``, ``--debug`` (an error shows its
-traceback instead of its one line: bad flags exit with status 2, bad inputs with 1), ``--time-limit DURATION``
-(stop at the last epoch that ends within DURATION of the start, e.g. a batch job's limit,
-with its checkpoint written; the exit status is then ``EXIT_TIME_LIMIT``, 75, and the same
-command continues).
+The flags: ``build_parser`` (``--help``), and docs/training.md. Flags that change what a
+run computes change its recipe (:func:`apply_flags`); the others, how this process runs
+it, make its ``engine.Session`` (:func:`session_from_flags`). Bad flags exit with status
+2, bad inputs with 1 and one line (``--debug``: the traceback), a ``--time-limit`` stop
+with ``EXIT_TIME_LIMIT`` (75); the same command continues.
 """
 import argparse
 import dataclasses
@@ -37,7 +30,7 @@ import keras
 from tiny_keras import download, evaluate, models, runs
 from tiny_keras.engine.session import STRATEGIES, Session
 from tiny_keras.engine.time_limit import EXIT_TIME_LIMIT, TimeLimitReached, parse_duration
-from tiny_keras.recipe import PRECISIONS
+from tiny_keras.recipe import PRECISIONS, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
 
 
 def input_errors():
@@ -74,20 +67,6 @@ def positive_int(text):
 
 
 SMOKE = dict(per_class=2, val_per_class=1, epochs=1, steps_per_epoch=2, batch_size=4)
-
-
-@dataclasses.dataclass
-class Ensemble:
-    """An ensemble reported by a paper: the average of its members' probabilities.
-
-    ``members`` are run names; their final models, or with ``snapshots`` the snapshots
-    taken during their training instead (paper 5's snapshot ensemble).
-    """
-
-    name: str
-    members: list
-    snapshots: bool = False
-    paper_val_top1: float = None
 
 
 def smoke_recipe(recipe):

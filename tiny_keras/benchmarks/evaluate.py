@@ -10,7 +10,8 @@ papers' own widths). Runs on whichever Keras backend the process has; the result
 """
 import time
 
-from tiny_keras import evaluate, provenance, train
+from tiny_keras import evaluate, provenance
+from tiny_keras.engine.model import stage_model
 from tiny_keras.benchmarks.train import add_paper_arguments, main_recipes, print_table, synthetic_split
 
 
@@ -30,7 +31,7 @@ def run(args):
     print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)}", flush=True)
     images = synthetic_split(args.images, "val", seed=2).images
     for paper, name, recipe in main_recipes(args):
-        model = train.stage_model(recipe, recipe.stages[0], 0, train_images=images)
+        model = stage_model(recipe, recipe.stages[0], 0, train_images=images)
         member = evaluate.Member(f"<{name}>", "keras", int(model.outputs[0].shape[-1]), model=model)
         row = {"model": name}
         for tta in evaluate.TTA_MODES:

@@ -4,7 +4,7 @@ For each model (default: paper 4's model 2 and a narrow paper 2 ResNet-18, the r
 small variant; ``--model main``: every paper's main model), trained with the first stage
 of its reproduction script's recipe, in one process and in alternating rounds:
 
-- ``engine``: ``tiny_keras.train.train`` running the paper's recipe (its optimizer,
+- ``engine``: ``tiny_keras.engine.train`` running the paper's recipe (its optimizer,
   schedule, augmentation on the device, callbacks, checkpoints, validation) on synthetic
   uint8 images, once per ``--steps-per-execution`` value;
 - ``bare``: the same model (the same ``ImageClassifier``, augmentation included) compiled
@@ -14,7 +14,7 @@ of its reproduction script's recipe, in one process and in alternating rounds:
 
 It runs on whichever Keras backend the process has (``KERAS_BACKEND``); the results name it.
 ``--precision`` takes several dtype policies (``float32 mixed_bfloat16``; ``auto``: what a
-run picks on this machine, ``tiny_keras.train.auto_precision``): each round then measures
+run picks on this machine, ``tiny_keras.engine.precision.auto_precision``): each round then measures
 each of them in turn, bare and engine, so that all see the same machine state.
 
 The figure is training steps per second inside epochs (from the first to the last batch
@@ -30,7 +30,9 @@ import time
 import keras
 import numpy as np
 
-from tiny_keras import backend, models, provenance, recipes, train
+from tiny_keras import backend, engine, models, provenance, recipes
+from tiny_keras.engine import precision as precision_lib
+from tiny_keras.engine.model import compile_model, stage_model
 from tiny_keras.recipe import PRECISIONS
 from tiny_keras.backend import tf
 from tiny_keras.data import official_classes
@@ -141,16 +143,16 @@ def synthetic_split(n, split, seed=0, num_classes=200):
 def _engine(recipe, splits, spe, steps, epochs, workdir):
     timer = StepTimer()
     stage = dataclasses.replace(recipe.stages[0], epochs=epochs, steps_per_epoch=steps)
-    run = recipe.replace(stages=[stage], steps_per_execution=spe, tensorboard=False, activation_samples=0)
+    session = engine.Session(steps_per_execution=spe, tensorboard=False, activation_samples=0, verbose=0)
     start = time.perf_counter()
-    train.train(run, workdir, data=splits, verbose=0, extra_callbacks=[timer])
+    engine.train(recipe.replace(stages=[stage]), workdir, data=splits, session=session, extra_callbacks=[timer])
     return timer.best, time.perf_counter() - start
 
 
 def concrete_precisions(requested):
     """``requested`` with "auto" made the precision a run picks on this machine, each once, in order."""
-    device = dict(compute_capability=train.gpu_compute_capability(), cpu_flags=provenance.cpu_flags())
-    return list(dict.fromkeys(train.auto_precision(**device)[0] if p == "auto" else p for p in requested))
+    device = dict(compute_capability=backend.gpu_compute_capability(), cpu_flags=backend.cpu_flags())
+    return list(dict.fromkeys(precision_lib.auto_precision(**device)[0] if p == "auto" else p for p in requested))
 
 
 def bare_fit(recipe, splits, steps, epochs):
@@ -167,9 +169,8 @@ def bare_fit(recipe, splits, steps, epochs):
 def _bare_fit(recipe, splits, steps, epochs):
     keras.utils.set_random_seed(recipe.seed)
     stage = recipe.stages[0]
-    model = train.stage_model(recipe, stage, 0, train_images=splits["train"].images)
-    compile_recipe = train.resolve_performance(recipe, train.gpu_compute_capability(), provenance.cpu_flags())
-    train.compile_model(model, compile_recipe, stage, steps)
+    model = stage_model(recipe, stage, 0, train_images=splits["train"].images)
+    compile_model(model, recipe, stage, steps, engine.Session().resolve(backend.gpu_compute_capability()))
     images, labels = splits["train"].images, splits["train"].labels
     timer = StepTimer()
     if not backend.is_tensorflow():  # Keras's array adapter: one pass of the arrays per epoch

@@ -1,10 +1,8 @@
 """How this process runs a recipe: the :class:`Session`.
 
-A ``Recipe`` says what a run computes; a ``Session`` says how one process computes it on
-the machine it finds: XLA, steps per execution, the device strategy, eager mode,
-TensorBoard, the checkpoint cadence, verbosity and the time limit. None of it changes
-the arithmetic, so a run started by one session continues in another with other
-settings (a GPU's after a CPU's). Each session's settings go to the run's ``run.json``.
+A ``Recipe`` says what a run computes; a ``Session`` how one process computes it here. No
+session setting changes the arithmetic, so a run continues under any session (a GPU's
+after a CPU's). Each session's settings go to the run's ``run.json``.
 """
 import dataclasses
 import math
@@ -19,30 +17,23 @@ AUTO_STEPS_PER_EXECUTION = 32  # the most train steps per host call "auto" picks
 
 @dataclasses.dataclass
 class Session:
-    """How a run trains in this process.
+    """How a run trains in this process. "auto" values are made concrete by :meth:`resolve`.
 
     Attributes:
-      jit_compile: compile the train step with XLA: True, False or "auto" (on with a GPU,
-        off on a CPU; on for JAX, whose eager mode runs op by op).
-      steps_per_execution: train steps per call from the host: an int, or "auto"
-        (``AUTO_STEPS_PER_EXECUTION`` on a GPU, 1 on a CPU). Each stage takes the largest
-        divisor of its steps per epoch (and snapshot interval) up to it.
-      strategy: "default" (one device), "mirrored" (``tf.distribute``, TensorFlow),
-        "data_parallel" (``keras.distribution.DataParallel``, JAX: the local devices, or
-        every host's after ``keras.distribution.initialize``). "multi_worker" is refused
-        with its reason (``engine.strategy.make_strategy``).
-      run_eagerly: Keras's compile option (debugging, and ``--smoke``, where tracing costs
-        more than two steps).
-      checkpoint_every: the resume checkpoint every N epochs, or "auto": every epoch while
-        one costs at most 5% of an epoch, else every k epochs (``engine.resume``).
-      tensorboard: write TensorBoard logs; ``tensorboard_histograms`` N > 0 also writes
-        weight and activation histograms every N epochs.
-      activation_samples: record percentiles of the feature maps and logits on this many
-        fixed validation images after every epoch (0: off).
-      verbose: 1 progress bars, 2 a line per epoch, 0 quiet, "auto" (1 on a terminal,
-        else 2). ``train.log`` gets every line whatever it is.
-      stop_by: a ``time.time()`` timestamp: end at the last checkpointed epoch that
-        finishes before it (``engine.time_limit``); None: no limit.
+      jit_compile: XLA for the train step: True, False or "auto" (TensorFlow: on a GPU;
+        JAX: always, its eager mode runs op by op; PyTorch: never).
+      steps_per_execution: train steps per host call, an int or "auto" (32 on a GPU, 1 on
+        a CPU); each stage takes the largest divisor of its steps per epoch up to it.
+      strategy: "default", "mirrored" (``tf.distribute``), "data_parallel"
+        (``keras.distribution``, JAX, one host or several); "multi_worker" is refused.
+      run_eagerly: Keras's compile option (debugging; ``--smoke``).
+      checkpoint_every: the resume checkpoint every N epochs, or "auto" (every epoch while
+        one costs at most 5% of an epoch).
+      tensorboard, tensorboard_histograms: TensorBoard logs; histograms every N epochs.
+      activation_samples: feature-map and logit percentiles on this many validation
+        images after every epoch (0: off).
+      verbose: 1 progress bars, 2 a line per epoch, 0 quiet, "auto" (1 on a terminal).
+      stop_by: a ``time.time()`` deadline (``engine.time_limit``), or None.
     """
 
     jit_compile: Any = "auto"

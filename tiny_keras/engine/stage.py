@@ -113,7 +113,7 @@ def _finish(run, stage, model, history, val_ds, best, checkpoint, point, start):
     if last_weights and epochs == stage.epochs:  # the last epoch's validation measured these very weights
         scores = val_scores({k: v[-1] for k, v in history.history.items()}, prefix="val_")
     else:
-        scores = val_scores(model.evaluate(val_ds, return_dict=True, verbose=0))
+        scores = evaluate(model, val_ds)
     row = dict(model=run.recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size, **scores,
                paper_val_top1=run.recipe.paper_results.get(stage.name), seconds=round(time.perf_counter() - start, 1),
                # An estimate for the next stage where all its epochs were timed as this session's.
@@ -134,6 +134,11 @@ def val_scores(logs, prefix=""):
     """``{"val_loss", "val_top1", "val_top5"}`` (accuracies in percent) from Keras logs."""
     return {"val_loss": float(logs[prefix + "loss"]), "val_top1": 100.0 * float(logs[prefix + "top1"]),
             "val_top5": 100.0 * float(logs[prefix + "top5"])}
+
+
+def evaluate(model, dataset):
+    """:func:`val_scores` of ``model`` on ``dataset``."""
+    return val_scores(model.evaluate(dataset, return_dict=True, verbose=0))
 
 
 def tensorboard_available():

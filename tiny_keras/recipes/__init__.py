@@ -6,7 +6,7 @@ in its docstring (what the text says, the reading chosen, the flags that give th
 - ``RECIPES``: run name -> :class:`tiny_keras.recipe.Recipe`, each carrying the paper's
   figures (``paper_results``, by stage) where the paper reports them;
 - ``DEFAULT_RUNS``: the runs trained when ``--model`` is not given (None: all of them);
-- ``ENSEMBLES``: the paper's ensembles (:class:`tiny_keras.reproduce.Ensemble`), with
+- ``ENSEMBLES``: the paper's ensembles (:class:`tiny_keras.recipe.Ensemble`), with
   the paper's figure where it gives one;
 - optionally ``extra_flags(parser)``, the paper's own flags, and ``configure(recipes, args)``,
   the recipes those flags give (a module's recipe functions build them);

@@ -25,7 +25,7 @@ patience 5.
 """
 from tiny_keras import augment
 from tiny_keras.recipe import Recipe, Stage
-from tiny_keras.reproduce import Ensemble
+from tiny_keras.recipe import Ensemble
 
 AUGMENT = augment.serialize(augment.Augmenter(rotation_range=60, zoom_range=0.2, width_shift_range=0.1,
                                               height_shift_range=0.1, fill_mode="nearest"))

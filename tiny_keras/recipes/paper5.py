@@ -65,7 +65,7 @@ Not stated, so ours: batch 128.
 """
 from tiny_keras import augment
 from tiny_keras.recipe import Recipe, Stage
-from tiny_keras.reproduce import Ensemble
+from tiny_keras.recipe import Ensemble
 
 
 def augmentation():
