@@ -1,11 +1,7 @@
-"""What a run says: one ``logging`` logger, ``tiny_keras.engine``, with two handlers while
-a run trains (:func:`run_log`): the run's ``train.log`` (every line, time-stamped, so
-``tail -f WORKDIR/train.log`` follows a background run) and the console (by verbosity).
-
-Lines come at two levels: ``INFO`` for the run's milestones (a stage starts or ends, a
-time limit, the results table), printed unless ``verbose=0``; ``EPOCH`` for the line of
-every epoch and the progress lines inside long ones, printed with ``verbose=2`` only (with
-``verbose=1`` Keras's progress bars show them).
+"""What a run says: the ``logging`` logger ``tiny_keras.engine``, sent while a run trains
+(:func:`run_log`) to its ``train.log`` (every line, time-stamped: ``tail -f`` follows a
+background run) and to the console: ``INFO`` lines (stages, time limits, results) unless
+``verbose=0``, ``EPOCH`` lines (every epoch, progress inside long ones) with ``verbose=2``.
 """
 import contextlib
 import logging
@@ -96,15 +92,10 @@ def format_table(rows):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One ``EPOCH`` line per epoch: stage, epoch, metrics, learning rate, training
-    images/s, seconds, and what is left of the stage at the mean epoch so far. Put it after
-    ``LearningRateLogger`` so the line has the learning rate.
-
-    An epoch longer than ``progress_seconds`` (a CPU epoch of many minutes) also gets a
-    progress line at most every ``progress_seconds``: the step reached, the training rate so
-    far and when the epoch's training steps will end. ``None``, or no ``steps_per_epoch``,
-    turns them off.
-    """
+    """One ``EPOCH`` line per epoch (metrics, learning rate, images/s, seconds, what is
+    left of the stage), and inside epochs longer than ``progress_seconds`` a progress line
+    at most that often (step, images/s, when the epoch's steps end; off with None or no
+    ``steps_per_epoch``). Put it after ``LearningRateLogger``, whose rate it prints."""
 
     async_safe = True  # reads the clock and logs: Keras may call it from its dispatch thread
 

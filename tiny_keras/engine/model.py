@@ -1,11 +1,8 @@
 """The model a stage trains, and how it is compiled.
 
 A stage trains a ``tiny_keras.models.ImageClassifier``: ``augmenter -> preprocessor ->
-crop -> resize -> network``. The stage's augmentation (training only), the mean image or
-featurewise statistics (fitted once on the training images), the random crop (the centre
-crop at evaluation) and the stage's resolution are its parts, run on the device and saved
-with it, so evaluation and export need no flags. A later stage shares the earlier one's
-network and preprocessing.
+crop -> resize -> network``, all on the device and saved with it, so evaluation and export
+need no flags. A later stage shares the earlier one's network and preprocessing.
 """
 import math
 

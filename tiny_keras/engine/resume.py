@@ -1,12 +1,9 @@
 """Where a run is, and the checkpoint it resumes from.
 
-A run folder's ``progress.json`` holds the stages already finished, ``state.json`` the
-position in the current one (stage, epochs done, its checkpoint's name, the stateful
-callbacks' state, this session's epoch times) and ``checkpoint-*.keras`` the model with
-its optimizer at that position. :class:`RunCheckpoint` writes them; :func:`read_position`
-reads them. Each file is written atomically and ``state.json`` last, so whenever a run is
-killed it names a complete checkpoint of the epoch it records, and the same run started
-again continues from there: same stage, same schedule position, same stream of batches.
+``progress.json`` holds the finished stages' rows, ``state.json`` the position in the
+current stage and ``checkpoint-*.keras`` the model with its optimizer there. Each is
+written atomically, ``state.json`` last, so a run killed at any point continues from the
+epoch it names: same stage, schedule position and stream of batches.
 """
 import dataclasses
 import math
@@ -69,20 +66,15 @@ def read_position(workdir):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """The run's resume point: the model (with its optimizer) to
-    ``checkpoint-<stage>-<epochs>.keras``, then the position to ``state.json`` (with this
-    session's mean epoch time, its longest checkpoint write, and what timed them,
-    ``timed_on``), then the older checkpoint is removed.
+    """The resume point: the model with its optimizer, then ``state.json`` (the position,
+    the stateful ``callbacks``' state, this session's mean epoch and longest write, and
+    what timed them, ``timed_on``), then the older checkpoint removed.
 
-    Written after every epoch while a checkpoint costs at most ``max_cost`` (5%) of an
-    epoch; when it costs more (a large model whose epochs take seconds on a GPU), every k
-    epochs, k the smallest that keeps it within ``max_cost``; always after the stage's last
-    epoch (``epochs``). A resumed run so loses at most k - 1 epochs. With ``every`` it is
-    every ``every`` epochs whatever the cost. ``save_now(epoch)`` writes one out of turn
-    (where the time limit stops the run). ``report()`` says what the checkpoints cost.
-
-    Put it after the callbacks it records: Keras's callbacks reset their state in
-    ``on_train_begin``, so the saved state (``restore``) is put back after them.
+    Written after every epoch while one costs at most ``max_cost`` of an epoch, else every
+    k epochs, the smallest k within it; with ``every``, every ``every`` epochs; always after
+    the stage's last. ``save_now`` writes one out of turn (at a time limit). Put it after
+    the callbacks it records: it puts their saved state (``restore``) back after Keras
+    resets it in ``on_train_begin``.
     """
 
     def __init__(self, folder, stage_index, stage_name, callbacks=(), restore=None, start=None, epochs=None,

@@ -1,11 +1,7 @@
-"""``train(recipe, workdir, data)``: a whole run, stage after stage, in a run folder.
-
-A run folder (``workdir``; its files are named in ``tiny_keras.runs``) holds the recipe,
-the resume point, each stage's history, best weights, snapshots and model, the final model
-and results, the log and the run's provenance. A run started again with the same recipe
-and folder continues from its last checkpointed epoch (``engine.resume``), whatever
-session runs it; a folder holding a different run, or a finished one, is never overwritten
-unless ``overwrite=True``.
+"""``train(recipe, workdir, data)``: a whole run, stage after stage, in its run folder
+(``tiny_keras.runs`` names its files). Started again, a run continues from its last
+checkpointed epoch under any session; a folder holding another run, or a finished one, is
+never overwritten unless ``overwrite=True``.
 """
 import dataclasses
 import json
@@ -54,10 +50,9 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     folder returns its saved results without training again. At ``stop_by`` the run ends at
     a checkpointed epoch and raises ``TimeLimitReached``; the same call continues it.
 
-    Several processes training together (multi-host ``data_parallel`` on JAX: each calls
-    this with the same arguments) share ``workdir``: the chief (process 0) writes it; every
-    other process starts from a copy of it in a temporary folder and writes there.
-    ``workdir`` must be on storage every process reads.
+    Several processes training together (multi-host ``data_parallel``, each making this
+    call) share ``workdir``, on storage all read: the chief (process 0) writes it, the
+    others a copy in a temporary folder.
     """
     recipe = (recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)).validate()
     session = dataclasses.replace(session or Session(), **options).validate()

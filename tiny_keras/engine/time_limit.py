@@ -1,19 +1,12 @@
 """The time limit: a session ends within its duration at a checkpointed epoch, and the
-same command continues the run.
+same command continues the run (exit status :data:`EXIT_TIME_LIMIT`).
 
-``--time-limit DURATION`` (``Session.stop_by``) becomes a :class:`Deadline`. Before a
-stage's first epoch in a session the deadline asks whether that epoch fits, judged by an
-estimate (:meth:`Deadline.check_stage`); after each epoch :class:`TimeLimit` asks whether
-the next one and its checkpoint write fit, judged by this session's own epochs. Where one
-does not, the run stops at a resume point: :class:`TimeLimitReached` is raised, the stop
-goes to ``train.log`` and ``run.json``, and the command's exit status is
-:data:`EXIT_TIME_LIMIT`.
-
-The estimate before a session's first epoch of a stage: the previous session's mean epoch
-and longest checkpoint write of that stage (``state.json``), or for a new stage the stage
-before it's mean epoch scaled by the pixels an epoch of each trains on; each only where it
-was timed on this machine with these settings (``timed_on``). Without one, the epoch starts
-whenever time is left.
+Before a stage's first epoch in a session, :meth:`Deadline.check_stage` asks whether it
+fits, judged by the last session's epochs of the stage, or for a new stage the stage
+before it's scaled by pixels, where timed as this session runs (``timed_on``). After each
+epoch, :class:`TimeLimit` asks whether the next one and a checkpoint write fit, judged by
+this session's epochs. Where one does not, the run stops at a resume point and raises
+:class:`TimeLimitReached`.
 """
 import argparse
 import re
@@ -112,16 +105,11 @@ class Deadline:
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Ends the stage at the end of an epoch after which the next would not finish before
-    ``deadline`` (a time on ``run_checkpoint.clock``), having ``run_checkpoint`` (a
-    ``RunCheckpoint``) write that epoch's resume point; ``stopped_after`` is then the number
-    of epochs done.
-
-    The next epoch is judged from ``run_checkpoint``'s record of this session: the mean of
-    its epochs, and the longest checkpoint write so far. A stage's last epoch always
-    completes its stage, and an epoch where an earlier callback (early stopping) ended the
-    stage is left to it. Put it after ``run_checkpoint``, which has then recorded the epoch.
-    """
+    """Ends the stage after an epoch when the next, at this session's mean epoch plus its
+    longest checkpoint write (``run_checkpoint``'s record), would end after ``deadline``;
+    ``run_checkpoint`` writes that epoch's resume point and ``stopped_after`` is the epochs
+    done. A stage's last epoch, or one early stopping ended, is left alone. Put it after
+    ``run_checkpoint``."""
 
     def __init__(self, deadline, run_checkpoint, epochs):
         super().__init__()
