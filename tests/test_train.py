@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from killed_runs import Interrupt, KillAt
-from tiny_keras import augment, backend, engine, losses, models, provenance, runs, train
+from tiny_keras import augment, backend, losses, models, provenance, runs, train
 from tiny_keras.engine import inputs, precision, resume, strategy, time_limit
 from tiny_keras.engine import log as engine_log
 from tiny_keras.engine import model as engine_model
