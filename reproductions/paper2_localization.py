@@ -3,19 +3,14 @@
 
     python reproductions/paper2_localization.py --data tiny-imagenet-200.zip --workdir runs/paper2_localization
 
-What it trains, what comes from the paper, TensorBox or us, and the flags:
-``tiny_keras/localization/command.py`` (shown by ``--help``).
+The recipe, what comes from the paper, TensorBox or us, and the flags:
+``tiny_keras/recipes/paper2_localization.py`` (shown by ``--help``).
 """
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices held back (0 shows them)
 
-from tiny_keras import localization  # noqa: E402
-
-
-def main(argv=None):
-    return localization.command_line(argv)
-
+from tiny_keras import reproduce  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    reproduce.run_paper("paper2_localization")

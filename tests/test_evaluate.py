@@ -14,7 +14,7 @@ import tensorflow as tf
 from conftest import FIXTURE_WNIDS, REPO
 from tiny_keras import augment, data, evaluate, models, report, train
 from tiny_keras.engine import model as engine_model
-from tiny_keras.engine import stage as engine_stage
+from tiny_keras.engine import task as engine_task
 from tiny_keras.recipe import Recipe, Stage
 
 RNG = np.random.default_rng(0)
@@ -122,7 +122,7 @@ def test_training_and_evaluation_break_top_k_ties_alike():
     identity = keras.Sequential([keras.Input((10,), dtype="float16"), keras.layers.Identity()])
     identity.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=engine_model.make_metrics())
     dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(64)  # 1003 = 15 x 64 + 43
-    from_training = engine_stage.evaluate(identity, dataset)
+    from_training = engine_task.evaluate(identity, dataset)
     from_evaluation = evaluate.metrics(evaluate.softmax(logits), labels)
     assert from_training["val_top1"] == from_evaluation["top1"]
     assert from_training["val_top5"] == from_evaluation["top5"]

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, real_dataset_path, requires_real_data, run_python, run_script
+from killed_runs import Interrupt, KillAt
 from tiny_keras import localization as loc
 from tiny_keras import models, plots
 from tiny_keras.data import DatasetError, TinyImageNet
@@ -241,8 +242,8 @@ def test_localiser_trains_a_step_and_reloads_with_identical_outputs(tmp_path):
     assert clone.count_params() == model.count_params()
 
 
-# Training code `import tiny_keras` must not load: the localiser's run loads it on first use.
-TRAINING_MODULES = {"tiny_keras.localization.training", "tiny_keras.callbacks", "tiny_keras.train",
+# Training code `import tiny_keras` must not load: the localiser's task loads it on first use.
+TRAINING_MODULES = {"tiny_keras.localization.task", "tiny_keras.callbacks", "tiny_keras.train", "tiny_keras.engine.run",
                     "tiny_keras.provenance", "tiny_keras.runs", "tiny_keras.reproduce", "tiny_keras.data"}
 
 IMPORT_CHECK = """
@@ -254,14 +255,14 @@ training = sorted(set(sys.argv[2].split(",")) & set(sys.modules))
 model = keras.models.load_model(sys.argv[1])
 after_load = sorted(set(sys.argv[2].split(",")) & set(sys.modules))
 print(json.dumps({"training": training, "after_load": after_load, "loss": type(model.loss).__name__,
-                  "alpha": model.loss.alpha, "run": localization.run.__module__,
-                  "config": localization.Config().encoder}))
+                  "alpha": model.loss.alpha, "task": localization.Localization.__module__,
+                  "options": localization.OPTIONS["alpha"]}))
 """
 
 
 def test_import_registers_the_localiser_without_its_training_code(tmp_path):
     """A fresh ``import tiny_keras`` loads no training module, yet loads a saved, compiled
-    localiser; ``localization.run`` and ``Config`` are still there (imported on first use)."""
+    localiser; the engine's ``Localization`` task is still there (imported on first use)."""
     model = models.build("paper2_localizer", **models.get_entry("paper2_localizer").small_options)
     model.compile(optimizer="adam", loss=loc.MatchingLoss(alpha=3.0), jit_compile=False)
     model.save(tmp_path / "localizer.keras")
@@ -269,7 +270,7 @@ def test_import_registers_the_localiser_without_its_training_code(tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"training": [], "after_load": [], "loss": "MatchingLoss", "alpha": 3.0,
-                      "run": "tiny_keras.localization.training", "config": "paper2_resnet18"}
+                      "task": "tiny_keras.localization.task", "options": 6.4}
 
 
 def test_localiser_rejects_bad_arguments():
@@ -338,27 +339,36 @@ def test_goldfish_on_the_real_data_is_400_and_100():
             and (held.corners <= 1).all())
 
 
+def small_recipe(**changes):
+    """The goldfish recipe with a small encoder, for runs of a few steps."""
+    from tiny_keras.recipes import paper2_localization
+
+    options = dict(encoder="small", encoder_options={"filters": (8, 8, 16, 16)}, epochs=1, batch_size=8)
+    return paper2_localization.recipe(**{**options, **changes})
+
+
 @pytest.mark.slow
 def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
-    workdir = tmp_path / "loc"
-    out = run_script("paper2_localization.py", "--data", fixture_zip, "--workdir", workdir, "--smoke")
+    out = run_script("paper2_localization.py", "--data", fixture_zip, "--workdir", tmp_path, "--smoke")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    workdir = tmp_path / "goldfish"
     results = json.loads((workdir / "results.json").read_text())
-    assert results["smoke"] is True and results["classes"] == "n01443537"
+    assert results["task"] == "localization" and results["classes"] == "n01443537"
+    assert results["recipe"]["per_class"] == 2 and results["recipe"]["model_options"]["encoder"] == "small"
     assert [r["method"] for r in results["rows"]] == ["ours", "best constant box", "full image"]
     for row in results["rows"]:
         assert 0 <= row["mean_iou"] <= 1 and row["corloc"] in (0.0, 1.0) and row["images"] == 1
     assert results["rows"][2]["box"] == [0.0, 0.0, 1.0, 1.0]
     assert "ours" in out.stdout and "best constant box" in out.stdout and "CorLoc" in out.stdout
     run = json.loads((workdir / "run.json").read_text())
-    assert "paper2_localization.py" in run["sessions"][0]["command"] and run["wall_seconds"] > 0
-    with open(workdir / "history.csv", newline="") as f:  # Keras's CSVLogger, as a classification stage's
+    assert "paper2_localization.py" in run["sessions"][0]["command"] and run["train_seconds"] > 0
+    assert run["sessions"][0]["session"]["jit_compile"] is False  # the matching loss calls scipy
+    with open(workdir / "stages" / "train" / "history.csv", newline="") as f:  # as a classification stage's
         history = list(csv.DictReader(f))
     assert [r["epoch"] for r in history] == ["0"]
-    assert set(history[0]) == {"epoch", "loss", "learning_rate", "val_mean_iou", "val_corloc", "seconds"}
+    assert set(history[0]) == {"epoch", "loss", "learning_rate", "val_loss", "val_mean_iou", "val_corloc"}
     assert 0 <= float(history[0]["val_mean_iou"]) <= 1 and float(history[0]["learning_rate"]) > 0
-    with pytest.raises(FileExistsError, match="--overwrite"):  # a finished run is kept
-        loc.run(loc.Config(), workdir, data=fixture_zip)
+    assert "val_mean_iou" in (workdir / "train.log").read_text()  # the epoch line
     from tiny_keras import published
 
     with pytest.raises(published.PublishError, match="smoke"):
@@ -383,53 +393,99 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
 
 @pytest.mark.slow
 def test_smoke_all_classes_is_one_localiser_held_out_on_the_official_val_boxes(fixture_zip, tmp_path):
-    """``--classes all --smoke``, in-process (a second subprocess would double the cost of the
-    smoke run above): every class's training images, held out the official val set."""
-    script = _load_tool("paper2_localization", folder="reproductions")
-    workdir = tmp_path / "all"
-    results = script.main(["--data", str(fixture_zip), "--workdir", str(workdir), "--classes", "all", "--smoke",
-                           "--verbose", "0"])
+    """``--model all_classes --smoke``, in-process (a second subprocess would double the cost
+    of the smoke run above): every class's training images, held out the official val set."""
+    from tiny_keras import reproduce
+
+    reproduce.run_paper("paper2_localization", ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--model",
+                                                "all_classes", "--smoke", "--verbose", "0"])
+    results = json.loads((tmp_path / "all_classes" / "results.json").read_text())
     classes = len(TinyImageNet(fixture_zip).classes)
     assert results["classes"] == "all" and results["held_out"] == "the official val set" and classes > 1
     assert [r["method"] for r in results["rows"]] == ["ours", "best constant box", "full image"]
     assert all(r["images"] == classes for r in results["rows"])  # --smoke: one val image per class
-    split = json.loads((workdir / "split.json").read_text())
-    assert split["train_files"] == 4 * classes and len(split["held_out_files"]) == classes
+    split = json.loads((tmp_path / "all_classes" / "split.json").read_text())
+    assert split["train_files"] == 2 * classes and len(split["held_out_files"]) == classes
     assert all(name.startswith("val_") for name in split["held_out_files"])
 
 
 def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
-    """The script's bad inputs are ``tiny_keras.reproduce``'s: one line naming --data and exit
-    status 1, the traceback with --debug; a flag below its minimum exits naming the flag."""
-    argv = ["--data", str(tmp_path / "missing.zip"), "--workdir", str(tmp_path / "run"), "--smoke"]
+    """The script's bad inputs are every paper script's (``tiny_keras.reproduce``): one line
+    naming --data and exit status 1, the traceback with --debug; a bad flag exits with 2."""
+    from tiny_keras import reproduce
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["--data", str(empty), "--workdir", str(tmp_path / "run"), "--smoke"]
     with pytest.raises(SystemExit) as exit_info:
-        loc.command_line(argv)
+        reproduce.run_paper("paper2_localization", argv)
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: --data {tmp_path / 'missing.zip'}: no such file or folder") and "\n" not in err
-    with pytest.raises(DatasetError, match="no such file or folder"):
-        loc.command_line([*argv, "--overwrite", "--debug"])
-    with pytest.raises(SystemExit, match="--batch-size must be at least 1. Received: 0"):
-        loc.command_line([*argv[:4], "--batch-size", "0"])
+    assert err.startswith(f"error: --data {empty}") and "\n" not in err
+    with pytest.raises(DatasetError):
+        reproduce.run_paper("paper2_localization", [*argv, "--overwrite", "--debug"])
+    for flags, message in ((["--batch-size", "0"], "--batch-size: expected a whole number of at least 1"),
+                           (["--max-boxes", "0"], "--max-boxes must be at least 1. Received: 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            reproduce.run_paper("paper2_localization", [*argv[:4], *flags])
+        assert exit_info.value.code != 0
+        assert message in capsys.readouterr().err + str(exit_info.value.code)
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(fixture_zip, tmp_path):
+    """On the engine, the localiser resumes as a classifier does: killed in epoch 2, started
+    again, it ends with the weights, history and scores of a run never stopped."""
+    from tiny_keras import engine
+
+    recipe = small_recipe(epochs=3).with_stage_changes(steps_per_epoch=2, batch_size=2)
+    whole = engine.train(recipe, tmp_path / "whole", data=fixture_zip, verbose=0)
+    with pytest.raises(Interrupt):
+        engine.train(recipe, tmp_path / "killed", data=fixture_zip, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+    assert json.loads((tmp_path / "killed" / "state.json").read_text())["epochs_done"] == 1
+    resumed = engine.train(recipe, tmp_path / "killed", data=fixture_zip, verbose=0)
+    for a, b in zip(*(keras.models.load_model(tmp_path / run / "model.keras").get_weights()
+                      for run in ("whole", "killed"))):
+        np.testing.assert_array_equal(a, b)
+    assert resumed["rows"] == whole["rows"] and len(resumed["rows"]) == 3
+    histories = [(tmp_path / run / "stages" / "train" / "history.csv").read_text() for run in ("whole", "killed")]
+    assert histories[0] == histories[1] and len(histories[0].splitlines()) == 4
+    # A run folder of the localiser before it trained on the engine is refused, not resumed.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text("{}")
+    from tiny_keras import runs
+
+    with pytest.raises(runs.RunFolderError, match="written by an older version"):
+        engine.train(recipe, old, data=fixture_zip, verbose=0)
 
 
 def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_path):
-    from tiny_keras import published
+    from tiny_keras import engine, published
 
-    config = loc.Config(encoder="small", encoder_options={"filters": (8, 8, 16, 16)}, epochs=1, batch_size=8)
-    results = loc.run(config, tmp_path / "goldfish", data=fixture_zip, verbose=0)
+    recipe = small_recipe()
+    results = engine.train(recipe, tmp_path / "goldfish", data=fixture_zip, verbose=0)
     target = published.publish(tmp_path / "goldfish", tmp_path / "results")
     assert target == str(tmp_path / "results" / "paper2_localization" / "goldfish")
-    assert sorted(os.listdir(target)) == sorted(published.LOCALIZATION_FILES)  # no weights
+    assert sorted(os.listdir(target)) == sorted([*published.LOCALIZATION_FILES, "stages"])  # no weights
+    assert os.listdir(os.path.join(target, "stages", "train")) == ["history.csv"]
     assert published.read_published(tmp_path / "results") == {}  # not a row of the papers table
     table = published.localization_markdown(tmp_path / "results")
     ours = results["rows"][0]
     assert f"| ours | {100 * ours['mean_iou']:.1f} | {100 * ours['corloc']:.1f} | {100 * ours['ap50']:.1f} |" in table
+    assert "small encoder, 1 epochs" in table
     command = json.loads((tmp_path / "goldfish" / "run.json").read_text())["sessions"][-1]["command"]
     assert "| full image (0.0, 0.0, 1.0, 1.0) | " in table and f"```bash\n{command}\n```" in table
     with pytest.raises(published.PublishError, match="exists"):
         published.publish(tmp_path / "goldfish", tmp_path / "results")
     # Run again over it, the run starts over: its record names only the session that trained it.
-    loc.run(config, tmp_path / "goldfish", data=fixture_zip, verbose=0, overwrite=True)
+    engine.train(recipe, tmp_path / "goldfish", data=fixture_zip, verbose=0, overwrite=True)
     sessions = json.loads((tmp_path / "goldfish" / "run.json").read_text())["sessions"]
     assert len(sessions) == 1
+
+
+def test_published_goldfish_of_an_older_version_still_makes_its_table():
+    from tiny_keras import published
+
+    table = published.localization_markdown(REPO / "results")
+    assert "paper2_localization / goldfish: classes n01443537" in table and "small encoder, 100 epochs" in table
+    assert "| ours | 64.8 | 76.0 | 71.5 | 100 |" in table

@@ -72,7 +72,7 @@ def test_smoke_run_writes_valid_results(paper, fixture_zip, tmp_path):
 
 def test_every_paper_and_study_has_its_recipes_in_the_package():
     """tiny_keras.recipes holds every paper's and study's recipes; each script of
-    reproductions/ (but the localiser's, which has its own engine) is one call that runs them."""
+    reproductions/ is one call that runs them."""
     from tiny_keras import recipes
     from tiny_keras.recipe import Recipe
 
@@ -85,13 +85,13 @@ def test_every_paper_and_study_has_its_recipes_in_the_package():
             assert set(ensemble.members) <= set(module.RECIPES), (name, ensemble.name)
         if name in recipes.PAPERS:
             assert {r.paper for r in module.RECIPES.values()} == {name}
-    scripts = sorted(p.name for p in (REPO / "reproductions").glob("*.py") if p.name != "paper2_localization.py")
+    scripts = sorted(p.name for p in (REPO / "reproductions").glob("*.py"))
     assert sorted(f"{e.script}.py" for e in {**recipes.PAPERS, **recipes.STUDIES}.values()) == scripts
     for script in scripts:
         text = (REPO / "reproductions" / script).read_text()
         assert f'reproduce.run_paper("{recipes.by_script(script)}")' in text and "sys.path" not in text, script
     with pytest.raises(ValueError, match=r"expected a paper \(paper1, paper2, paper3, paper4, paper5\) or a study "
-                                         r"\(paper2_studies, paper5_studies\). Received: name='paper6'"):
+                                         r"\(paper2_studies, paper5_studies, paper2_localization\). Received: name='paper6'"):
         recipes.get("paper6")
     with pytest.raises(ValueError, match="no recipes are run by the script 'paper6.py': expected one of "
                                          "paper1_progressive_resnet.py"):
@@ -108,11 +108,11 @@ def test_module_command_line_names_the_papers(capsys):
         assert exit_info.value.code == status, argv
         out = capsys.readouterr()
         assert "usage: python -m tiny_keras.reproduce {paper1,paper2,paper3,paper4,paper5,paper2_studies," \
-               "paper5_studies} [flags]" in out.out + out.err
+               "paper5_studies,paper2_localization} [flags]" in out.out + out.err
     with pytest.raises(SystemExit):
         reproduce.command_line(["paper6"])
     assert "error: expected a paper or study first, one of paper1, paper2, paper3, paper4, paper5, " \
-           "paper2_studies, paper5_studies. Received: 'paper6'" in capsys.readouterr().err
+           "paper2_studies, paper5_studies, paper2_localization. Received: 'paper6'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # the paper's own parser: paper 5's flags, its runs
         reproduce.command_line(["paper5", "--model", "cnn8_b", "--pool-strides", "3"])
     assert exit_info.value.code == 2 and "--pool-strides: invalid choice: 3" in capsys.readouterr().err

@@ -54,11 +54,25 @@ def test_step_decay_tables():
     assert [tenth(e * 7) for e in (0, 9, 10, 20, 29)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
 
 
+def test_cosine_table_and_keras_cosine_decay():
+    # paper 2's localiser: Adam 1e-3 decayed to 0 over the stage, 100 epochs of 13 steps.
+    fn = schedules.make_schedule({"name": "cosine"}, 1e-3, steps_per_epoch=13, epochs=100)
+    table = [(0, 1e-3), (325, 1e-3 * (1 + math.sqrt(0.5)) / 2), (650, 5e-4), (975, 1e-3 * (1 - math.sqrt(0.5)) / 2),
+             (1300, 0.0), (1400, 0.0)]
+    for step, expected in table:
+        assert fn(step) == pytest.approx(expected, rel=1e-12, abs=1e-18)
+    keras_cosine = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=1300)
+    for step in (0, 1, 99, 650, 1299, 1300, 2000):
+        assert fn(step) == pytest.approx(float(keras.ops.convert_to_numpy(keras_cosine(step))), rel=1e-5, abs=1e-10)
+    with pytest.raises(ValueError, match="needs decay_steps, or the stage's epochs"):
+        schedules.make_schedule({"name": "cosine"}, 0.1, 10)
+
+
 def test_bad_schedule_arguments():
     with pytest.raises(ValueError, match="mode must be one of"):
         schedules.cyclic(0, **CLR, mode="sine")
     with pytest.raises(ValueError, match="unknown schedule"):
-        schedules.make_schedule({"name": "cosine"}, 0.1, 10)
+        schedules.make_schedule({"name": "linear"}, 0.1, 10)
     assert schedules.make_schedule(None, 0.1, 10) is None
 
 
@@ -71,6 +85,7 @@ SPECS = [
     ({"name": "step", "every_epochs": 20, "factor": 0.5}, 1e-3, 781),
     ({"name": "step", "every_epochs": 10, "factor": 0.1}, 1e-3, 1000),
     ({"name": "constant"}, 0.01, 100),
+    ({"name": "cosine", "decay_steps": 15620}, 1e-3, 781),
 ]
 
 

@@ -543,10 +543,13 @@ def _plot_localization_run(path, data, samples, title, size, progress):
     if not os.path.isfile(os.path.join(path, runs.SPLIT)):
         raise PlotError(f"{path}: not a localisation run (no {runs.SPLIT}); the boxes plot takes a folder written "
                         "by reproductions/paper2_localization.py")
-    held_out, config = localization.held_out_split(path, data)
+    try:
+        held_out, options = localization.held_out_split(path, data)
+    except ValueError as error:  # a folder an older version wrote, or data that is not the run's
+        raise PlotError(str(error)) from None
     model = load_model(os.path.join(path, runs.MODEL))
     corners, scores = localization.decode(model.predict(held_out.images.astype(np.float32), verbose=0))
-    return plot_boxes(held_out.images, held_out.corners, corners, scores, config.confidence_threshold,
+    return plot_boxes(held_out.images, held_out.corners, corners, scores, options["confidence_threshold"],
                       samples=16 if samples is None else samples, title=title, size=size)
 
 

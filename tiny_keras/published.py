@@ -23,7 +23,7 @@ from tiny_keras import files, provenance, runs
 
 RECORD_FILES = (runs.RESULTS, runs.RECIPE, runs.RUN_INFO)
 NOTE = "note.md"  # optional: what a gap to the paper's figure comes from
-LOCALIZATION_FILES = (runs.RESULTS, runs.CONFIG, runs.SPLIT, runs.RUN_INFO, runs.HISTORY)
+LOCALIZATION_FILES = (*RECORD_FILES, runs.SPLIT)  # and the stages' history.csv
 # The estimate for rows not yet run, on one H100-class GPU: training FLOPs (3 x forward) at a
 # sustained 100 TFLOP/s, but no faster than 5,000 images/s, a conservative allowance for what
 # bounds small models there instead of FLOPs (per-step dispatch at the recipes' batches of
@@ -103,12 +103,14 @@ def _publish_localization(run_folder, results_dir, paper, run, overwrite, note):
         raise PublishError(f"{run_folder}: not a finished localisation run (no {', '.join(missing)}); "
                            "only finished runs are published")
     results = files.read_json(os.path.join(run_folder, runs.RESULTS))
-    subset = {k: results["config"].get(k) for k in ("per_class", "val_per_class") if results["config"].get(k)}
-    if results.get("smoke") or subset:
+    recipe = results["recipe"]
+    subset = {k: recipe.get(k) for k in ("per_class", "val_per_class") if recipe.get(k)}
+    if subset:
         raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'smoke'}) is not a measured result; "
                            "publish a full run")
+    histories = [os.path.join(runs.stage_folder("", stage["name"]), runs.HISTORY) for stage in recipe["stages"]]
     target = os.path.join(results_dir, paper or f"{results['paper']}_localization", run or os.path.basename(run_folder))
-    return _copy_record(run_folder, target, LOCALIZATION_FILES, overwrite, note)
+    return _copy_record(run_folder, target, list(LOCALIZATION_FILES) + histories, overwrite, note)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -169,8 +171,10 @@ def localization_markdown(results_dir, link_prefix=""):
         record = files.read_json(os.path.join(folder, runs.RUN_INFO))
         session = record["sessions"][-1]
         commits = commits_of(record, short=True)
+        # the encoder: in the recipe, or in the config.json of a run an older version trained
+        encoder = (results.get("recipe") or {}).get("model_options", results.get("config", {}))["encoder"]
         lines = [f"{paper} / {run}: classes {results['classes']}, held out {results['held_out']}; "
-                 f"{results['config']['encoder']} encoder, {results['epochs']} epochs.",
+                 f"{encoder} encoder, {results['epochs']} epochs.",
                  "",
                  "| method | mean IoU | CorLoc | AP@0.5 | images |",
                  "| --- | --- | --- | --- | --- |"]
@@ -182,8 +186,9 @@ def localization_markdown(results_dir, link_prefix=""):
         date = (record.get("finished") or session["started"])[:10]
         lines += ["", f"Measured on {machine_of(record)}, {date}, "
                       f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}: "
-                      f"{_hours(results['train_seconds'] / 3600.0)} of training, "
-                      f"{_hours(results['wall_seconds'] / 3600.0)} in all ([record]({link_prefix}{link})).",
+                      f"{_hours(results['train_seconds'] / 3600.0)} of training"
+                      + (f", {_hours(results['wall_seconds'] / 3600.0)} in all" if "wall_seconds" in results else "")
+                      + f" ([record]({link_prefix}{link})).",
                   "", "```bash", session["command"], "```"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "No localisation run is published yet."

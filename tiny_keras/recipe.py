@@ -24,6 +24,7 @@ from typing import Optional
 from tiny_keras import models
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
+TASKS = ("classification", "localization")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Fields of recipes written before ``engine.Session`` held them: read and dropped.
 SESSION_FIELDS = ("jit_compile", "steps_per_execution", "checkpoint_every", "strategy", "run_eagerly", "tensorboard",
@@ -115,6 +116,9 @@ class Recipe:
         the run first starts, for the machine it starts on (``engine.precision``), and kept
         wherever the run continues.
       paper_results: the paper's val top-1 (percent) per stage name, printed beside ours.
+      task: what the model learns: "classification" (images to class logits) or
+        "localization" (images to boxes; ``tiny_keras.localization.task``).
+      task_options: the task's own settings (the localiser's loss and held-out split).
     """
 
     paper: str
@@ -131,6 +135,8 @@ class Recipe:
     val_per_class: Optional[int] = None
     precision: str = "auto"
     paper_results: dict = dataclasses.field(default_factory=dict)
+    task: str = "classification"
+    task_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
@@ -144,6 +150,8 @@ class Recipe:
             raise ValueError(f"recipe for {self.model}: stage names must be unique. Received: {names=}")
         for stage in self.stages:
             stage.validate()
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}. Received: {self.task=}")
         if self.precision not in PRECISIONS + ("auto",):
             raise ValueError(f"precision must be one of {PRECISIONS + ('auto',)}. Received: {self.precision=}")
         return self

@@ -291,6 +291,7 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
 def _run(paper, recipes, ensembles, workdir, args, session):
     # the engine brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
     from tiny_keras import engine
+    from tiny_keras.engine import task as engine_task
     from tiny_keras.engine.strategy import processes
 
     rows = []
@@ -309,12 +310,13 @@ def _run(paper, recipes, ensembles, workdir, args, session):
             rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
     results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
-    table = engine.format_table(rows)
+    task = engine_task.get(next(iter(recipes.values())))
+    table = task.format_table(rows)
     if not chief:
         print(f"\n{paper}: trained as process {processes()[1]}; the chief (process 0) writes the results")
         return results
     path = runs.write_results(workdir, results, table)
-    print(f"\n{paper} results (val accuracy, percent; the paper's figure beside ours)\n{table}")
+    print(f"\n{paper} results ({task.title})\n{table}")
     print(f"\nwrote {path}")
     return results
 

@@ -23,11 +23,12 @@ What a run folder holds::
     run.json               RUN_INFO: where the run came from: each session's command, date,
                            commit, backend, library versions and machine; the training time
 
-A localisation run (``tiny_keras.localization.run``) writes its own folder: results.json,
-results.txt, model.keras and run.json as above, history.csv at its top (one stage), and::
+A localisation run (``Recipe(task="localization")``) adds::
 
-    config.json            CONFIG: the run's ``localization.Config``
-    split.json             SPLIT: the held-out images (their files) it was evaluated on
+    split.json             SPLIT: the held-out images (their files) it is evaluated on
+
+Older versions trained the localiser outside the engine: their folders hold
+``config.json`` (CONFIG) and ``history.csv`` at the top, and are refused, not resumed.
 
 A reproduction workdir (``tiny_keras.reproduce``) holds one run folder per model and a
 ``results.json`` (RESULTS) naming them under ``recipe``, with a table beside it
@@ -65,9 +66,9 @@ CHECKPOINT_PREFIX = "checkpoint-"
 SNAPSHOT_PREFIX = "snapshot-"
 SAVED_MODEL = "saved_model.pb"  # the file that makes a folder a SavedModel
 
-# A localisation run's own records (tiny_keras.localization)
-CONFIG = "config.json"
+# A localisation run's held-out images; and the settings of one written by an older version
 SPLIT = "split.json"
+CONFIG = "config.json"
 
 
 class RunFolderError(RuntimeError):
@@ -327,7 +328,12 @@ def prepare_folder(workdir, recipe, overwrite):
     recipe_path = os.path.join(workdir, RECIPE)
     saved = saved_recipe(workdir)
     ours = json.loads(recipe.to_json())
-    if saved is not None and overwrite:
+    older = saved is None and os.path.exists(os.path.join(workdir, CONFIG))
+    if older and not overwrite:
+        raise RunFolderError(f"{workdir} holds a localisation run written by an older version (its {CONFIG}, "
+                             "which trained outside the engine and cannot resume); choose another workdir or pass "
+                             "overwrite=True (--overwrite) to replace it")
+    if (saved is not None or older) and overwrite:
         for name in os.listdir(workdir):
             path = os.path.join(workdir, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)

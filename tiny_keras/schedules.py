@@ -16,6 +16,9 @@ batch, and a checkpoint (which holds that counter) resumes it exactly.
   rate 0.9, decay_steps = steps per epoch).
 - :func:`step_decay` — ``lr0 * factor ** floor(epoch / every)`` (paper 3: halved every
   20 epochs; paper 5: divided by 10 every 10 epochs).
+- :func:`cosine` — ``lr0 * (1 + cos(pi * step / decay_steps)) / 2``, to 0 at the end of
+  the stage (``decay_steps``: its epochs times its steps; Keras's ``CosineDecay``). Paper
+  2's localiser.
 - :func:`constant`.
 """
 import math
@@ -62,10 +65,20 @@ def step_decay(step, lr, steps_per_epoch, every_epochs, factor):
     return lr * factor ** (epoch // every_epochs)
 
 
+def cosine(step, lr, decay_steps):
+    """``lr * (1 + cos(pi * step / decay_steps)) / 2``, held at 0 after ``decay_steps``."""
+    if decay_steps <= 0:
+        raise ValueError(f"decay_steps must be positive. Received: {decay_steps=}")
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+
+
+NAMES = ("constant", "cosine", "cyclic", "exponential", "step")
+
+
 def check_spec(spec):
     name = dict(spec).get("name")
-    if name not in ("constant", "cyclic", "exponential", "step"):
-        raise ValueError(f"unknown schedule; expected constant, cyclic, exponential or step. Received: {name=}")
+    if name not in NAMES:
+        raise ValueError(f"unknown schedule; expected one of {', '.join(NAMES)}. Received: {name=}")
     if name == "cyclic":
         if spec.get("mode", "triangular") not in CYCLIC_MODES:
             raise ValueError(f"mode must be one of {CYCLIC_MODES}. Received: mode={spec.get('mode')!r}")
@@ -73,7 +86,7 @@ def check_spec(spec):
             raise ValueError(f"step_size must be positive. Received: step_size={spec['step_size']}")
     if name == "step" and spec["every_epochs"] <= 0:
         raise ValueError(f"every_epochs must be positive. Received: every_epochs={spec['every_epochs']}")
-    if name == "exponential" and spec.get("decay_steps", 1) <= 0:
+    if name in ("exponential", "cosine") and spec.get("decay_steps", 1) <= 0:
         raise ValueError(f"decay_steps must be positive. Received: decay_steps={spec['decay_steps']}")
 
 
@@ -86,11 +99,12 @@ class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
     within 2e-6 relative), from the optimizer's step (0 for the first update).
     """
 
-    def __init__(self, spec, initial_learning_rate, steps_per_epoch):
+    def __init__(self, spec, initial_learning_rate, steps_per_epoch, epochs=None):
         self.spec = dict(spec)
         check_spec(self.spec)
         self.initial_learning_rate = float(initial_learning_rate)
         self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = epochs
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -106,6 +120,9 @@ class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if name == "step":
             epoch = ops.floor(step / float(self.steps_per_epoch))
             return lr * ops.power(float(spec["factor"]), ops.floor(epoch / float(spec["every_epochs"])))
+        if name == "cosine":
+            decay_steps = float(_cosine_steps(spec, self.steps_per_epoch, self.epochs))
+            return lr * 0.5 * (1.0 + ops.cos(math.pi * ops.minimum(step, decay_steps) / decay_steps))
         base, top, size = float(spec["base_lr"]), float(spec["max_lr"]), float(spec["step_size"])
         cycle = ops.floor(1.0 + step / (2.0 * size))
         # |step / size - 2 cycle + 1| from the (exact) position within the cycle.
@@ -121,10 +138,19 @@ class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"spec": self.spec, "initial_learning_rate": self.initial_learning_rate,
-                "steps_per_epoch": self.steps_per_epoch}
+                "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs}
 
 
-def make_schedule(spec, lr, steps_per_epoch):
+def _cosine_steps(spec, steps_per_epoch, epochs):
+    """A cosine schedule's ``decay_steps``: the spec's, else the stage's steps."""
+    if spec.get("decay_steps"):
+        return spec["decay_steps"]
+    if not epochs:
+        raise ValueError("a cosine schedule needs decay_steps, or the stage's epochs to decay over")
+    return epochs * steps_per_epoch
+
+
+def make_schedule(spec, lr, steps_per_epoch, epochs=None):
     """A ``step -> lr`` function from a recipe's schedule dict, or ``None`` for no schedule.
 
     ``spec`` examples (``lr`` is the optimizer's initial learning rate)::
@@ -132,6 +158,7 @@ def make_schedule(spec, lr, steps_per_epoch):
         {"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size": 782, "mode": "triangular"}
         {"name": "exponential", "rate": 0.9}                  # decay_steps = one epoch
         {"name": "step", "every_epochs": 20, "factor": 0.5}
+        {"name": "cosine"}                                    # to 0 over the stage's ``epochs``
         {"name": "constant"}
     """
     if not spec:
@@ -148,4 +175,5 @@ def make_schedule(spec, lr, steps_per_epoch):
         return lambda step: exponential(step, lr, **spec)
     if name == "step":
         return lambda step: step_decay(step, lr, steps_per_epoch, **spec)
-    raise ValueError(f"unknown schedule; expected constant, cyclic, exponential or step. Received: {name=}")
+    decay_steps = _cosine_steps(spec, steps_per_epoch, epochs)
+    return lambda step: cosine(step, lr, decay_steps)

@@ -64,14 +64,18 @@ def format_duration(seconds):
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
+PERCENT_METRICS = ("top1", "top5", "mean_iou", "corloc")  # fractions shown as percent in the epoch lines
+
+
 def format_epoch(stage, number, epochs, logs, images_per_second, seconds):
     """``stage 'train' epoch 3/15: loss 4.2423 top1 10.90% ... | lr 0.001 | 2,041 images/s | 190 s``."""
     def metric(name):
         value = float(logs[name])
-        return f"{name} {100 * value:.2f}%" if name.endswith(("top1", "top5")) else f"{name} {value:.4f}"
+        return f"{name} {100 * value:.2f}%" if name.endswith(PERCENT_METRICS) else f"{name} {value:.4f}"
 
     train = [metric(k) for k in ("loss", "top1", "top5") if k in logs]
     val = [metric(k) for k in ("val_loss", "val_top1", "val_top5") if k in logs]
+    val += [metric(k) for k in logs if k.startswith("val_") and k not in ("val_loss", "val_top1", "val_top5")]
     lr = f" | lr {float(logs['learning_rate']):.3g}" if "learning_rate" in logs else ""
     return (f"stage '{stage}' epoch {number}/{epochs}: {' '.join(train)}" + (f" | {' '.join(val)}" if val else "")
             + f"{lr} | {images_per_second:,.0f} images/s | {seconds:.0f} s")

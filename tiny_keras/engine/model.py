@@ -41,7 +41,7 @@ def stage_schedule(stage, steps_per_epoch):
     """The stage's learning-rate schedule as a ``schedules.StageSchedule``, or None."""
     if not stage.schedule:
         return None
-    return schedules.StageSchedule(stage.schedule, stage.optimizer["learning_rate"], steps_per_epoch)
+    return schedules.StageSchedule(stage.schedule, stage.optimizer["learning_rate"], steps_per_epoch, stage.epochs)
 
 
 def stage_seed(recipe, index):
@@ -118,7 +118,7 @@ def recompile_resumed(model, stage, session, steps_per_execution):
     model.run_eagerly = session.run_eagerly
     model.jit_compile = bool(session.jit_compile)
     model.steps_per_execution = steps_per_execution
-    set_weight_decay(model.network, stage.weight_decay)
+    set_weight_decay(getattr(model, "network", model), stage.weight_decay)
     return model
 
 
@@ -140,10 +140,10 @@ class BatchTooLarge(ValueError):
 
 def activation_bytes(model, batch_size):
     """A lower bound of a train step's memory for ``batch_size`` images: every layer's
-    output in the backbone and the head (``model.network``; where its shape is known:
+    output in the backbone and the head (``model.network``, else the model; where its shape is known:
     fixed-size networks), kept for the backward pass and matched by its gradient, in float32."""
     elements = 0
-    for layer in model.network._flatten_layers(include_self=False, recursive=True):
+    for layer in getattr(model, "network", model)._flatten_layers(include_self=False, recursive=True):
         try:
             outputs = keras.tree.flatten(layer.output)
         except (AttributeError, ValueError):  # a layer called more than once, or never

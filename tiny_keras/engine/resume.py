@@ -5,6 +5,7 @@ current stage and ``checkpoint-*.keras`` the model with its optimizer there. Eac
 written atomically, ``state.json`` last, so a run killed at any point continues from the
 epoch it names: same stage, schedule position and stream of batches.
 """
+import collections
 import dataclasses
 import math
 import os
@@ -35,12 +36,16 @@ def callback_state(callbacks):
 
 
 def restore_callback_state(callbacks, state):
-    for i, cb in enumerate(callbacks):
-        saved = state.get(f"{i}:{type(cb).__name__}")
-        if saved:
-            for attr, value in saved.items():
-                if value is not None:
-                    setattr(cb, attr, value)
+    """Give each callback its saved state, matched by class and by order among the callbacks
+    of its class: a callback added or moved elsewhere in the list shifts none of them."""
+    saved = collections.defaultdict(list)
+    for key in sorted(state, key=lambda k: int(k.split(":", 1)[0])):
+        saved[key.split(":", 1)[1]].append(state[key])
+    for cb in callbacks:
+        values = saved[type(cb).__name__]
+        for attr, value in (values.pop(0) if values else {}).items():
+            if value is not None:
+                setattr(cb, attr, value)
 
 
 @dataclasses.dataclass

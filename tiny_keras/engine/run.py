@@ -11,7 +11,7 @@ from typing import Optional
 import keras
 
 from tiny_keras import backend, files, provenance, runs
-from tiny_keras.engine import inputs, log, precision
+from tiny_keras.engine import log, precision, task as task_lib
 from tiny_keras.engine.resume import Position, read_position
 from tiny_keras.engine.session import Session
 from tiny_keras.engine.stage import run_stage
@@ -25,6 +25,7 @@ class Run:
     """What the stages of a run share in a session."""
 
     recipe: Recipe
+    task: object  # ``engine.task``: what the model learns
     session: Session
     workdir: str
     train_split: object
@@ -65,12 +66,14 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     started = None if overwrite else (runs.saved_recipe(workdir) or {}).get("precision")
     capability = backend.gpu_compute_capability()
     settled, why = precision.settle(recipe.precision, started, capability, backend.cpu_flags())
-    recipe, session = recipe.replace(precision=settled), session.resolve(capability)
+    recipe = recipe.replace(precision=settled)
+    task = task_lib.get(recipe)
+    session = task.check_session(session.resolve(capability))
     runs.prepare_folder(workdir, recipe, overwrite)
     finished = files.read_json(os.path.join(workdir, runs.RESULTS), None)
     if finished is not None:
         with log.run_log(None, session.verbose):
-            log.info(f"{workdir}: this run is finished; its results:\n{log.format_table(finished['runs'])}")
+            log.info(f"{workdir}: this run is finished; its results:\n{task.format_table(finished['runs'])}")
         return finished
     with log.run_log(os.path.join(workdir, runs.LOG), session.verbose):
         provenance.record_session(workdir, precision={"policy": settled, "reason": why}, session=session.record())
@@ -82,15 +85,15 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
         policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(settled)
         try:
-            return _train(recipe, session, workdir, data, deadline, extra_callbacks)
+            return _train(recipe, task, session, workdir, data, deadline, extra_callbacks)
         finally:  # the global dtype policy is the caller's again
             keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(recipe, session, workdir, data, deadline, extra_callbacks):
+def _train(recipe, task, session, workdir, data, deadline, extra_callbacks):
     strategy = make_strategy(session.strategy)
-    train_split, val_split = inputs.load_splits(recipe, data, progress=session.verbose == 1)
-    run = Run(recipe, session, workdir, train_split, val_split, strategy, read_position(workdir), deadline,
+    train_split, val_split = task.load_splits(data, workdir, progress=session.verbose == 1)
+    run = Run(recipe, task, session, workdir, train_split, val_split, strategy, read_position(workdir), deadline,
               tuple(extra_callbacks), timed_on(session))
     model = None
     with strategy.scope():
@@ -109,8 +112,8 @@ def _finish_run(run):
     """The run's results: ``results.json``, the final model (the last stage's), the
     training time in ``run.json``; its resume point removed."""
     workdir, recipe = run.workdir, run.recipe
-    final = dict(paper=recipe.paper, model=recipe.model, runs=run.position.progress["runs"],
-                 recipe=json.loads(recipe.to_json()))
+    final = run.task.results(run, dict(paper=recipe.paper, model=recipe.model, runs=run.position.progress["runs"],
+                                       recipe=json.loads(recipe.to_json())))
     files.copy(os.path.join(runs.stage_folder(workdir, recipe.stages[-1].name), runs.MODEL),
                os.path.join(workdir, runs.MODEL))
     files.write_json(final, os.path.join(workdir, runs.RESULTS))
@@ -118,5 +121,5 @@ def _finish_run(run):
     if os.path.exists(os.path.join(workdir, runs.STATE)):
         os.remove(os.path.join(workdir, runs.STATE))
     runs.remove_checkpoints(workdir)
-    log.info(log.format_table(final["runs"]))
+    log.info(run.task.format_table(final["runs"]))
     return final

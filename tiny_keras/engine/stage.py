@@ -4,13 +4,11 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from tiny_keras import backend, files, runs
 from tiny_keras import callbacks as cbs
-from tiny_keras.engine import inputs, log, resume, time_limit
-from tiny_keras.engine.model import (available_memory, check_batch_fits, compile_model, recompile_resumed,
-                                     stage_model, stage_schedule, stage_seed)
+from tiny_keras.engine import log, resume, time_limit
+from tiny_keras.engine.model import available_memory, check_batch_fits, recompile_resumed, stage_schedule, stage_seed
 from tiny_keras.engine.session import describe_speed, stage_steps_per_execution
 
 
@@ -30,9 +28,9 @@ def run_stage(run, index, model):
     # The model augments on the device (its augmenter's seed generator is saved with every
     # checkpoint); the host stream is the shuffled uint8 images, skipped to where a resumed
     # run stopped.
-    train_ds = inputs.train_input(run.strategy, run.train_split, stage.batch_size, stage_seed(run.recipe, index),
-                                  skip_batches=initial_epoch * steps)
-    val_ds = inputs.eval_input(run.val_split, stage.batch_size, run.strategy)
+    train_ds = run.task.train_input(run.strategy, run.train_split, stage.batch_size, stage_seed(run.recipe, index),
+                                    skip_batches=initial_epoch * steps)
+    val_ds = run.task.eval_input(run.val_split, stage.batch_size, run.strategy)
     callbacks, best, checkpoint, limit = _callbacks(run, stage, index, steps, initial_epoch, point, start)
     log.info(f"Stage {index + 1}/{len(run.recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} steps, "
              f"batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else "")
@@ -54,9 +52,8 @@ def _start(run, stage, index, model, point, steps, per_execution):
     """``(model, epochs done, start time)``: a new stage's model, compiled; or, where the run
     stopped inside this stage (``point``), its checkpoint's, with its optimizer."""
     if point is None:
-        model = stage_model(run.recipe, stage, index, model,
-                            None if model is not None else np.asarray(run.train_split.images))
-        compile_model(model, run.recipe, stage, steps, run.session, per_execution)
+        model = run.task.stage_model(stage, index, model, run.train_split)
+        run.task.compile(model, stage, steps, run.session, per_execution)
         return model, 0, time.perf_counter()
     model = keras.models.load_model(os.path.join(run.workdir, point["checkpoint"]))
     recompile_resumed(model, stage, run.session, per_execution)
@@ -70,14 +67,15 @@ def _callbacks(run, stage, index, steps, initial_epoch, point, start):
     folder, session = runs.stage_folder(run.workdir, stage.name), run.session
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
     # its step); the logger reports the rate of each epoch's last step.
-    callbacks = [cbs.LearningRateLogger(stage_schedule(stage, steps)),
+    callbacks = run.task.callbacks(run, folder) + [
+                 cbs.LearningRateLogger(stage_schedule(stage, steps)),
                  log.EpochLog(stage.name, stage.epochs, steps * stage.batch_size, steps_per_epoch=steps,
                               progress_seconds=log.PROGRESS_SECONDS)]
     if stage.reduce_lr_on_plateau:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(**stage.early_stopping))
-    best = cbs.BestCheckpoint(os.path.join(folder, runs.BEST_WEIGHTS), monitor="val_top1", mode="max")
+    best = cbs.BestCheckpoint(os.path.join(folder, runs.BEST_WEIGHTS), monitor=run.task.monitor, mode="max")
     callbacks.append(best)
     if stage.snapshot_every_epochs or stage.snapshot_every_steps:
         callbacks.append(cbs.Snapshots(os.path.join(folder, runs.SNAPSHOTS), stage.snapshot_every_epochs,
@@ -87,9 +85,6 @@ def _callbacks(run, stage, index, steps, initial_epoch, point, start):
     if session.tensorboard and tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.workdir, runs.TENSORBOARD, stage.name),
                                                      histogram_freq=session.tensorboard_histograms))
-    if session.activation_samples:
-        callbacks.append(cbs.ActivationPercentiles(np.asarray(run.val_split.images[:session.activation_samples]),
-                                                   os.path.join(folder, runs.ACTIVATIONS)))
     every = None if session.checkpoint_every == "auto" else session.checkpoint_every
     checkpoint = resume.RunCheckpoint(run.workdir, index, stage.name, callbacks=callbacks, start=start,
                                       restore=(point or {}).get("callbacks"), epochs=stage.epochs, every=every,
@@ -110,10 +105,9 @@ def _finish(run, stage, model, history, val_ds, best, checkpoint, point, start):
     if stage.restore_best and os.path.exists(best.filepath):
         model.load_weights(best.filepath)
     last_weights = history is not None and not stage.restore_best and not stage.early_stopping
-    if last_weights and epochs == stage.epochs:  # the last epoch's validation measured these very weights
-        scores = val_scores({k: v[-1] for k, v in history.history.items()}, prefix="val_")
-    else:
-        scores = evaluate(model, val_ds)
+    # Where the last epoch's validation measured these very weights, its logs are the scores.
+    logs = {k: v[-1] for k, v in history.history.items()} if last_weights and epochs == stage.epochs else None
+    scores = run.task.scores(model, run, val_ds, logs)
     row = dict(model=run.recipe.model, stage=stage.name, epochs=epochs, image_size=stage.image_size, **scores,
                paper_val_top1=run.recipe.paper_results.get(stage.name), seconds=round(time.perf_counter() - start, 1),
                # An estimate for the next stage where all its epochs were timed as this session's.
@@ -127,18 +121,7 @@ def _finish(run, stage, model, history, val_ds, best, checkpoint, point, start):
         log.epoch(f"Stage '{stage.name}': {checkpoint.report()}")
     run.position.progress["runs"].append(row)
     files.write_json(run.position.progress, os.path.join(run.workdir, runs.PROGRESS))
-    log.info(f"Stage '{stage.name}': val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%")
-
-
-def val_scores(logs, prefix=""):
-    """``{"val_loss", "val_top1", "val_top5"}`` (accuracies in percent) from Keras logs."""
-    return {"val_loss": float(logs[prefix + "loss"]), "val_top1": 100.0 * float(logs[prefix + "top1"]),
-            "val_top5": 100.0 * float(logs[prefix + "top5"])}
-
-
-def evaluate(model, dataset):
-    """:func:`val_scores` of ``model`` on ``dataset``."""
-    return val_scores(model.evaluate(dataset, return_dict=True, verbose=0))
+    log.info(f"Stage '{stage.name}': {run.task.summary(row)}")
 
 
 def tensorboard_available():

@@ -1,5 +1,5 @@
 """Object localisation (paper2 sections 3.5 and 4.8): boxes, augmentation that moves them,
-TensorBox's matching loss, the detection metrics, the baselines, and the training run.
+TensorBox's matching loss, the detection metrics, the baselines, and the engine's task.
 
 The model is ``tiny_keras.models.build("paper2_localizer")`` (``models/localizer.py``):
 images to ``[batch, max_boxes, 5]`` detections, ``(cx, cy, w, h, confidence logit)`` per
@@ -15,14 +15,13 @@ One module a concern; every public name is here as well (``localization.run``,
   and paper2's Eq. 1 on it (``MatchingLoss``).
 - :mod:`~tiny_keras.localization.metrics`: mean IoU of the most confident box, CorLoc,
   AP at IoU 0.5 (``evaluate_boxes``), and the baselines a localiser has to beat.
-- :mod:`~tiny_keras.localization.training`: the images with their boxes (``load_boxes``), the
-  input pipeline, the run (``Config``, ``run``) and its held-out images (``held_out_split``).
-- :mod:`~tiny_keras.localization.command`: the command line of
-  ``reproductions/paper2_localization.py`` (``command_line``); its docstring is the script's help.
+- :mod:`~tiny_keras.localization.task`: the localiser as a ``tiny_keras.engine`` task
+  (``Localization``): the images with their boxes (``load_boxes``), the input pipeline,
+  the held-out scores, and a run's held-out images (``held_out_split``). Its recipe is
+  ``tiny_keras.recipes.paper2_localization``.
 
-``import tiny_keras`` imports the first three (they register ``MatchingLoss``); the last two,
-which bring the callbacks and the run folder's records, load on first use of one of their
-names (``localization.run`` ...).
+``import tiny_keras`` imports the first three (they register ``MatchingLoss``); the task,
+which brings the engine, loads on first use of one of its names (``localization.load_boxes`` ...).
 """
 import importlib
 
@@ -36,17 +35,16 @@ from tiny_keras.localization.metrics import (
     metrics_row, top_box_ious)
 
 # name -> the submodule that defines it, imported on first use (PEP 562)
-_LAZY = {**dict.fromkeys(("GOLDFISH", "BoxSplit", "Config", "build_model", "held_out_split", "load_boxes",
-                          "make_dataset", "run"), "training"),
-         "command_line": "command"}
-_SUBMODULES = ("command", "training")
+_LAZY = dict.fromkeys(("GOLDFISH", "OPTIONS", "BoxSplit", "HeldOutBoxes", "Localization", "held_out_split",
+                       "load_boxes", "make_dataset"), "task")
+_SUBMODULES = ("task",)
 
 __all__ = [
-    "BoxAugment", "BoxSplit", "Config", "DISTANCE_SCALE", "FULL_IMAGE", "GOLDFISH", "IMAGE_SIZE", "MATCH_IOU",
-    "MatchingLoss", "NO_OVERLAP_COST", "average_precision", "baselines", "best_constant_box", "build_model",
-    "command_line", "constant_predictions", "corners_to_cxcywh", "corners_to_pixels", "cxcywh_to_corners", "decode",
+    "BoxAugment", "BoxSplit", "DISTANCE_SCALE", "FULL_IMAGE", "GOLDFISH", "HeldOutBoxes", "IMAGE_SIZE", "Localization",
+    "MATCH_IOU", "MatchingLoss", "NO_OVERLAP_COST", "OPTIONS", "average_precision", "baselines", "best_constant_box",
+    "constant_predictions", "corners_to_cxcywh", "corners_to_pixels", "cxcywh_to_corners", "decode",
     "evaluate_boxes", "format_table", "held_out_split", "iou", "load_boxes", "make_dataset", "match", "match_batch",
-    "metrics_row", "pixel_to_corners", "run", "top_box_ious", "transform", "transform_boxes", "transform_images",
+    "metrics_row", "pixel_to_corners", "top_box_ious", "transform", "transform_boxes", "transform_images",
 ]
 
 

@@ -35,6 +35,8 @@ STUDIES = {
                             "paper2_studies"),
     "paper5_studies": Entry("paper5_studies", "paper 5's L2 weight decay with and without dropout",
                             "paper5_studies"),
+    "paper2_localization": Entry("paper2_localization", "paper 2's object localiser (section 4.8)",
+                                 "paper2_localization"),
 }
 
 

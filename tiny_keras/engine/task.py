@@ -1,0 +1,91 @@
+"""What a run's model learns, as the engine sees it: its splits, model, loss, inputs and
+scores. The engine trains any task the same way (stages, checkpoints, resume, the time
+limit); a task differs only by these methods.
+
+:class:`Classification` is the papers' classifiers; ``tiny_keras.localization.task``'s
+``Localization`` is paper 2's localiser. :func:`get` gives a recipe's (``Recipe.task``).
+"""
+import importlib
+import os
+
+import numpy as np
+
+from tiny_keras import callbacks as cbs
+from tiny_keras import runs
+from tiny_keras.engine import inputs, log, model as model_lib
+
+# Recipe.task -> the class that trains it ("module:Class"), imported when a run needs it
+TASKS = {"classification": f"{__name__}:Classification",
+         "localization": "tiny_keras.localization.task:Localization"}
+
+
+def get(recipe):
+    """A new task object for ``recipe`` (it may keep what it reads of the data)."""
+    module, name = TASKS[recipe.task].split(":")
+    return getattr(importlib.import_module(module), name)(recipe)
+
+
+class Classification:
+    """Images to class logits: ``models.ImageClassifier``, cross-entropy, top-1 and top-5."""
+
+    monitor = "val_top1"  # the score a stage's best weights are chosen by (higher is better)
+    title = "val accuracy, percent; the paper's figure beside ours"  # of the results table
+
+    def __init__(self, recipe):
+        self.recipe = recipe
+
+    def check_session(self, session):
+        """The session this task can run (the classifiers run under any)."""
+        return session
+
+    def load_splits(self, data, workdir, progress=False):
+        """``(train, val)``: what the stages train on and are scored on."""
+        return inputs.load_splits(self.recipe, data, progress=progress)
+
+    def train_input(self, strategy, split, batch_size, seed, skip_batches=0):
+        return inputs.train_input(strategy, split, batch_size, seed, skip_batches)
+
+    def eval_input(self, split, batch_size, strategy):
+        return inputs.eval_input(split, batch_size, strategy)
+
+    def stage_model(self, stage, index, previous, train_split):
+        """Stage ``index``'s model: a new one for the first stage, else ``previous``'s network."""
+        images = None if previous is not None else np.asarray(train_split.images)
+        return model_lib.stage_model(self.recipe, stage, index, previous, images)
+
+    def compile(self, model, stage, steps, session, steps_per_execution):
+        model_lib.compile_model(model, self.recipe, stage, steps, session, steps_per_execution)
+
+    def callbacks(self, run, folder):
+        """Callbacks of every stage that come first (they add to an epoch's logs)."""
+        if not run.session.activation_samples:
+            return []
+        images = np.asarray(run.val_split.images[:run.session.activation_samples])
+        return [cbs.ActivationPercentiles(images, os.path.join(folder, runs.ACTIVATIONS))]
+
+    def scores(self, model, run, val_ds, logs=None):
+        """A stage's scores: from the last epoch's ``logs`` where they measured these weights."""
+        if logs is not None:
+            return val_scores(logs, prefix="val_")
+        return evaluate(model, val_ds)
+
+    def summary(self, row):
+        return f"val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
+
+    def results(self, run, results):
+        """The run's results dict, with what the task adds."""
+        return results
+
+    def format_table(self, rows):
+        return log.format_table(rows)
+
+
+def val_scores(logs, prefix=""):
+    """``{"val_loss", "val_top1", "val_top5"}`` (accuracies in percent) from Keras logs."""
+    return {"val_loss": float(logs[prefix + "loss"]), "val_top1": 100.0 * float(logs[prefix + "top1"]),
+            "val_top5": 100.0 * float(logs[prefix + "top5"])}
+
+
+def evaluate(model, dataset):
+    """:func:`val_scores` of ``model`` on ``dataset``."""
+    return val_scores(model.evaluate(dataset, return_dict=True, verbose=0))
