@@ -133,12 +133,11 @@ def _cpu_without_bfloat16(monkeypatch):
     their expectations hold everywhere; the rule itself is tested with injected flags
     (test_train.py). Scripts run in a fresh process (``run_python``) see the real CPU, as a
     user's would."""
-    from tiny_keras import backend, provenance
+    from tiny_keras import backend
 
     read = backend.cpu_flags
     machine = frozenset(f for f in read() if not f.startswith("amx") and f != "avx512_bf16")
-    for module in (backend, provenance):
-        monkeypatch.setattr(module, "cpu_flags", lambda path=None: machine if path is None else read(path))
+    monkeypatch.setattr(backend, "cpu_flags", lambda path=None: machine if path is None else read(path))
 
 
 # Added to XLA_FLAGS in the tests' JAX processes. On JAX every weight shape a model builds is

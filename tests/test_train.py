@@ -400,9 +400,9 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
                        "flags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n\n"
                        "processor\t: 1\nflags\t\t: fpu\n")
-    assert provenance.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
-                                                  "amx_int8"}
-    assert provenance.cpu_flags(str(tmp_path / "missing")) == frozenset()
+    assert backend.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+                                               "amx_int8"}
+    assert backend.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
 def test_auto_precision_on_an_amx_cpu_is_recorded_and_kept_where_the_run_continues(fixture_zip, tmp_path,
@@ -858,3 +858,23 @@ def test_time_limit_judges_a_new_stage_by_the_stage_before_it_scaled_by_its_pixe
     assert not list(run.glob("checkpoint-1-*.keras"))  # no epoch of stage 2 ran
     result = fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 7200.0)
     assert [(r["stage"], r["epochs"]) for r in result["runs"]] == [("32px", 2), ("64px", 2)]
+
+
+def test_callback_state_is_restored_by_class_and_order_not_by_position(tmp_path):
+    """A resume point's callback state, saved as ``"index:Class"``, goes back to the callbacks
+    of that class in order: a callback added ahead of them (a task's) shifts none."""
+    from tiny_keras import callbacks as cbs
+
+    plateau = keras.callbacks.ReduceLROnPlateau(patience=3)
+    plateau.wait, plateau.best = 2, 4.5
+    first, second = (cbs.BestCheckpoint(str(tmp_path / f"{i}.weights.h5"), monitor="val_top1", mode="max")
+                     for i in range(2))
+    first.best, second.best = 0.25, 0.5
+    state = resume.callback_state([plateau, keras.callbacks.TerminateOnNaN(), first, second])
+    assert set(state) == {"0:ReduceLROnPlateau", "2:BestCheckpoint", "3:BestCheckpoint"}
+    state = json.loads(json.dumps(state))  # as state.json holds it
+    again = [keras.callbacks.CSVLogger(str(tmp_path / "h.csv")), keras.callbacks.ReduceLROnPlateau(patience=3),
+             cbs.BestCheckpoint(str(tmp_path / "a.weights.h5"), monitor="val_top1", mode="max"),
+             cbs.BestCheckpoint(str(tmp_path / "b.weights.h5"), monitor="val_top1", mode="max")]
+    resume.restore_callback_state(again, state)
+    assert (again[1].wait, again[1].best, again[2].best, again[3].best) == (2, 4.5, 0.25, 0.5)

@@ -67,10 +67,6 @@ def cpu_model():
 # The CPU features that decide a run's speed in a precision (recorded with the machine).
 PRECISION_CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
-# The machine is discovered in ``tiny_keras.backend``; its readers keep their names here too.
-cpu_flags = backend.cpu_flags
-accelerators = backend.accelerators
-
 
 def versions():
     found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
@@ -104,10 +100,10 @@ def describe_machine(env):
 def machine():
     """This process's machine: CPU model, cores, the CPU features that matter to precision
     (:data:`PRECISION_CPU_FLAGS`), accelerators, platform."""
-    flags = cpu_flags()
+    flags = backend.cpu_flags()
     return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "cpu_flags": [f for f in PRECISION_CPU_FLAGS if f in flags],
-            "accelerators": list(accelerators()), "platform": platform.platform()}
+            "accelerators": list(backend.accelerators()), "platform": platform.platform()}
 
 
 @functools.lru_cache(maxsize=None)

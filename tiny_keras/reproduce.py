@@ -150,15 +150,6 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     return parser
 
 
-# Measured with Keras 3.15 and TensorFlow 2.21, two workers on 127.0.0.1 (tests/test_distributed.py):
-# fit fails at its first step under MultiWorkerMirroredStrategy, in Keras's own trainer.
-MULTI_WORKER_REFUSED = (
-    "--strategy multi_worker: Keras 3's TensorFlow trainer cannot fit under tf.distribute's "
-    "MultiWorkerMirroredStrategy (its first step reduces per-replica values eagerly and scalar metrics along "
-    "an axis, and fails; keras-team/keras issue 20585). On several hosts use the JAX backend: KERAS_BACKEND=jax "
-    "with --strategy data_parallel --coordinator HOST:PORT --num-processes N --process-id I")
-
-
 def join_processes(parser, args):
     """Join the other processes of a multi-host run (``keras.distribution.initialize``)
     where the flags or Keras's environment variables name more than one; return the count."""
@@ -261,7 +252,9 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     parser = build_parser(description, run_names, default_runs, extra)
     args = parser.parse_args(argv)
     if args.strategy == "multi_worker":
-        parser.error(MULTI_WORKER_REFUSED)
+        from tiny_keras.engine.strategy import MULTI_WORKER_REFUSED
+
+        parser.error(f"--strategy multi_worker: {MULTI_WORKER_REFUSED}")
     join_processes(parser, args)
     stop_by = None if args.time_limit is None else time.time() + args.time_limit
     if configure is not None:

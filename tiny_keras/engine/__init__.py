@@ -5,6 +5,8 @@ process runs it. One module a concern:
 
 - ``run``: ``train``, a whole run in its folder, stage after stage
 - ``stage``: one stage: start or resume it, its callbacks, fit, its results
+- ``task``: what the model learns (its splits, inputs, model, loss, scores): a
+  classifier, or paper 2's localiser (``Recipe.task``)
 - ``session``: the ``Session`` and its "auto" settings for the device found
 - ``precision``: the precision a run computes in, settled once when it starts
 - ``model``: the model a stage trains, its optimizer, weight decay, memory check

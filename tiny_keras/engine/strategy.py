@@ -8,11 +8,14 @@ import keras
 from tiny_keras import backend
 from tiny_keras.backend import tf
 
+# Measured with Keras 3.15 and TensorFlow 2.21, two workers on 127.0.0.1 (tests/test_distributed.py):
+# fit fails at its first step under MultiWorkerMirroredStrategy, in Keras's own trainer.
 MULTI_WORKER_REFUSED = (
     "strategy 'multi_worker' is not supported: Keras 3's TensorFlow trainer cannot fit under "
-    "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras issue 20585; tested in "
-    "tests/test_distributed.py). For several hosts use 'data_parallel' on the JAX backend "
-    "with keras.distribution.initialize")
+    "tf.distribute.MultiWorkerMirroredStrategy (its first step reduces per-replica values eagerly and scalar "
+    "metrics along an axis, and fails; keras-team/keras issue 20585). On several hosts use the JAX backend: "
+    "KERAS_BACKEND=jax with strategy 'data_parallel' (--strategy data_parallel --coordinator HOST:PORT "
+    "--num-processes N --process-id I)")
 
 
 class OneDevice:
