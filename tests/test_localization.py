@@ -464,9 +464,9 @@ def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_
 
     recipe = small_recipe()
     results = engine.train(recipe, tmp_path / "goldfish", data=fixture_zip, verbose=0)
-    target = published.publish(tmp_path / "goldfish", tmp_path / "results")
+    target = published.publish(tmp_path / "goldfish", tmp_path / "results", note="One epoch only.")
     assert target == str(tmp_path / "results" / "paper2_localization" / "goldfish")
-    assert sorted(os.listdir(target)) == sorted([*published.LOCALIZATION_FILES, "stages"])  # no weights
+    assert sorted(os.listdir(target)) == sorted([*published.LOCALIZATION_FILES, "stages", "note.md"])  # no weights
     assert os.listdir(os.path.join(target, "stages", "train")) == ["history.csv"]
     assert published.read_published(tmp_path / "results") == {}  # not a row of the papers table
     table = published.localization_markdown(tmp_path / "results")
@@ -474,7 +474,7 @@ def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_
     assert f"| ours | {100 * ours['mean_iou']:.1f} | {100 * ours['corloc']:.1f} | {100 * ours['ap50']:.1f} |" in table
     assert "small encoder, 1 epochs" in table
     command = json.loads((tmp_path / "goldfish" / "run.json").read_text())["sessions"][-1]["command"]
-    assert "| full image (0.0, 0.0, 1.0, 1.0) | " in table and f"```bash\n{command}\n```" in table
+    assert "| full image (0.0, 0.0, 1.0, 1.0) | " in table and f"```bash\n{command}\n```\n\nOne epoch only." in table
     with pytest.raises(published.PublishError, match="exists"):
         published.publish(tmp_path / "goldfish", tmp_path / "results")
     # Run again over it, the run starts over: its record names only the session that trained it.
@@ -482,10 +482,3 @@ def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_
     sessions = json.loads((tmp_path / "goldfish" / "run.json").read_text())["sessions"]
     assert len(sessions) == 1
 
-
-def test_published_goldfish_of_an_older_version_still_makes_its_table():
-    from tiny_keras import published
-
-    table = published.localization_markdown(REPO / "results")
-    assert "paper2_localization / goldfish: classes n01443537" in table and "small encoder, 100 epochs" in table
-    assert "| ours | 64.8 | 76.0 | 71.5 | 100 |" in table

@@ -7,9 +7,8 @@ versions and the machine, so a published number can be traced and repeated.
     {"sessions": [{"command", "started", "environment"[, "stopped", "stop_reason"]}, ...],
      "finished": date, "train_seconds": seconds spent in the stages (resumes included)}
 
-:func:`record_session` and :func:`record_finish` write it (the localisation run,
-``tiny_keras.localization``, adds ``wall_seconds``); :func:`record_stop` marks a session
-that ended at its time limit.
+:func:`record_session` and :func:`record_finish` write it; :func:`record_stop` marks a
+session that ended at its time limit.
 """
 import datetime
 import functools

@@ -161,7 +161,7 @@ def read_published(results_dir):
 
 def localization_markdown(results_dir, link_prefix=""):
     """Every published localisation run as a Markdown table (held-out images, percent),
-    the baselines beside ours, then how it was measured and the command. Its links to the
+    the baselines beside ours, then how it was measured, the command and its note. Its links to the
     records are relative to the repository, after ``link_prefix`` (``"../"`` for a page in
     ``docs/``)."""
     blocks = []
@@ -171,8 +171,7 @@ def localization_markdown(results_dir, link_prefix=""):
         record = files.read_json(os.path.join(folder, runs.RUN_INFO))
         session = record["sessions"][-1]
         commits = commits_of(record, short=True)
-        # the encoder: in the recipe, or in the config.json of a run an older version trained
-        encoder = (results.get("recipe") or {}).get("model_options", results.get("config", {}))["encoder"]
+        encoder = results["recipe"]["model_options"]["encoder"]
         lines = [f"{paper} / {run}: classes {results['classes']}, held out {results['held_out']}; "
                  f"{encoder} encoder, {results['epochs']} epochs.",
                  "",
@@ -186,10 +185,11 @@ def localization_markdown(results_dir, link_prefix=""):
         date = (record.get("finished") or session["started"])[:10]
         lines += ["", f"Measured on {machine_of(record)}, {date}, "
                       f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}: "
-                      f"{_hours(results['train_seconds'] / 3600.0)} of training"
-                      + (f", {_hours(results['wall_seconds'] / 3600.0)} in all" if "wall_seconds" in results else "")
-                      + f" ([record]({link_prefix}{link})).",
+                      f"{_hours(results['train_seconds'] / 3600.0)} of training ([record]({link_prefix}{link})).",
                   "", "```bash", session["command"], "```"]
+        note = _read_note(os.path.join(folder, NOTE))
+        if note:
+            lines += ["", note]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "No localisation run is published yet."
 
