@@ -65,8 +65,16 @@ def extra_flags(parser):
 
 
 def configure(_, args):
+    from tiny_keras import backend
+
     if args.max_boxes < 1:
-        raise SystemExit(f"--max-boxes must be at least 1. Received: {args.max_boxes}")
+        raise SystemExit(f"error: --max-boxes must be at least 1. Received: {args.max_boxes}")
+    if not backend.is_tensorflow():
+        raise SystemExit(f"error: the localiser trains on the TensorFlow backend only (its matching loss calls "
+                         f"scipy through tf.numpy_function); this process runs {backend.name()}")
+    if args.strategy not in (None, "default"):
+        raise SystemExit(f"error: --strategy {args.strategy}: the localiser trains on one device (its matching loss "
+                         "calls scipy once a batch)")
     encoder = "small" if args.smoke else args.encoder
     options = dict(encoder=encoder, max_boxes=args.max_boxes, lr=args.lr, alpha=args.alpha)
     return {"goldfish": recipe(**options), "all_classes": recipe(classes=None, **options)}
