@@ -48,6 +48,7 @@ class Row:
     title: str = ""
     training_images: Optional[int] = None  # for the estimate, where not yet run
     training_flops: Optional[float] = None
+    downloads: Optional[str] = None  # what its run downloads first ("ImageNet weights from Keras's servers")
 
 
 # -- publishing ---------------------------------------------------------------------------
@@ -273,6 +274,7 @@ def papers_table(rows, results_dir):
         if not measured_rows:
             hours = estimate_gpu_hours(row)
             entry["status"] = "not yet run" + (
+                f": needs {row.downloads}, which no machine it was measured on could reach" if row.downloads else "") + (
                 f" ({row.training_images / 1e6:.1f}M training images; est. {_hours(hours)} on one H100-class GPU)"
                 if hours is not None else "")
             measured_rows = [entry]

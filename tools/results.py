@@ -65,8 +65,15 @@ def training_cost(recipe):
 def catalogue(with_costs=True):
     """Every result the papers report, as :class:`tiny_keras.published.Row`, in paper order;
     for a paper that reports none (paper 3), a row for each of its default runs."""
+    from tiny_keras import models
     from tiny_keras import recipes as registry
     from tiny_keras.published import Row
+
+    def downloads(recipe):  # a model built with other values than its offline options fetches weights
+        offline = models.get_entry(recipe.model).offline_options
+        if any(recipe.model_options.get(k, v) != v for k, v in offline.items()):
+            return "its ImageNet weights from Keras's servers"
+        return None
 
     rows = []
     for paper, entry in registry.PAPERS.items():
@@ -80,7 +87,8 @@ def catalogue(with_costs=True):
                 stages = [recipe.stages[-1].name]
             for stage in stages:
                 images, flops = _training_cost(recipe.to_json()) if with_costs else (None, None)
-                rows.append(Row(paper, name, stage, recipe.paper_results.get(stage), title, images, flops))
+                rows.append(Row(paper, name, stage, recipe.paper_results.get(stage), title, images, flops,
+                                downloads(recipe)))
         for ensemble in module.ENSEMBLES:
             if ensemble.paper_val_top1 is not None:
                 images = flops = 0
