@@ -4,6 +4,7 @@ step, .keras reload), bad boxes files, and the reproduction script's --smoke."""
 import csv
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ import tensorflow as tf
 from conftest import REPO, real_dataset_path, requires_real_data, run_python, run_script
 from killed_runs import Interrupt, KillAt
 from tiny_keras import localization as loc
-from tiny_keras import models, plots
+from tiny_keras import models, plots, runs
 from tiny_keras.data import DatasetError, TinyImageNet
 
 GT = [0.5, 0.5, 0.4, 0.4]  # (cx, cy, w, h): corners (0.3, 0.3, 0.7, 0.7)
@@ -331,6 +332,30 @@ def test_goldfish_split_is_fixed_disjoint_and_eighty_percent(fixture_zip):
     np.testing.assert_allclose(held.corners[0], np.array([k, k + 1, 41 + k, 51 + k]) / 64)
 
 
+def test_several_classes_are_split_together(fixture_zip):
+    train, held, name = loc.load_boxes(fixture_zip, classes=["n01443537", "n01629819"], progress=False)
+    assert (len(train), len(held)) == (6, 2) and name == "2 of the 8 n01443537, n01629819 training images"
+    assert {f.split("_")[0] for f in train.files + held.files} == {"n01443537", "n01629819"}
+
+
+def test_localisation_recipes_refuse_what_the_task_does_not_do():
+    from tiny_keras.recipe import Recipe, Stage
+    from tiny_keras.localization.task import Localization
+
+    with pytest.raises(ValueError, match="paper2_resnet18 is a classification model; the recipe's task is "
+                                         "'localization'"):
+        Recipe(paper="paper2", model="paper2_resnet18", task="localization", stages=[Stage()]).validate()
+    with pytest.raises(ValueError, match="paper2_localizer is a localization model; the recipe's task is "
+                                         "'classification'"):
+        Recipe(paper="paper2", model="paper2_localizer", stages=[Stage()]).validate()
+    with pytest.raises(ValueError, match=r"it does not take \{'crop': 56, 'stages\[0\].image_size': 32\}"):
+        Localization(small_recipe().replace(crop=56).with_stage_changes(image_size=32))
+    with pytest.raises(ValueError, match=r"task_options of a localisation recipe are .*Received: \['flips'\]"):
+        Localization(small_recipe(flips=False))
+    with pytest.raises(ValueError, match="data must be the zip, its folder or None"):
+        Localization(small_recipe()).load_splits({"train": None, "val": None}, "unused")
+
+
 @requires_real_data
 def test_goldfish_on_the_real_data_is_400_and_100():
     train, held, _ = loc.load_boxes(real_dataset_path(), progress=False)
@@ -450,14 +475,29 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(fixture_zip
     assert resumed["rows"] == whole["rows"] and len(resumed["rows"]) == 3
     histories = [(tmp_path / run / "stages" / "train" / "history.csv").read_text() for run in ("whole", "killed")]
     assert histories[0] == histories[1] and len(histories[0].splitlines()) == 4
-    # A run folder of the localiser before it trained on the engine is refused, not resumed.
+    # Adam's rate decays to 0 over the stage's 6 steps: each epoch logs its last step's.
+    with open(tmp_path / "whole" / "stages" / "train" / "history.csv", newline="") as f:
+        rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(rates, [1e-3 * (1 + np.cos(np.pi * s / 6)) / 2 for s in (1, 3, 5)], rtol=1e-5)
+    # Continued on other images, the run is refused: its held-out set would change.
+    shutil.copytree(tmp_path / "killed", tmp_path / "moved")
+    (tmp_path / "moved" / "results.json").unlink()
+    split = json.loads((tmp_path / "moved" / "split.json").read_text())
+    (tmp_path / "moved" / "split.json").write_text(json.dumps(dict(split, held_out_files=["n01443537_0.JPEG"])))
+    with pytest.raises(runs.RunFolderError, match="its images differ from those the run in .* was started on"):
+        engine.train(recipe, tmp_path / "moved", data=fixture_zip, verbose=0)
+    # A run folder of the localiser before it trained on the engine is refused, not resumed:
+    # by the engine, and by the script, whose runs went to --workdir itself then.
     old = tmp_path / "old"
     old.mkdir()
     (old / "config.json").write_text("{}")
-    from tiny_keras import runs
-
     with pytest.raises(runs.RunFolderError, match="written by an older version"):
         engine.train(recipe, old, data=fixture_zip, verbose=0)
+    from tiny_keras import reproduce
+
+    with pytest.raises(SystemExit, match=f"--workdir {old} holds a localisation run written by an older version"):
+        reproduce.run_paper("paper2_localization", ["--data", str(fixture_zip), "--workdir", str(old), "--smoke"])
+    assert sorted(os.listdir(old)) == ["config.json"]  # nothing written
 
 
 def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_path):

@@ -62,8 +62,8 @@ def test_catalogue_lists_every_figure_the_papers_report():
     assert [(r.run, r.downloads) for r in rows if r.downloads] == [("model5", "its ImageNet weights from Keras's "
                                                                              "servers")]
     table = published.papers_table([r for r in rows if r.run == "model5"], REPO / "results")
-    assert table[0]["status"] == ("not yet run: needs its ImageNet weights from Keras's servers, which no machine it "
-                                  "was measured on could reach")
+    assert table[0]["status"] == ("not yet run: needs its ImageNet weights from Keras's servers, which the machines "
+                                  "this project trained on could not reach")
 
 
 def test_training_cost_counts_images_and_flops():

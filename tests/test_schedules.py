@@ -66,6 +66,26 @@ def test_cosine_table_and_keras_cosine_decay():
         assert fn(step) == pytest.approx(float(keras.ops.convert_to_numpy(keras_cosine(step))), rel=1e-5, abs=1e-10)
     with pytest.raises(ValueError, match="needs decay_steps, or the stage's epochs"):
         schedules.make_schedule({"name": "cosine"}, 0.1, 10)
+    with pytest.raises(ValueError, match="decay_steps must be positive"):
+        schedules.make_schedule({"name": "cosine", "decay_steps": 0}, 0.1, 10)
+
+
+def test_cosine_over_the_stage_in_graph_and_through_a_saved_config():
+    """What a stage's optimizer holds: ``StageSchedule(spec, lr, steps_per_epoch, epochs)``,
+    decaying over the stage's steps; its config keeps the epochs, and a config saved
+    before schedules had them (no "epochs") still loads."""
+    graph = schedules.StageSchedule({"name": "cosine"}, 1e-3, 12, epochs=100)
+    reference = schedules.make_schedule({"name": "cosine"}, 1e-3, 12, epochs=100)
+    positions = [0, 1, 11, 12, 600, 1199, 1200, 1500]
+    got = [float(keras.ops.convert_to_numpy(graph(step))) for step in positions]
+    np.testing.assert_allclose(got, [reference(step) for step in positions], rtol=2e-6, atol=2e-6 * 1e-3)  # float32
+    assert got[4] == pytest.approx(5e-4, rel=1e-6) and got[-2:] == [0.0, 0.0]
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(graph))
+    assert restored.get_config() == {"spec": {"name": "cosine"}, "initial_learning_rate": 1e-3, "steps_per_epoch": 12,
+                                     "epochs": 100}
+    older = schedules.StageSchedule.from_config({"spec": {"name": "step", "every_epochs": 2, "factor": 0.5},
+                                                 "initial_learning_rate": 0.1, "steps_per_epoch": 10})
+    assert older.epochs is None and float(keras.ops.convert_to_numpy(older(20))) == pytest.approx(0.05)
 
 
 def test_bad_schedule_arguments():

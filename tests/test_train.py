@@ -878,3 +878,17 @@ def test_callback_state_is_restored_by_class_and_order_not_by_position(tmp_path)
              cbs.BestCheckpoint(str(tmp_path / "b.weights.h5"), monitor="val_top1", mode="max")]
     resume.restore_callback_state(again, state)
     assert (again[1].wait, again[1].best, again[2].best, again[3].best) == (2, 4.5, 0.25, 0.5)
+
+
+def test_epoch_line_of_a_classifier_and_of_the_localiser():
+    """The epoch line: a classifier's metrics in their order, then any other held-out score
+    (the localiser's), fractions of the image's boxes in percent like accuracies."""
+    classifier = {"top5": 0.3, "loss": 4.2423, "top1": 0.109, "val_top1": 0.12, "val_loss": 4.0, "val_top5": 0.31,
+                  "learning_rate": 1e-3}
+    assert engine_log.format_epoch("train", 3, 15, classifier, 2041.2, 190.4) == (
+        "stage 'train' epoch 3/15: loss 4.2423 top1 10.90% top5 30.00% | val_loss 4.0000 val_top1 12.00% "
+        "val_top5 31.00% | lr 0.001 | 2,041 images/s | 190 s")
+    localiser = {"loss": 2.2, "val_loss": 2.6, "learning_rate": 5e-4, "val_mean_iou": 0.6238, "val_corloc": 0.72}
+    assert engine_log.format_epoch("train", 17, 100, localiser, 193.0, 2.4) == (
+        "stage 'train' epoch 17/100: loss 2.2000 | val_loss 2.6000 val_mean_iou 62.38% val_corloc 72.00% | "
+        "lr 0.0005 | 193 images/s | 2 s")

@@ -107,9 +107,10 @@ def _publish_localization(run_folder, results_dir, paper, run, overwrite, note):
     recipe = results["recipe"]
     subset = {k: recipe.get(k) for k in ("per_class", "val_per_class") if recipe.get(k)}
     if subset:
-        raise PublishError(f"{run_folder}: a smoke or subset run ({subset or 'smoke'}) is not a measured result; "
+        raise PublishError(f"{run_folder}: a smoke or subset run ({subset}) is not a measured result; "
                            "publish a full run")
     histories = [os.path.join(runs.stage_folder("", stage["name"]), runs.HISTORY) for stage in recipe["stages"]]
+    histories = [h for h in histories if os.path.isfile(os.path.join(run_folder, h))]
     target = os.path.join(results_dir, paper or f"{results['paper']}_localization", run or os.path.basename(run_folder))
     return _copy_record(run_folder, target, list(LOCALIZATION_FILES) + histories, overwrite, note)
 
@@ -172,7 +173,7 @@ def localization_markdown(results_dir, link_prefix=""):
         record = files.read_json(os.path.join(folder, runs.RUN_INFO))
         session = record["sessions"][-1]
         commits = commits_of(record, short=True)
-        encoder = results["recipe"]["model_options"]["encoder"]
+        encoder = results["recipe"]["model_options"].get("encoder", "paper2_resnet18")  # the localiser's default
         lines = [f"{paper} / {run}: classes {results['classes']}, held out {results['held_out']}; "
                  f"{encoder} encoder, {results['epochs']} epochs.",
                  "",
@@ -274,7 +275,8 @@ def papers_table(rows, results_dir):
         if not measured_rows:
             hours = estimate_gpu_hours(row)
             entry["status"] = "not yet run" + (
-                f": needs {row.downloads}, which no machine it was measured on could reach" if row.downloads else "") + (
+                f": needs {row.downloads}, which the machines this project trained on could not reach"
+                if row.downloads else "") + (
                 f" ({row.training_images / 1e6:.1f}M training images; est. {_hours(hours)} on one H100-class GPU)"
                 if hours is not None else "")
             measured_rows = [entry]

@@ -24,7 +24,6 @@ from typing import Optional
 from tiny_keras import models
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
-TASKS = ("classification", "localization")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Fields of recipes written before ``engine.Session`` held them: read and dropped.
 SESSION_FIELDS = ("jit_compile", "steps_per_execution", "checkpoint_every", "strategy", "run_eagerly", "tensorboard",
@@ -142,7 +141,7 @@ class Recipe:
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
 
     def validate(self):
-        models.get_entry(self.model)
+        entry = models.get_entry(self.model)
         if not self.stages:
             raise ValueError(f"recipe for {self.model}: no stages")
         names = [s.name for s in self.stages]
@@ -150,8 +149,10 @@ class Recipe:
             raise ValueError(f"recipe for {self.model}: stage names must be unique. Received: {names=}")
         for stage in self.stages:
             stage.validate()
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}. Received: {self.task=}")
+        if self.task not in models.TASKS:
+            raise ValueError(f"task must be one of {models.TASKS}. Received: {self.task=}")
+        if entry.task != self.task:
+            raise ValueError(f"{self.model} is a {entry.task} model; the recipe's task is {self.task!r}")
         if self.precision not in PRECISIONS + ("auto",):
             raise ValueError(f"precision must be one of {PRECISIONS + ('auto',)}. Received: {self.precision=}")
         return self

@@ -101,7 +101,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
         parser.add_argument("--model", action="append", choices=run_names, default=None,
                             help=f"train only this model (repeatable; default: {', '.join(default_runs or run_names)})")
     parser.add_argument("--smoke", action="store_true",
-                        help="all classes, 2 images each, 2 steps per stage: checks the whole script in seconds")
+                        help="2 training and 1 validation image of each class, 2 steps per stage: checks the whole "
+                             "script in seconds")
     parser.add_argument("--overwrite", action="store_true", help="replace runs already in --workdir")
     parser.add_argument("--seed", type=int, default=None, help="seed for weights, shuffling, augmentation")
     parser.add_argument("--precision", choices=("auto",) + PRECISIONS, default=None,
@@ -254,7 +255,7 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     if args.strategy == "multi_worker":
         from tiny_keras.engine.strategy import MULTI_WORKER_REFUSED
 
-        parser.error(f"--strategy multi_worker: {MULTI_WORKER_REFUSED}")
+        parser.error(MULTI_WORKER_REFUSED)
     join_processes(parser, args)
     stop_by = None if args.time_limit is None else time.time() + args.time_limit
     if configure is not None:

@@ -65,15 +65,11 @@ def training_cost(recipe):
 def catalogue(with_costs=True):
     """Every result the papers report, as :class:`tiny_keras.published.Row`, in paper order;
     for a paper that reports none (paper 3), a row for each of its default runs."""
-    from tiny_keras import models
     from tiny_keras import recipes as registry
     from tiny_keras.published import Row
 
-    def downloads(recipe):  # a model built with other values than its offline options fetches weights
-        offline = models.get_entry(recipe.model).offline_options
-        if any(recipe.model_options.get(k, v) != v for k, v in offline.items()):
-            return "its ImageNet weights from Keras's servers"
-        return None
+    def downloads(recipe):  # Keras's applications download their weights="imagenet"
+        return "its ImageNet weights from Keras's servers" if recipe.model_options.get("weights") == "imagenet" else None
 
     rows = []
     for paper, entry in registry.PAPERS.items():

@@ -39,15 +39,17 @@ class Run:
 
 def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callbacks=(), **options):
     """Train ``recipe`` (a ``Recipe`` or its dict) in ``workdir`` on ``data``: the zip, the
-    folder, None for TFDS, or ``{"train": DecodedSplit, "val": DecodedSplit}`` already in
-    memory (used as they are: the recipe's class and per-class subsets do not apply).
+    folder, None for TFDS, or, for a classifier, ``{"train": DecodedSplit, "val":
+    DecodedSplit}`` already in memory (used as they are: the recipe's class and per-class
+    subsets do not apply).
 
     ``session`` (a :class:`Session`) says how this process runs it; ``options`` change its
     fields (``verbose=0``, ``stop_by=time.time() + 3600``, ``run_eagerly=True`` ...).
     ``extra_callbacks`` are added to every stage, after the engine's own.
 
     Returns the results dict (also written to ``workdir/results.json``):
-    ``{"paper", "model", "runs": [per-stage rows], "recipe"}``. A finished run in the same
+    ``{"paper", "model", "runs": [per-stage rows], "recipe"}`` and what the recipe's task
+    adds (``engine.task``). A finished run in the same
     folder returns its saved results without training again. At ``stop_by`` the run ends at
     a checkpointed epoch and raises ``TimeLimitReached``; the same call continues it.
 
@@ -68,7 +70,8 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     settled, why = precision.settle(recipe.precision, started, capability, backend.cpu_flags())
     recipe = recipe.replace(precision=settled)
     task = task_lib.get(recipe)
-    session = task.check_session(session.resolve(capability))
+    session = session.resolve(capability)
+    task.check_session(session)
     runs.prepare_folder(workdir, recipe, overwrite)
     finished = files.read_json(os.path.join(workdir, runs.RESULTS), None)
     if finished is not None:
@@ -76,6 +79,9 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
             log.info(f"{workdir}: this run is finished; its results:\n{task.format_table(finished['runs'])}")
         return finished
     with log.run_log(os.path.join(workdir, runs.LOG), session.verbose):
+        if task.no_xla and session.jit_compile:
+            log.info(f"XLA off: {task.no_xla}")
+            session = dataclasses.replace(session, jit_compile=False)
         provenance.record_session(workdir, precision={"policy": settled, "reason": why}, session=session.record())
         log.epoch(f"Precision {settled}: {why}")
         if not backend.is_tensorflow():

@@ -4,6 +4,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from tiny_keras import backend, files, runs
 from tiny_keras import callbacks as cbs
@@ -25,9 +26,8 @@ def run_stage(run, index, model):
     model, initial_epoch, start = _start(run, stage, index, model, point, steps, per_execution)
     if backend.gpu_compute_capability() is None:
         check_batch_fits(model, stage, available_memory())
-    # The model augments on the device (its augmenter's seed generator is saved with every
-    # checkpoint); the host stream is the shuffled uint8 images, skipped to where a resumed
-    # run stopped.
+    # The task's stream, skipped to where a resumed run stopped (a classifier's: shuffled
+    # uint8 images, which the model augments on the device with a seed saved in checkpoints).
     train_ds = run.task.train_input(run.strategy, run.train_split, stage.batch_size, stage_seed(run.recipe, index),
                                     skip_batches=initial_epoch * steps)
     val_ds = run.task.eval_input(run.val_split, stage.batch_size, run.strategy)
@@ -85,6 +85,9 @@ def _callbacks(run, stage, index, steps, initial_epoch, point, start):
     if session.tensorboard and tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.workdir, runs.TENSORBOARD, stage.name),
                                                      histogram_freq=session.tensorboard_histograms))
+    if session.activation_samples and run.task.records_activations:
+        callbacks.append(cbs.ActivationPercentiles(np.asarray(run.val_split.images[:session.activation_samples]),
+                                                   os.path.join(folder, runs.ACTIVATIONS)))
     every = None if session.checkpoint_every == "auto" else session.checkpoint_every
     checkpoint = resume.RunCheckpoint(run.workdir, index, stage.name, callbacks=callbacks, start=start,
                                       restore=(point or {}).get("callbacks"), epochs=stage.epochs, every=every,

@@ -6,22 +6,19 @@ limit); a task differs only by these methods.
 ``Localization`` is paper 2's localiser. :func:`get` gives a recipe's (``Recipe.task``).
 """
 import importlib
-import os
 
 import numpy as np
 
-from tiny_keras import callbacks as cbs
-from tiny_keras import runs
 from tiny_keras.engine import inputs, log, model as model_lib
 
 # Recipe.task -> the class that trains it ("module:Class"), imported when a run needs it
-TASKS = {"classification": f"{__name__}:Classification",
-         "localization": "tiny_keras.localization.task:Localization"}
+TASK_CLASSES = {"classification": f"{__name__}:Classification",
+                "localization": "tiny_keras.localization.task:Localization"}
 
 
 def get(recipe):
     """A new task object for ``recipe`` (it may keep what it reads of the data)."""
-    module, name = TASKS[recipe.task].split(":")
+    module, name = TASK_CLASSES[recipe.task].split(":")
     return getattr(importlib.import_module(module), name)(recipe)
 
 
@@ -30,13 +27,14 @@ class Classification:
 
     monitor = "val_top1"  # the score a stage's best weights are chosen by (higher is better)
     title = "val accuracy, percent; the paper's figure beside ours"  # of the results table
+    no_xla = None  # why the task cannot run under XLA, where it cannot
+    records_activations = True  # ``Session.activation_samples`` applies (an ImageClassifier's)
 
     def __init__(self, recipe):
         self.recipe = recipe
 
     def check_session(self, session):
-        """The session this task can run (the classifiers run under any)."""
-        return session
+        """Raise where the task cannot run under ``session`` (the classifiers run under any)."""
 
     def load_splits(self, data, workdir, progress=False):
         """``(train, val)``: what the stages train on and are scored on."""
@@ -57,11 +55,8 @@ class Classification:
         model_lib.compile_model(model, self.recipe, stage, steps, session, steps_per_execution)
 
     def callbacks(self, run, folder):
-        """Callbacks of every stage that come first (they add to an epoch's logs)."""
-        if not run.session.activation_samples:
-            return []
-        images = np.asarray(run.val_split.images[:run.session.activation_samples])
-        return [cbs.ActivationPercentiles(images, os.path.join(folder, runs.ACTIVATIONS))]
+        """Callbacks of every stage that come first, before those that read an epoch's logs."""
+        return []
 
     def scores(self, model, run, val_ds, logs=None):
         """A stage's scores: from the last epoch's ``logs`` where they measured these weights."""

@@ -5,7 +5,7 @@ The model is ``tiny_keras.models.build("paper2_localizer")`` (``models/localizer
 images to ``[batch, max_boxes, 5]`` detections, ``(cx, cy, w, h, confidence logit)`` per
 decoder step, boxes as fractions of the image.
 
-One module a concern; every public name is here as well (``localization.run``,
+One module a concern; every public name is here as well (``localization.load_boxes``,
 ``localization.MatchingLoss`` ...):
 
 - :mod:`~tiny_keras.localization.boxes`: the box conventions (pixel boxes, corners,

@@ -18,8 +18,7 @@ import numpy as np
 
 from tiny_keras import backend, files, models, runs
 from tiny_keras.backend import tf
-from tiny_keras.engine import log
-from tiny_keras.engine.model import make_optimizer, stage_schedule
+from tiny_keras.engine.model import make_optimizer, set_weight_decay, stage_schedule
 from tiny_keras.localization.boxes import BoxAugment, decode, pixel_to_corners
 from tiny_keras.localization.matching import MATCH_IOU, MatchingLoss
 from tiny_keras.localization.metrics import baselines, format_table, metrics_row, top_box_ious
@@ -119,6 +118,8 @@ class Localization:
 
     monitor = "val_mean_iou"
     title = "held-out images, percent; the baselines beside ours"
+    no_xla = "the localiser's matching loss calls scipy through tf.numpy_function, which XLA cannot compile"
+    records_activations = False
 
     def __init__(self, recipe):
         unknown = sorted(set(recipe.task_options) - set(OPTIONS))
@@ -127,27 +128,41 @@ class Localization:
         self.recipe, self.options = recipe, {**OPTIONS, **recipe.task_options}
         if not 0 < self.options["train_fraction"] < 1:
             raise ValueError(f"train_fraction must be between 0 and 1. Received: {self.options['train_fraction']}")
+        # What a classifier's recipe may set and the localiser's pipeline does not do
+        unsupported = {k: getattr(recipe, k) for k in ("crop", "preprocessing", "label_smoothing") if getattr(recipe, k)}
+        unsupported.update({f"stages[{i}].{k}": getattr(s, k) for i, s in enumerate(recipe.stages)
+                            for k in ("augment", "image_size") if getattr(s, k)})
+        if unsupported:
+            raise ValueError(f"a localisation recipe sets its augmentation in task_options ({', '.join(OPTIONS)}); "
+                             f"it does not take {unsupported}")
         self.held_out = None  # the held-out set's description, once loaded
 
     def check_session(self, session):
-        """The session, without XLA: the matching loss calls scipy through tf.numpy_function."""
+        """Raise where the localiser cannot run under ``session``: another backend, several devices."""
         if not backend.is_tensorflow():
             raise NotImplementedError(f"the localiser trains on Keras's TensorFlow backend only (its matching loss "
                                       f"calls scipy through tf.numpy_function); this process runs {backend.name()}. "
                                       "Set KERAS_BACKEND=tensorflow")
         if session.strategy != "default":
             raise ValueError(f"the localiser trains on one device; strategy {session.strategy!r} is not supported")
-        if session.jit_compile is True:
-            log.info("XLA is off: the localiser's matching loss calls scipy, which XLA cannot compile")
-        return dataclasses.replace(session, jit_compile=False)
 
     def load_splits(self, data, workdir, progress=False):
-        """The training and held-out boxes; their files go to ``workdir/split.json``."""
+        """The training and held-out boxes. Their files go to ``workdir/split.json`` when the
+        run starts; a run continued on other images is refused."""
+        if isinstance(data, dict):
+            raise ValueError("the localiser reads its boxes from the dataset: data must be the zip, its folder or "
+                             "None (TFDS), not splits in memory")
         r = self.recipe
         train, held, self.held_out = load_boxes(data, r.classes, self.options["train_fraction"], r.seed, r.per_class,
                                                 r.val_per_class, progress=progress)
-        files.write_json({"classes": describe_classes(r.classes), "held_out": self.held_out,
-                          "held_out_files": held.files, "train_files": len(train)}, os.path.join(workdir, runs.SPLIT))
+        split = {"classes": describe_classes(r.classes), "held_out": self.held_out, "held_out_files": held.files,
+                 "train_files": len(train)}
+        path = os.path.join(workdir, runs.SPLIT)
+        saved = files.read_json(path, None)
+        if saved is not None and saved != split:
+            raise runs.RunFolderError(f"{data or 'tfds:tiny_imagenet'}: its images differ from those the run in "
+                                      f"{workdir} was started on ({runs.SPLIT}); give it the same --data")
+        files.write_json(split, path)
         return train, held
 
     def train_input(self, strategy, split, batch_size, seed, skip_batches=0):
@@ -161,6 +176,7 @@ class Localization:
         return previous if previous is not None else models.build(self.recipe.model, **self.recipe.model_options)
 
     def compile(self, model, stage, steps, session, steps_per_execution):
+        set_weight_decay(model, stage.weight_decay)
         model.compile(optimizer=make_optimizer(stage.optimizer, stage_schedule(stage, steps)),
                       loss=MatchingLoss(self.options["alpha"], self.options["match_iou"]), jit_compile=False,
                       steps_per_execution=steps_per_execution, run_eagerly=session.run_eagerly)

@@ -40,8 +40,12 @@ from tiny_keras.localization.task import GOLDFISH, OPTIONS
 from tiny_keras.recipe import Recipe, Stage
 
 
-def recipe(classes=(GOLDFISH,), encoder="paper2_resnet18", encoder_options=None, max_boxes=5, epochs=100,
-           batch_size=32, lr=1e-3, seed=0, **task_options):
+LR = 1e-3  # Adam's, decayed to 0 over the run (cosine)
+MAX_BOXES = 5
+
+
+def recipe(classes=(GOLDFISH,), encoder="paper2_resnet18", encoder_options=None, max_boxes=MAX_BOXES, epochs=100,
+           batch_size=32, lr=LR, seed=0, **task_options):
     """The localiser's recipe: ``classes`` (wnids, or None for all with the official val
     set held out), the encoder and decoder, one stage of Adam with cosine decay, and the
     task's options (``tiny_keras.localization.task.OPTIONS``)."""
@@ -59,19 +63,26 @@ def extra_flags(parser):
     parser.add_argument("--encoder", default="paper2_resnet18",
                         help="'small' (trains on a CPU) or a registered model whose feature maps encode the image "
                              "(default paper2_resnet18; --smoke: small)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate (default 1e-3)")
-    parser.add_argument("--alpha", type=float, default=6.4, help="box loss weight of Eq. 1 (default 6.4)")
-    parser.add_argument("--max-boxes", type=int, default=5, help="decoder steps (default 5)")
+    parser.add_argument("--lr", type=float, default=LR, help=f"Adam's initial learning rate (default {LR})")
+    parser.add_argument("--alpha", type=float, default=OPTIONS["alpha"],
+                        help=f"box loss weight of Eq. 1 (default {OPTIONS['alpha']})")
+    parser.add_argument("--max-boxes", type=int, default=MAX_BOXES, help=f"decoder steps (default {MAX_BOXES})")
 
 
 def configure(_, args):
-    from tiny_keras import backend
+    import os
+
+    from tiny_keras import backend, runs
 
     if args.max_boxes < 1:
         raise SystemExit(f"error: --max-boxes must be at least 1. Received: {args.max_boxes}")
     if not backend.is_tensorflow():
         raise SystemExit(f"error: the localiser trains on the TensorFlow backend only (its matching loss calls "
                          f"scipy through tf.numpy_function); this process runs {backend.name()}")
+    workdir = args.workdir or os.path.join("runs", "paper2_localization")
+    if os.path.exists(os.path.join(workdir, runs.CONFIG)):  # the localiser's run before it trained on the engine
+        raise SystemExit(f"error: --workdir {workdir} holds a localisation run written by an older version (its "
+                         f"{runs.CONFIG}); runs now go to {os.path.join(workdir, '<run>')}: choose another --workdir")
     if args.strategy not in (None, "default"):
         raise SystemExit(f"error: --strategy {args.strategy}: the localiser trains on one device (its matching loss "
                          "calls scipy once a batch)")
