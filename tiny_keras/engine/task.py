@@ -1,6 +1,6 @@
 """What a run's model learns, as the engine sees it: its splits, model, loss, inputs and
 scores. The engine trains any task the same way (stages, checkpoints, resume, the time
-limit); a task differs only by these methods.
+limit); a task differs only by the methods of :class:`Task`.
 
 :class:`Classification` is the papers' classifiers; ``tiny_keras.localization.task``'s
 ``Localization`` is paper 2's localiser. :func:`get` gives a recipe's (``Recipe.task``).
@@ -22,22 +22,70 @@ def get(recipe):
     return getattr(importlib.import_module(module), name)(recipe)
 
 
-class Classification:
-    """Images to class logits: ``models.ImageClassifier``, cross-entropy, top-1 and top-5."""
+class Task:
+    """What the engine asks of a task. A new task subclasses it and is named in
+    :data:`TASK_CLASSES`; the methods without a default are the ones it must give."""
 
-    monitor = "val_top1"  # the score a stage's best weights are chosen by (higher is better)
-    title = "val accuracy, percent; the paper's figure beside ours"  # of the results table
+    monitor = None  # the held-out score a stage's best weights are chosen by (higher is better)
+    title = None  # what the results table holds
     no_xla = None  # why the task cannot run under XLA, where it cannot
-    records_activations = True  # ``Session.activation_samples`` applies (an ImageClassifier's)
+    records_activations = False  # whether ``Session.activation_samples`` applies
 
     def __init__(self, recipe):
         self.recipe = recipe
 
     def check_session(self, session):
-        """Raise where the task cannot run under ``session`` (the classifiers run under any)."""
+        """Raise where the task cannot run under ``session``."""
 
     def load_splits(self, data, workdir, progress=False):
         """``(train, val)``: what the stages train on and are scored on."""
+        raise NotImplementedError
+
+    def train_input(self, strategy, split, batch_size, seed, skip_batches=0):
+        """The endless, seeded training stream, started ``skip_batches`` in."""
+        raise NotImplementedError
+
+    def eval_input(self, split, batch_size, strategy):
+        """``split`` in order, for Keras's validation in ``fit``."""
+        raise NotImplementedError
+
+    def stage_model(self, stage, index, previous, train_split):
+        """Stage ``index``'s model: a new one for the first stage, else from ``previous``."""
+        raise NotImplementedError
+
+    def compile(self, model, stage, steps, session, steps_per_execution):
+        """Compile ``model`` for ``stage``: its optimizer and schedule, the task's loss."""
+        raise NotImplementedError
+
+    def callbacks(self, run, folder):
+        """Callbacks of every stage that come first, before those that read an epoch's logs."""
+        return []
+
+    def scores(self, model, run, val_ds, logs=None):
+        """A stage's row of scores; ``logs``: the last epoch's, where they measured these weights."""
+        raise NotImplementedError
+
+    def summary(self, row):
+        """A stage's scores in one line."""
+        raise NotImplementedError
+
+    def results(self, run, results):
+        """The run's results dict, with what the task adds."""
+        return results
+
+    def format_table(self, rows):
+        """The stages' rows as a table."""
+        raise NotImplementedError
+
+
+class Classification(Task):
+    """Images to class logits: ``models.ImageClassifier``, cross-entropy, top-1 and top-5."""
+
+    monitor = "val_top1"
+    title = "val accuracy, percent; the paper's figure beside ours"
+    records_activations = True  # an ImageClassifier's feature maps and logits
+
+    def load_splits(self, data, workdir, progress=False):
         return inputs.load_splits(self.recipe, data, progress=progress)
 
     def train_input(self, strategy, split, batch_size, seed, skip_batches=0):
@@ -47,29 +95,19 @@ class Classification:
         return inputs.eval_input(split, batch_size, strategy)
 
     def stage_model(self, stage, index, previous, train_split):
-        """Stage ``index``'s model: a new one for the first stage, else ``previous``'s network."""
-        images = None if previous is not None else np.asarray(train_split.images)
+        images = None if previous is not None else np.asarray(train_split.images)  # to fit the preprocessing
         return model_lib.stage_model(self.recipe, stage, index, previous, images)
 
     def compile(self, model, stage, steps, session, steps_per_execution):
         model_lib.compile_model(model, self.recipe, stage, steps, session, steps_per_execution)
 
-    def callbacks(self, run, folder):
-        """Callbacks of every stage that come first, before those that read an epoch's logs."""
-        return []
-
     def scores(self, model, run, val_ds, logs=None):
-        """A stage's scores: from the last epoch's ``logs`` where they measured these weights."""
         if logs is not None:
             return val_scores(logs, prefix="val_")
         return evaluate(model, val_ds)
 
     def summary(self, row):
         return f"val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
-
-    def results(self, run, results):
-        """The run's results dict, with what the task adds."""
-        return results
 
     def format_table(self, rows):
         return log.format_table(rows)

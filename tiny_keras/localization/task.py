@@ -19,6 +19,7 @@ import numpy as np
 from tiny_keras import backend, files, models, runs
 from tiny_keras.backend import tf
 from tiny_keras.engine.model import make_optimizer, set_weight_decay, stage_schedule
+from tiny_keras.engine.task import Task
 from tiny_keras.localization.boxes import BoxAugment, decode, pixel_to_corners
 from tiny_keras.localization.matching import MATCH_IOU, MatchingLoss
 from tiny_keras.localization.metrics import baselines, format_table, metrics_row, top_box_ious
@@ -113,19 +114,19 @@ class HeldOutBoxes(keras.callbacks.Callback):
 
 
 # -- the task ---------------------------------------------------------------------------------
-class Localization:
+class Localization(Task):
     """Images to boxes (``paper2_localizer``): the engine's task for ``Recipe(task="localization")``."""
 
     monitor = "val_mean_iou"
     title = "held-out images, percent; the baselines beside ours"
     no_xla = "the localiser's matching loss calls scipy through tf.numpy_function, which XLA cannot compile"
-    records_activations = False
 
     def __init__(self, recipe):
         unknown = sorted(set(recipe.task_options) - set(OPTIONS))
         if unknown:
             raise ValueError(f"task_options of a localisation recipe are {sorted(OPTIONS)}. Received: {unknown}")
-        self.recipe, self.options = recipe, {**OPTIONS, **recipe.task_options}
+        super().__init__(recipe)
+        self.options = {**OPTIONS, **recipe.task_options}
         if not 0 < self.options["train_fraction"] < 1:
             raise ValueError(f"train_fraction must be between 0 and 1. Received: {self.options['train_fraction']}")
         # What a classifier's recipe may set and the localiser's pipeline does not do
