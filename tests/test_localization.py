@@ -398,6 +398,10 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
 
     with pytest.raises(published.PublishError, match="smoke"):
         published.publish(workdir, tmp_path / "results")
+    curves = plots.make_plot("curves", workdir)  # the localiser's scores, not a classifier's top-1
+    assert [ax.get_ylabel() for ax in curves.axes[:2]] == ["loss (Eq. 1, matched boxes)",
+                                                            "held-out mean IoU, CorLoc (%)"]
+    assert [line.get_label() for line in curves.axes[1].get_lines()] == ["val mean_iou", "val corloc"]
     png = tmp_path / "boxes.png"
     plot_tool = _load_tool("plot")
     assert plot_tool.BOX_KINDS == plots.BOX_KINDS

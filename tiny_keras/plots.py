@@ -220,19 +220,26 @@ def _short(text, width=22):
 
 # -- curves -----------------------------------------------------------------------------------
 def plot_curves(history, title=None, size=DEFAULT_SIZE):
-    """Training and validation loss and top-1 per epoch, stages marked, learning rate on a
-    second axis. ``history``: a ``runs.History``, or ``{name: History}`` to compare several
-    runs (a study): then their validation curves (solid) and training curves (dotted)."""
+    """Training and validation loss and top-1 per epoch (a localiser's: its loss, and its
+    held-out mean IoU and CorLoc), stages marked, learning rate on a second axis.
+    ``history``: a ``runs.History``, or ``{name: History}`` to compare several runs (a
+    study): then their validation curves (solid) and training curves (dotted)."""
     if isinstance(history, dict):
         return _plot_compare(history, title, size)
     fig = new_figure(size)
     ax_loss, ax_top1 = fig.subplots(1, 2)
     x = history.epoch
     lr = history.get("learning_rate")
-    for ax, key, ylabel in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_top1, "top1", "top-1 accuracy (%)")):
-        scale = 100.0 if key == "top1" else 1.0
-        handles = [_line(ax, x, scale * history.get(key), color="tab:blue", label=f"train {key}"),
-                   _line(ax, x, scale * history.get(f"val_{key}"), color="tab:orange", label=f"val {key}")]
+    boxes = not np.isnan(history.get("val_mean_iou")).all()  # a localisation run (tiny_keras.localization)
+    panels = ((ax_loss, ("loss",), "loss (Eq. 1, matched boxes)" if boxes else "loss (cross-entropy)", 1.0),
+              (ax_top1, ("mean_iou", "corloc") if boxes else ("top1",),
+               "held-out mean IoU, CorLoc (%)" if boxes else "top-1 accuracy (%)", 100.0))
+    for ax, keys, ylabel, scale in panels:
+        handles = []
+        for key, style in zip(keys, ("-", "--")):
+            handles += [_line(ax, x, scale * history.get(key), color="tab:blue", linestyle=style, label=f"train {key}"),
+                        _line(ax, x, scale * history.get(f"val_{key}"), color="tab:orange", linestyle=style,
+                              label=f"val {key}")]
         _epoch_axis(ax, x.max())
         ax.set_ylabel(ylabel)
         _mark_stages(ax, history.boundaries)
