@@ -455,11 +455,24 @@ def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
         reproduce.run_paper("paper2_localization", [*argv, "--overwrite", "--debug"])
     for flags, message in ((["--batch-size", "0"], "--batch-size: expected a whole number of at least 1"),
                            (["--max-boxes", "0"], "--max-boxes must be at least 1. Received: 0"),
-                           (["--strategy", "mirrored"], "--strategy mirrored: the localiser trains on one device")):
+                           (["--strategy", "mirrored"], "error: strategy 'mirrored': the localiser trains on one device")):
         with pytest.raises(SystemExit) as exit_info:
             reproduce.run_paper("paper2_localization", [*argv[:4], *flags])
         assert exit_info.value.code != 0
         assert message in capsys.readouterr().err + str(exit_info.value.code)
+
+
+def test_another_backend_is_refused_in_one_line_before_anything_is_written(fixture_zip, tmp_path):
+    """On JAX the script exits with status 1 and one line naming KERAS_BACKEND (the task's
+    own check, ``Localization.check_session``), and leaves no run in the folder."""
+    workdir = tmp_path / "run"
+    done = run_python(REPO / "reproductions" / "paper2_localization.py", "--data", fixture_zip, "--workdir", workdir,
+                      "--smoke", env={"KERAS_BACKEND": "jax"})
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.strip() == ("error: KERAS_BACKEND=jax: the localiser trains on the TensorFlow backend only "
+                                   "(its matching loss calls scipy through tf.numpy_function); set "
+                                   "KERAS_BACKEND=tensorflow")
+    assert not (workdir / "goldfish").exists()
 
 
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(fixture_zip, tmp_path):
@@ -477,6 +490,13 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(fixture_zip
                       for run in ("whole", "killed"))):
         np.testing.assert_array_equal(a, b)
     assert resumed["rows"] == whole["rows"] and len(resumed["rows"]) == 3
+    # Ours are the saved model's boxes on the held-out images, predicted afresh here.
+    held, options = loc.held_out_split(tmp_path / "whole", fixture_zip)
+    saved = keras.models.load_model(tmp_path / "whole" / "model.keras")
+    corners, scores = loc.decode(saved.predict(held.images.astype(np.float32), verbose=0))
+    ours = loc.metrics_row("ours", corners, scores, held.corners,
+                           (scores >= options["confidence_threshold"]).sum(axis=1).mean())
+    assert whole["rows"][0] == ours
     histories = [(tmp_path / run / "stages" / "train" / "history.csv").read_text() for run in ("whole", "killed")]
     assert histories[0] == histories[1] and len(histories[0].splitlines()) == 4
     # Adam's rate decays to 0 over the stage's 6 steps: each epoch logs its last step's.

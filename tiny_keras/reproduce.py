@@ -28,21 +28,21 @@ import time
 import keras
 
 from tiny_keras import download, evaluate, models, runs
-from tiny_keras.engine.session import STRATEGIES, Session
+from tiny_keras.engine.session import STRATEGIES, Session, UnsupportedSession
 from tiny_keras.engine.time_limit import EXIT_TIME_LIMIT, TimeLimitReached, parse_duration
 from tiny_keras.recipe import PRECISIONS, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
 
 
 def input_errors():
     """What a bad input raises (data, a run folder, a batch beyond memory, a failed
-    download): the scripts print it as one line and exit with status 1, the traceback only
+    download, a backend or strategy the task cannot train under): the scripts print it as one line and exit with status 1, the traceback only
     with --debug. Bad arguments exit with 2 (argparse). Imported here, when one is raised:
     the training modules load only to train."""
     from tiny_keras.data.layout import DatasetError
     from tiny_keras.engine.model import BatchTooLarge
 
     return (download.DownloadError, DatasetError, runs.RunFolderError, runs.ModelLoadError, BatchTooLarge,
-            PermissionError, NotADirectoryError)
+            UnsupportedSession, PermissionError, NotADirectoryError)
 
 
 def describe_input_error(error, data):

@@ -15,6 +15,11 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
 AUTO_STEPS_PER_EXECUTION = 32  # the most train steps per host call "auto" picks on a GPU
 
 
+class UnsupportedSession(ValueError):
+    """A session the recipe's task cannot run under (``Task.check_session``): its backend,
+    its strategy. The command line prints it as one line."""
+
+
 @dataclasses.dataclass
 class Session:
     """How a run trains in this process. "auto" values are made concrete by :meth:`resolve`.

@@ -35,7 +35,7 @@ class Task:
         self.recipe = recipe
 
     def check_session(self, session):
-        """Raise where the task cannot run under ``session``."""
+        """Raise ``session.UnsupportedSession`` where the task cannot run under ``session``."""
 
     def load_splits(self, data, workdir, progress=False):
         """``(train, val)``: what the stages train on and are scored on."""

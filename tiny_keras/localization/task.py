@@ -19,6 +19,7 @@ import numpy as np
 from tiny_keras import backend, files, models, runs
 from tiny_keras.backend import tf
 from tiny_keras.engine.model import make_optimizer, set_weight_decay, stage_schedule
+from tiny_keras.engine.session import UnsupportedSession
 from tiny_keras.engine.task import Task
 from tiny_keras.localization.boxes import BoxAugment, decode, pixel_to_corners
 from tiny_keras.localization.matching import MATCH_IOU, MatchingLoss
@@ -99,16 +100,18 @@ def _predict(model, images, batch_size=256):
 
 class HeldOutBoxes(keras.callbacks.Callback):
     """Adds to each epoch's logs the held-out mean IoU and CorLoc of the model's most
-    confident box (``val_mean_iou``, ``val_corloc``). Put it before the callbacks that read
-    the logs (the epoch line, the best weights, the ``CSVLogger``)."""
+    confident box (``val_mean_iou``, ``val_corloc``), and keeps that epoch's decoded boxes
+    (``predicted``: corners and scores). Put it before the callbacks that read the logs
+    (the epoch line, the best weights, the ``CSVLogger``)."""
 
     def __init__(self, held_out):
         super().__init__()
         self.held_out = held_out
+        self.predicted = None
 
     def on_epoch_end(self, epoch, logs=None):
-        corners, scores = decode(_predict(self.model, self.held_out.images))
-        ious = top_box_ious(corners, scores, self.held_out.corners)
+        self.predicted = decode(_predict(self.model, self.held_out.images))
+        ious = top_box_ious(*self.predicted, self.held_out.corners)
         if logs is not None:
             logs.update(val_mean_iou=float(ious.mean()), val_corloc=float((ious >= 0.5).mean()))
 
@@ -137,15 +140,18 @@ class Localization(Task):
             raise ValueError(f"a localisation recipe sets its augmentation in task_options ({', '.join(OPTIONS)}); "
                              f"it does not take {unsupported}")
         self.held_out = None  # the held-out set's description, once loaded
+        self.held_out_boxes = None  # the stage's HeldOutBoxes callback
 
     def check_session(self, session):
-        """Raise where the localiser cannot run under ``session``: another backend, several devices."""
+        """Raise ``UnsupportedSession`` where the localiser cannot run under ``session``:
+        another backend, several devices."""
         if not backend.is_tensorflow():
-            raise NotImplementedError(f"the localiser trains on Keras's TensorFlow backend only (its matching loss "
-                                      f"calls scipy through tf.numpy_function); this process runs {backend.name()}. "
-                                      "Set KERAS_BACKEND=tensorflow")
+            raise UnsupportedSession(f"KERAS_BACKEND={backend.name()}: the localiser trains on the TensorFlow backend "
+                                     "only (its matching loss calls scipy through tf.numpy_function); set "
+                                     "KERAS_BACKEND=tensorflow")
         if session.strategy != "default":
-            raise ValueError(f"the localiser trains on one device; strategy {session.strategy!r} is not supported")
+            raise UnsupportedSession(f"strategy {session.strategy!r}: the localiser trains on one device (its matching "
+                                     "loss calls scipy once a batch)")
 
     def load_splits(self, data, workdir, progress=False):
         """The training and held-out boxes. Their files go to ``workdir/split.json`` when the
@@ -183,12 +189,17 @@ class Localization(Task):
                       steps_per_execution=steps_per_execution, run_eagerly=session.run_eagerly)
 
     def callbacks(self, run, folder):
-        return [HeldOutBoxes(run.val_split)]
+        self.held_out_boxes = HeldOutBoxes(run.val_split)
+        return [self.held_out_boxes]
 
     def scores(self, model, run, val_ds, logs=None):
-        """Ours on the held-out images, and the baselines a localiser has to beat."""
+        """Ours on the held-out images, and the baselines a localiser has to beat. Where the
+        last epoch's logs measured these weights, its boxes are ours: predicted once."""
         held = run.val_split
-        corners, scores = decode(_predict(model, held.images))
+        if logs is not None and self.held_out_boxes is not None and self.held_out_boxes.predicted is not None:
+            corners, scores = self.held_out_boxes.predicted
+        else:
+            corners, scores = decode(_predict(model, held.images))
         accepted = (scores >= self.options["confidence_threshold"]).sum(axis=1).mean()
         ours = metrics_row("ours", corners, scores, held.corners, accepted)
         return {**{k: v for k, v in ours.items() if k != "method"}, "baselines": baselines(run.train_split, held)}

@@ -72,20 +72,14 @@ def extra_flags(parser):
 def configure(_, args):
     import os
 
-    from tiny_keras import backend, runs
+    from tiny_keras import runs
 
     if args.max_boxes < 1:
         raise SystemExit(f"error: --max-boxes must be at least 1. Received: {args.max_boxes}")
-    if not backend.is_tensorflow():
-        raise SystemExit(f"error: the localiser trains on the TensorFlow backend only (its matching loss calls "
-                         f"scipy through tf.numpy_function); this process runs {backend.name()}")
     workdir = args.workdir or os.path.join("runs", "paper2_localization")
     if os.path.exists(os.path.join(workdir, runs.CONFIG)):  # the localiser's run before it trained on the engine
         raise SystemExit(f"error: --workdir {workdir} holds a localisation run written by an older version (its "
                          f"{runs.CONFIG}); runs now go to {os.path.join(workdir, '<run>')}: choose another --workdir")
-    if args.strategy not in (None, "default"):
-        raise SystemExit(f"error: --strategy {args.strategy}: the localiser trains on one device (its matching loss "
-                         "calls scipy once a batch)")
     encoder = "small" if args.smoke else args.encoder
     options = dict(encoder=encoder, max_boxes=args.max_boxes, lr=args.lr, alpha=args.alpha)
     return {"goldfish": recipe(**options), "all_classes": recipe(classes=None, **options)}
