@@ -23,7 +23,7 @@ import importlib
 _EXPORTS = {
     "BatchTooLarge": "model", "EXIT_TIME_LIMIT": "time_limit", "EpochLog": "log", "RunCheckpoint": "resume",
     "Session": "session", "TimeLimit": "time_limit", "TimeLimitReached": "time_limit",
-    "auto_precision": "precision", "format_table": "log", "train": "run",
+    "UnsupportedSession": "session", "auto_precision": "precision", "format_table": "log", "train": "run",
 }
 __all__ = sorted(_EXPORTS)
 
