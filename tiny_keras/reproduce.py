@@ -35,9 +35,10 @@ from tiny_keras.recipe import PRECISIONS, Ensemble  # noqa: F401 (Ensemble: the 
 
 def input_errors():
     """What a bad input raises (data, a run folder, a batch beyond memory, a failed
-    download, a backend or strategy the task cannot train under): the scripts print it as one line and exit with status 1, the traceback only
-    with --debug. Bad arguments exit with 2 (argparse). Imported here, when one is raised:
-    the training modules load only to train."""
+    download, a backend or strategy the task cannot train under): the scripts print it as
+    one line and exit with status 1, the traceback only with --debug. Bad arguments exit
+    with 2 (argparse). Imported here, when one is raised: the training modules load only to
+    train."""
     from tiny_keras.data.layout import DatasetError
     from tiny_keras.engine.model import BatchTooLarge
 
