@@ -525,6 +525,20 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(fixture_zip
     assert sorted(os.listdir(old)) == ["config.json"]  # nothing written
 
 
+def test_the_default_workdir_is_checked_for_an_older_localisation_run(fixture_zip, tmp_path, monkeypatch):
+    # Without --workdir the runs go to runs/paper2_localization: that folder is the one checked.
+    from tiny_keras import reproduce
+
+    old = tmp_path / "runs" / "paper2_localization"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    message = "--workdir runs/paper2_localization holds a localisation run written by an older version"
+    with pytest.raises(SystemExit, match=message):
+        reproduce.run_paper("paper2_localization", ["--data", str(fixture_zip), "--smoke"])
+    assert sorted(os.listdir(old)) == ["config.json"]
+
+
 def test_a_finished_run_is_published_with_its_record_and_table(fixture_zip, tmp_path):
     from tiny_keras import engine, published
 

@@ -248,7 +248,8 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     """Parse flags, train ``recipes`` (run name -> Recipe), evaluate ``ensembles``, write results.
 
     ``configure(recipes, args)`` may change the recipes from script-specific flags
-    (added by ``extra(parser)``) before the common overrides apply.
+    (added by ``extra(parser)``) before the common overrides apply; its ``args.workdir`` is
+    the folder the runs go to (default ``runs/<paper>``).
     """
     run_names = list(recipes)
     parser = build_parser(description, run_names, default_runs, extra)
@@ -259,11 +260,11 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
         parser.error(MULTI_WORKER_REFUSED)
     join_processes(parser, args)
     stop_by = None if args.time_limit is None else time.time() + args.time_limit
+    workdir = args.workdir = args.workdir or os.path.join("runs", paper)
     if configure is not None:
         recipes = configure(dict(recipes), args)
     selected = getattr(args, "model", None) or default_runs or run_names
     recipes = {name: apply_flags(recipes[name], args) for name in selected}
-    workdir = args.workdir or os.path.join("runs", paper)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         parser.error(f"--workdir {workdir}: exists and is not a folder; name a folder (new or a run's)")
     if args.data is not None and not os.path.exists(args.data):

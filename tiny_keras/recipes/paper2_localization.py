@@ -76,7 +76,7 @@ def configure(_, args):
 
     if args.max_boxes < 1:
         raise SystemExit(f"error: --max-boxes must be at least 1. Received: {args.max_boxes}")
-    workdir = args.workdir or os.path.join("runs", "paper2_localization")
+    workdir = args.workdir  # the run folder's parent, default runs/paper2_localization
     if os.path.exists(os.path.join(workdir, runs.CONFIG)):  # the localiser's run before it trained on the engine
         raise SystemExit(f"error: --workdir {workdir} holds a localisation run written by an older version (its "
                          f"{runs.CONFIG}); runs now go to {os.path.join(workdir, '<run>')}: choose another --workdir")
