@@ -229,6 +229,27 @@ def test_paper5_lambda_history_and_snapshots():
     assert [(s.name, s.weight_decay, s.epochs, s.snapshot_every_epochs) for s in scratch] == [("train", 3e-4, 30, 10)]
 
 
+def test_paper5_fine_tune_flag_gives_the_paper_epochs_reading():
+    """Section 4.2's "another 5 epochs" of fine-tuning: 5 passes over the 100,000 training
+    images by default, or with --fine-tune paper_epochs 5 of the paper's epochs of 2 million
+    pre-augmented images (15,625 iterations each at batch 128), in epochs of 1,000."""
+    from tiny_keras import reproduce
+
+    paper5 = _script("paper5_caffe_cnn")
+    parser = reproduce.build_parser("x", list(paper5.RECIPES), extra=paper5.extra_flags)
+    default = paper5.configure({}, parser.parse_args([]))["cnn8"].stages[-1]
+    assert (default.epochs, default.steps_per_epoch, default.steps(100_000)) == (5, None, 781)
+    longer = paper5.configure({}, parser.parse_args(["--fine-tune", "paper_epochs"]))
+    stage = longer["cnn8"].stages[-1]
+    assert (stage.name, stage.epochs * stage.steps(100_000), stage.steps_per_epoch) == ("fine_tune", 78_000, 1_000)
+    assert (stage.optimizer["learning_rate"], stage.weight_decay, stage.batch_size) == (5e-6, 1e-4, 128)
+    assert longer["cnn8"].stages[:2] == paper5.RECIPES["cnn8"].stages[:2]
+    assert longer["cnn8_b"] == paper5.RECIPES["cnn8_b"]  # only the fine-tuned model changes
+    with pytest.raises(SystemExit):  # the study has no fine-tune stage, so no such flag
+        reproduce.build_parser("x", ["a", "b"], extra=_script("paper5_studies").extra_flags).parse_args(
+            ["--fine-tune", "paper_epochs"])
+
+
 def _readme_command(marker):
     text = (REPO / "README.md").read_text(encoding="utf-8")
     block = text.split(marker, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]

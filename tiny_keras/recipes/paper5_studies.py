@@ -45,7 +45,7 @@ def recipes(pool_strides=2, history="paper"):
     return studies.paper5_l2_dropout(base_recipe(pool_strides, history))
 
 
-extra_flags = paper5.extra_flags  # --pool-strides, --lambda-history
+extra_flags = paper5.history_flags  # --pool-strides, --lambda-history
 
 
 def configure(_, args):
