@@ -32,6 +32,11 @@ augmented training top-1 ended at 29.1%, barely above its val 27.2%), shallow < 
 8-layer. So the gaps measure the paper's unstated choices, not an error of ours; runs with
 ``--pool-strides 1`` are the next thing to compare.
 
+The 8-layer ``cnn8`` reaches 39.40% after its fine-tune (results/paper5/cnn8), 2.6 points
+below the paper's 42.0, with the centre crop. The paper does not say how it tested; with
+pycaffe's default, ``Classifier.predict``'s oversampling (the mean of the centre, corner
+and mirrored crops: ``tools/evaluate.py --tta crops10``), the same model scores 42.16%.
+
 Recipe (sections 4-5 and 7):
 - The mean training image is subtracted (a layer of the model); training on random
   56x56 crops and their mirrors, the centre crop at evaluation (a layer of the model).
