@@ -118,6 +118,7 @@ def from_scratch(weight_decay=None, snapshots=True, epochs=30):
 
 
 FINE_TUNE_READINGS = ("passes", "paper_epochs")
+FINE_TUNE_EPOCHS = 5  # section 4.2: "another 5 epochs"
 PAPER_EPOCH_ITERATIONS = 15_625  # section 5.1: 2 million pre-augmented images at batch 128
 
 
@@ -127,9 +128,10 @@ def fine_tune(reading="passes"):
     (``paper_epochs``: 78 epochs of 1,000 iterations, the 78,125 rounded down)."""
     if reading not in FINE_TUNE_READINGS:
         raise ValueError(f"fine-tune reading must be one of {FINE_TUNE_READINGS}. Received: {reading=}")
-    length = dict(epochs=5)
+    length = dict(epochs=FINE_TUNE_EPOCHS)
     if reading == "paper_epochs":
-        length = dict(epochs=5 * PAPER_EPOCH_ITERATIONS // ITERATIONS_PER_EPOCH, steps_per_epoch=ITERATIONS_PER_EPOCH)
+        length = dict(epochs=FINE_TUNE_EPOCHS * PAPER_EPOCH_ITERATIONS // ITERATIONS_PER_EPOCH,
+                      steps_per_epoch=ITERATIONS_PER_EPOCH)
     return Stage(name="fine_tune", batch_size=128, optimizer=dict(SGD, learning_rate=5e-6), weight_decay=1e-4,
                  augment=augmentation(), **length)
 
