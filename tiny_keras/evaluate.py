@@ -234,7 +234,7 @@ def recompute_bn_statistics(model, images, batch_size=128):
     changes; frozen (non-trainable) layers keep their statistics; a partial last batch is
     left out. Where training resampled its images (rotation, zoom), statistics of clean
     images are what the sharp validation images need (paper 4's model 4: see
-    ``reproductions/paper4_cnn_transfer.py``)."""
+    ``tiny_keras.recipes.paper4``)."""
     classifier = _classifier(model)
     if classifier is None:
         raise ValueError(f"precise BN needs a tiny_keras ImageClassifier (its augmentation kept apart); "
