@@ -342,7 +342,7 @@ def test_cli_model_errors(tmp_path, fixture_zip):
 
 
 # -- precise BatchNorm statistics -----------------------------------------------------------------
-def bn_classifier(size=8, seed=0):
+def bn_classifier(size=8, seed=0, augmenter=None):
     """images -> BN -> 1x1 conv (x2, no bias) -> BN -> frozen BN -> pooling -> dense: a
     network whose BatchNorm statistics have a closed form."""
     keras.utils.set_random_seed(seed)
@@ -360,7 +360,8 @@ def bn_classifier(size=8, seed=0):
     backbone.get_layer("bn1").beta.assign([1.0, -2.0, 0.25])
     frozen.moving_mean.assign([3.0, 4.0, 5.0])
     frozen.trainable = False
-    augmenter = augment.Compose([augment.RandomFlip(), augment.GaussianNoise(50.0)])  # must not be applied
+    if augmenter is None:
+        augmenter = augment.Compose([augment.RandomFlip(), augment.GaussianNoise(50.0)])  # must not be applied
     return models.ImageClassifier(backbone, augmenter=augmenter, seed=0)
 
 
@@ -393,6 +394,23 @@ def test_precise_bn_sets_the_mean_of_batch_statistics_and_touches_no_weight():
     for before, after in zip(trainable, model.backbone.trainable_variables):
         np.testing.assert_array_equal(before, after.numpy())
     assert any(not np.array_equal(a, b) for a, b in zip(weights, model.backbone.get_weights()))  # statistics moved
+
+
+def test_precise_bn_on_augmented_images_takes_the_statistics_of_what_training_saw():
+    # Every pixel tripled by the training augmentation: the first layer's statistics are
+    # those of 3x the images (mean x3, variance x9), where the clean images' are not.
+    model = bn_classifier(augmenter=augment.RandomMultiply(3.0, 3.0))
+    images = RNG.integers(0, 256, (24, 8, 8, 3)).astype(np.uint8)
+    evaluate.recompute_bn_statistics(model, images, batch_size=8, augmented=True)
+    batches = images.astype(np.float64).reshape(3, 8, 8, 8, 3)
+    layer = model.backbone.get_layer("bn1")
+    np.testing.assert_allclose(layer.moving_mean.numpy(),
+                               np.mean([3 * b.mean(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(),
+                               np.mean([9 * b.var(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-5)
+    evaluate.recompute_bn_statistics(model, images, batch_size=8)  # clean: the images as they are
+    np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0),
+                               rtol=1e-5)
 
 
 def test_precise_bn_images_are_a_seeded_draw_without_replacement():
@@ -432,3 +450,11 @@ def test_cli_precise_bn_reports_the_model_both_ways(fixture_zip, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:
         tool.main([str(path), "--data", str(fixture_zip), "--precise-bn", "0"])
     assert exit_info.value.code == 2 and "--precise-bn must be at least 1 batch" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([str(path), "--data", str(fixture_zip), "--precise-bn-images", "augmented"])
+    assert exit_info.value.code == 2 and "--precise-bn-images needs --precise-bn N" in capsys.readouterr().err
+    augmented = tmp_path / "augmented.json"
+    assert tool.main([str(path), "--data", str(fixture_zip), "--precise-bn", "3", "--precise-bn-batch-size", "4",
+                      "--precise-bn-images", "augmented", "--json", str(augmented)]) == 0
+    assert "recomputed from 3 batches of 4 augmented training images" in capsys.readouterr().out
+    assert json.loads(augmented.read_text())["precise_bn"]["images"].startswith("train split, through the model's")

@@ -220,21 +220,25 @@ def precise_bn_images(images, batches, batch_size, seed=0):
     return np.random.default_rng(seed + 1).permutation(images[index])
 
 
-def recompute_bn_statistics(model, images, batch_size=128):
+def recompute_bn_statistics(model, images, batch_size=128, augmented=False):
     """Replace the moving mean and variance of every trainable ``BatchNormalization`` layer
     of ``model`` (a ``tiny_keras.models.ImageClassifier``) by the statistics of ``images``
     (0..255), in the manner of pycls/fvcore's PreciseBN; return the layers updated.
 
     The images get the model's inference preprocessing (no augmentation; the centre crop),
-    then pass through the network (backbone and head) in training mode, batch by batch, as training passes
-    them: each layer normalises by its batch's statistics and records them. A layer's new
-    moving mean is the mean of its batches' means, its moving variance the mean of their
-    (biased, as Keras computes them) variances: every batch counts the same, where
-    training's exponential average lets the last few hundred batches count most. No weight
-    changes; frozen (non-trainable) layers keep their statistics; a partial last batch is
-    left out. Where training resampled its images (rotation, zoom), statistics of clean
-    images are what the sharp validation images need (paper 4's model 4: see
-    ``tiny_keras.recipes.paper4``)."""
+    or with ``augmented`` its training augmentation and random crop. They pass through the
+    network (backbone and head) in training mode, batch by batch, as training passes them:
+    each layer normalises by its batch's statistics and records them. A layer's new moving
+    mean is the mean of its batches' means, its moving variance the mean of their (biased,
+    as Keras computes them) variances: every batch counts the same, where training's
+    exponential average lets the last few hundred batches count most. No weight changes;
+    frozen (non-trainable) layers keep their statistics; a partial last batch is left out.
+
+    Where training resampled its images (rotation, zoom), statistics of clean images are
+    what the sharp validation images need (paper 4's model 4: see
+    ``tiny_keras.recipes.paper4``). With ``augmented`` the statistics are of the images
+    training saw and only the averaging changes: that part of a gap is the moving average
+    lagging behind the weights, the rest is the augmentation's shift."""
     classifier = _classifier(model)
     if classifier is None:
         raise ValueError(f"precise BN needs a tiny_keras ImageClassifier (its augmentation kept apart); "
@@ -248,7 +252,7 @@ def recompute_bn_statistics(model, images, batch_size=128):
         for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size)):
             for layer in layers:  # the cumulative mean: the k-th batch weighs 1 / (k + 1)
                 layer.momentum = k / (k + 1.0)
-            x = classifier.prepare(np.asarray(images[start:start + batch_size], np.float32), training=False)
+            x = classifier.prepare(np.asarray(images[start:start + batch_size], np.float32), training=augmented)
             classifier.network(x, training=True)
     finally:
         for layer, momentum in zip(layers, momenta):

@@ -2,7 +2,8 @@
 """Evaluate trained models, alone or as an ensemble, on a Tiny ImageNet split.
 
     python tools/evaluate.py MODEL [MODEL ...] --data PATH [--split val] [--ensemble [--weights W ...]]
-        [--tta none|flip|crops10] [--precise-bn N] [--json OUT] [--per-class-csv OUT]
+        [--tta none|flip|crops10] [--precise-bn N [--precise-bn-images augmented]] [--json OUT]
+        [--per-class-csv OUT]
         [--predict-test OUT.txt] [--overwrite]
 
 MODEL is a .keras file, a run folder (its model.keras), a snapshot folder (every *.keras
@@ -14,7 +15,8 @@ confusions. ``--predict-test`` writes the challenge submission (``file_name wnid
 test image) from ``--split test``. ``--precise-bn N`` first recomputes every
 BatchNormalization layer's statistics from N batches of clean training images of
 ``--data`` (no augmentation, the weights untouched; pycls/fvcore's PreciseBN) and reports
-each model both ways. The logic lives in ``tiny_keras.evaluate``, the tables
+each model both ways; ``--precise-bn-images augmented`` takes them through the model's
+training augmentation instead. The logic lives in ``tiny_keras.evaluate``, the tables
 and files in ``tiny_keras.report``.
 """
 import argparse
@@ -41,6 +43,10 @@ def parse_args(argv):
                              "(weights untouched) and report the models both ways")
     parser.add_argument("--precise-bn-batch-size", type=int, default=128, metavar="B",
                         help="images per batch for --precise-bn (default 128)")
+    parser.add_argument("--precise-bn-images", choices=("clean", "augmented"), default="clean",
+                        help="--precise-bn's training images as they are (clean, the default) or through the "
+                             "model's training augmentation (augmented: the statistics of what training saw, "
+                             "averaged evenly)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--per-class-csv", metavar="OUT", help="write per-class accuracy (index, wnid, name) as CSV")
     parser.add_argument("--predict-test", metavar="OUT", help="write 'file_name wnid' per image (needs --split test)")
@@ -67,6 +73,8 @@ def parse_args(argv):
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
     if args.precise_bn is not None and args.precise_bn < 1:
         parser.error(f"--precise-bn must be at least 1 batch. Received: {args.precise_bn}")
+    if args.precise_bn_images != "clean" and args.precise_bn is None:
+        parser.error("--precise-bn-images needs --precise-bn N")
     if args.precise_bn_batch_size < 1:
         parser.error(f"--precise-bn-batch-size must be positive. Received: {args.precise_bn_batch_size}")
     return args
@@ -118,7 +126,7 @@ def main(argv=None):
     result = {"data": os.fspath(args.data), "split": args.split, **result}
     if as_trained is not None:
         result["precise_bn"] = {"batches": args.precise_bn, "batch_size": args.precise_bn_batch_size,
-                                "images": "train split, clean (no augmentation, centre crop)", "seed": 0}
+                                "images": PRECISE_BN_IMAGES[args.precise_bn_images], "seed": 0}
         for row, p in zip(result["models"], as_trained):
             row["as_trained"] = ev.metrics(p, split.labels)
     print()
@@ -130,6 +138,10 @@ def main(argv=None):
         files.write_json(result, args.json)
         print(f"wrote {args.json}")
     return 0
+
+
+PRECISE_BN_IMAGES = {"clean": "train split, clean (no augmentation, centre crop)",
+                     "augmented": "train split, through the model's training augmentation and random crop"}
 
 
 def precise_bn(members, args):
@@ -149,11 +161,12 @@ def precise_bn(members, args):
         raise SystemExit(f"error: --precise-bn with --data {args.data}: {err}") from None
     for member in members:
         try:
-            layers = ev.recompute_bn_statistics(member.model, images, args.precise_bn_batch_size)
+            layers = ev.recompute_bn_statistics(member.model, images, args.precise_bn_batch_size,
+                                                augmented=args.precise_bn_images == "augmented")
         except ValueError as err:
             raise SystemExit(f"error: --precise-bn: {member.path}: {err}") from None
         print(f"{member.path}: BatchNorm statistics of {len(layers)} layer(s) recomputed from {args.precise_bn} "
-              f"batches of {args.precise_bn_batch_size} clean training images")
+              f"batches of {args.precise_bn_batch_size} {args.precise_bn_images} training images")
 
 
 if __name__ == "__main__":
