@@ -5,6 +5,7 @@ import re
 import runpy
 import shlex
 import sys
+import warnings
 
 import pytest
 
@@ -164,7 +165,10 @@ def parser_of(kind, name, args, monkeypatch):
         patch.setattr(sys, "argv", [name, *argv])
         try:
             if kind == "module":
-                runpy.run_module(name, run_name="__main__", alter_sys=False)
+                with warnings.catch_warnings():  # an earlier test may have imported the module: harmless here
+                    warnings.filterwarnings("ignore", r".* found in sys.modules after import of package",
+                                            RuntimeWarning)
+                    runpy.run_module(name, run_name="__main__", alter_sys=False)
             else:
                 patch.syspath_prepend(str((REPO / name).parent))
                 runpy.run_path(str(REPO / name), run_name="__main__")
