@@ -3,8 +3,7 @@
 
     python tools/evaluate.py MODEL [MODEL ...] --data PATH [--split val] [--ensemble [--weights W ...]]
         [--tta none|flip|crops10] [--precise-bn N [--precise-bn-images augmented]] [--json OUT]
-        [--per-class-csv OUT]
-        [--predict-test OUT.txt] [--overwrite]
+        [--per-class-csv OUT] [--predict-test OUT.txt] [--overwrite]
 
 MODEL is a .keras file, a run folder (its model.keras), a snapshot folder (every *.keras
 inside is a member) or a SavedModel folder. Each model carries its own preprocessing, so
@@ -27,6 +26,11 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# --precise-bn-images: what the JSON says of each
+PRECISE_BN_IMAGES = {"clean": "train split, clean (no augmentation, centre crop)",
+                     "augmented": "train split, through the model's training augmentation and random crop"}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL",
@@ -43,7 +47,7 @@ def parse_args(argv):
                              "(weights untouched) and report the models both ways")
     parser.add_argument("--precise-bn-batch-size", type=int, default=128, metavar="B",
                         help="images per batch for --precise-bn (default 128)")
-    parser.add_argument("--precise-bn-images", choices=("clean", "augmented"), default="clean",
+    parser.add_argument("--precise-bn-images", choices=tuple(PRECISE_BN_IMAGES), default="clean",
                         help="--precise-bn's training images as they are (clean, the default) or through the "
                              "model's training augmentation (augmented: the statistics of what training saw, "
                              "averaged evenly)")
@@ -138,10 +142,6 @@ def main(argv=None):
         files.write_json(result, args.json)
         print(f"wrote {args.json}")
     return 0
-
-
-PRECISE_BN_IMAGES = {"clean": "train split, clean (no augmentation, centre crop)",
-                     "augmented": "train split, through the model's training augmentation and random crop"}
 
 
 def precise_bn(members, args):
