@@ -23,16 +23,20 @@ def test_train_benchmark_compares_the_engine_with_a_bare_fit(tmp_path):
     out = tmp_path / "train.json"
     done = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--steps", "4",
                       "--epochs", "2", "--rounds", "1", "--steps-per-execution", "1", "2", "--batch-size", "8",
-                      "--precision", "float32", "mixed_bfloat16", "float32", "--json", out)
+                      "--precision", "float32", "mixed_bfloat16", "float32", "--xla", "off", "on", "--json", out)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "engine spe=2" in done.stdout and "mixed_bfloat16: engine spe=1" in done.stdout
+    assert "engine spe=2" in done.stdout and "mixed_bfloat16, XLA on: engine spe=1" in done.stdout
     result = json.loads(out.read_text())
     assert result["precisions"] == ["float32", "mixed_bfloat16"]  # each once, in the order asked
+    assert result["xla"] == [False, True]
     model = result["models"]["paper5_shallow"]
-    assert model["batch_size"] == 8 and sorted(model["precision"]) == ["float32", "mixed_bfloat16"]
-    for row in model["precision"].values():
+    assert model["batch_size"] == 8
+    assert [(row["precision"], row["xla"]) for row in model["settings"]] == [
+        ("float32", False), ("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True)]
+    for row in model["settings"]:
+        # Both rounded (images/s to 0.1, steps/s to 0.001): equal within the rounding.
         assert row["bare_steps_per_s"] > 0 and row["bare_images_per_s"] == pytest.approx(8 * row["bare_steps_per_s"],
-                                                                                          rel=1e-3)
+                                                                                          abs=0.06)
         assert sorted(row["engine"]) == ["1", "2"] and all(e["steps_per_s"] > 0 for e in row["engine"].values())
     # Writing over an existing file needs --overwrite.
     again = run_python(REPO / "tools" / "benchmark.py", "train", "--model", "paper5_shallow", "--json", out)
@@ -70,3 +74,14 @@ def test_train_benchmark_measures_auto_as_the_precision_a_run_would_pick(monkeyp
     assert bench.concrete_precisions(["auto", "float32", "mixed_bfloat16"]) == ["mixed_bfloat16", "float32"]
     monkeypatch.setattr(backend, "cpu_flags", lambda path=None: frozenset({"avx2"}))
     assert bench.concrete_precisions(["float32", "auto"]) == ["float32"]
+
+
+def test_train_benchmark_measures_auto_as_the_xla_a_run_would_pick(monkeypatch):
+    from tiny_keras import backend
+    from tiny_keras.benchmarks import train as bench
+
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: None)
+    assert bench.concrete_xla(["auto", "on", "off"]) == [False, True]  # TensorFlow on a CPU: off
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: (9, 0))
+    assert bench.concrete_xla(["off", "auto"]) == [False, True]  # on a GPU: on
+    assert bench.concrete_xla(["on", "auto"]) == [True]

@@ -14,14 +14,21 @@ of its reproduction script's recipe, in one process and in alternating rounds:
 
 It runs on whichever Keras backend the process has (``KERAS_BACKEND``); the results name it.
 ``--precision`` takes several dtype policies (``float32 mixed_bfloat16``; ``auto``: what a
-run picks on this machine, ``tiny_keras.engine.precision.auto_precision``): each round then measures
-each of them in turn, bare and engine, so that all see the same machine state.
+run picks on this machine, ``tiny_keras.engine.precision.auto_precision``), ``--xla`` several
+settings of XLA for the train step (``on off``; ``auto``: what a run picks here,
+``Session.resolve``): each round then measures every pair in turn, bare and engine, so that
+all see the same machine state.
 
 The figure is training steps per second inside epochs (from the first to the last batch
 of each epoch after the first, so compilation, validation and checkpoints are left out;
 their cost shows in ``epoch_seconds``). Target: the engine within 5% of the bare fit.
 Synthetic data makes the numbers independent of the dataset; use it on machines without
 the data (the model learns nothing from it, which does not change its speed).
+
+Memory: TensorFlow keeps most of what each measured model allocated until the process ends
+(``clear_session`` and ``gc.collect`` give back little). Every setting of a large model adds
+to it: four runs of paper 4's model 3 (140M parameters) reach 14 GB. Measure such models
+one ``--model`` at a time.
 """
 import dataclasses
 import tempfile
@@ -39,6 +46,7 @@ from tiny_keras.data import official_classes
 from tiny_keras.data.arrays import DecodedSplit
 
 DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
+XLA = {"on": True, "off": False}
 
 
 def add_arguments(parser):
@@ -56,6 +64,9 @@ def add_arguments(parser):
     parser.add_argument("--precision", nargs="+", choices=("auto",) + PRECISIONS, default=["auto"],
                         help="dtype policies to measure, alternating within each round (default: auto, what "
                              "a run picks on this machine)")
+    parser.add_argument("--xla", nargs="+", choices=("auto",) + tuple(XLA), default=["auto"],
+                        help="XLA for the train step, each measured in turn like the precisions (default: auto, "
+                             "what a run picks here: on a GPU with TensorFlow, always with JAX, never with PyTorch)")
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -140,10 +151,11 @@ def synthetic_split(n, split, seed=0, num_classes=200):
                         files=[f"synthetic_{i}.JPEG" for i in range(n)], classes=official_classes())
 
 
-def _engine(recipe, splits, spe, steps, epochs, workdir):
+def _engine(recipe, splits, xla, spe, steps, epochs, workdir):
     timer = StepTimer()
     stage = dataclasses.replace(recipe.stages[0], epochs=epochs, steps_per_epoch=steps)
-    session = engine.Session(steps_per_execution=spe, tensorboard=False, activation_samples=0, verbose=0)
+    session = engine.Session(jit_compile=xla, steps_per_execution=spe, tensorboard=False, activation_samples=0,
+                             verbose=0)
     start = time.perf_counter()
     engine.train(recipe.replace(stages=[stage]), workdir, data=splits, session=session, extra_callbacks=[timer])
     return timer.best, time.perf_counter() - start
@@ -155,22 +167,30 @@ def concrete_precisions(requested):
     return list(dict.fromkeys(precision_lib.auto_precision(**device)[0] if p == "auto" else p for p in requested))
 
 
-def bare_fit(recipe, splits, steps, epochs):
+def concrete_xla(requested):
+    """``requested`` ("on", "off", "auto") as ``jit_compile`` values, "auto" made what a run
+    picks here, each once, in order."""
+    auto = engine.Session().resolve(backend.gpu_compute_capability()).jit_compile
+    return list(dict.fromkeys(auto if x == "auto" else XLA[x] for x in requested))
+
+
+def bare_fit(recipe, splits, steps, epochs, xla="auto"):
     """Training steps/s of a bare ``model.fit`` of ``recipe``'s model, in its precision
-    ("auto": what a run would pick here)."""
+    ("auto": what a run would pick here), with XLA or without (``xla``: a ``jit_compile``)."""
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(concrete_precisions([recipe.precision])[0])
     try:
-        return _bare_fit(recipe, splits, steps, epochs)
+        return _bare_fit(recipe, splits, steps, epochs, xla)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _bare_fit(recipe, splits, steps, epochs):
+def _bare_fit(recipe, splits, steps, epochs, xla):
     keras.utils.set_random_seed(recipe.seed)
     stage = recipe.stages[0]
     model = stage_model(recipe, stage, 0, train_images=splits["train"].images)
-    compile_model(model, recipe, stage, steps, engine.Session().resolve(backend.gpu_compute_capability()))
+    session = engine.Session(jit_compile=xla).resolve(backend.gpu_compute_capability())
+    compile_model(model, recipe, stage, steps, session)
     images, labels = splits["train"].images, splits["train"].labels
     timer = StepTimer()
     if not backend.is_tensorflow():  # Keras's array adapter: one pass of the arrays per epoch
@@ -183,8 +203,9 @@ def _bare_fit(recipe, splits, steps, epochs):
     return timer.best
 
 
-def _row(batch, bare, engine):
-    row = {"bare_steps_per_s": round(max(bare), 3), "bare_images_per_s": round(max(bare) * batch, 1), "engine": {}}
+def _row(precision, xla, batch, bare, engine):
+    row = {"precision": precision, "xla": xla, "bare_steps_per_s": round(max(bare), 3),
+           "bare_images_per_s": round(max(bare) * batch, 1), "engine": {}}
     for spe, rates in engine.items():
         best = max(rates)
         row["engine"][str(spe)] = {"steps_per_s": round(best, 3), "images_per_s": round(best * batch, 1),
@@ -196,13 +217,14 @@ def run(args):
     names = args.model or list(DEFAULT_MODELS)
     if names == ["main"]:
         names = [f"{paper}_{run}" for paper, run in MAIN_RUNS.items()]
-    precisions = concrete_precisions(args.precision)
+    precisions, xlas = concrete_precisions(args.precision), concrete_xla(args.xla)
+    settings = [(p, x) for p in precisions for x in xlas]
     environment = provenance.environment()
     results = {"backend": environment["backend"], "machine": environment["machine"], "precisions": precisions,
-               "models": {}}
+               "xla": xlas, "models": {}}
     print(f"Keras backend: {environment['backend']}; {provenance.describe_machine(environment)} "
           f"(CPU flags: {', '.join(environment['machine']['cpu_flags']) or 'none of note'}); "
-          f"precision {', '.join(precisions)}", flush=True)
+          f"precision {', '.join(precisions)}; XLA {', '.join(_on_off(x) for x in xlas)}", flush=True)
     for name in names:
         recipe = paper_recipe(name, small=name == "paper2_resnet18" and not args.full_width)
         if args.batch_size:
@@ -210,35 +232,40 @@ def run(args):
         batch = recipe.stages[0].batch_size
         n = batch * args.steps
         splits = {"train": synthetic_split(n, "train"), "val": synthetic_split(max(batch, 256), "val", seed=1)}
-        engine = {p: {spe: [] for spe in args.steps_per_execution} for p in precisions}
-        bare = {p: [] for p in precisions}
+        engine = {s: {spe: [] for spe in args.steps_per_execution} for s in settings}
+        bare = {s: [] for s in settings}
         for r in range(args.rounds):
-            for precision in precisions:
+            for precision, xla in settings:
                 measured = recipe.replace(precision=precision)
-                bare[precision].append(bare_fit(measured, splits, args.steps, args.epochs))
+                bare[precision, xla].append(bare_fit(measured, splits, args.steps, args.epochs, xla))
                 for spe in args.steps_per_execution:
                     with tempfile.TemporaryDirectory(prefix="tiny_keras_bench_") as workdir:
-                        rate, seconds = _engine(measured, splits, spe, args.steps, args.epochs, workdir)
-                    engine[precision][spe].append(rate)
-                    print(f"{name} round {r + 1}, {precision}: engine spe={spe} {rate:.2f} steps/s "
-                          f"(run {seconds:.1f} s), bare {bare[precision][-1]:.2f} steps/s", flush=True)
-        results["models"][name] = {"batch_size": batch, "precision": {
-            p: _row(batch, bare[p], engine[p]) for p in precisions}}
+                        rate, seconds = _engine(measured, splits, xla, spe, args.steps, args.epochs, workdir)
+                    engine[precision, xla][spe].append(rate)
+                    print(f"{name} round {r + 1}, {precision}, XLA {_on_off(xla)}: engine spe={spe} {rate:.2f} "
+                          f"steps/s (run {seconds:.1f} s), bare {bare[precision, xla][-1]:.2f} steps/s", flush=True)
+        results["models"][name] = {"batch_size": batch, "settings": [
+            _row(p, x, batch, bare[p, x], engine[p, x]) for p, x in settings]}
     print()
-    columns = [("model", 20, "s"), ("precision", 16, "s"), ("batch", 6, "d"), ("bare images/s", 16, ".1f")]
+    columns = [("model", 20, "s"), ("precision", 16, "s"), ("XLA", 5, "s"), ("batch", 6, "d"),
+               ("bare images/s", 16, ".1f")]
     for spe in args.steps_per_execution:
         columns += [(f"engine spe={spe}", 16, ".1f"), ("vs bare %", 10, "+.1f")]
-    if len(precisions) > 1:
-        columns.append((f"x {precisions[0]}", 12, ".2f"))
+    if len(settings) > 1:
+        columns.append(("x first row", 12, ".2f"))
     rows = []
     for name, model in results["models"].items():
-        base = model["precision"][precisions[0]]["bare_images_per_s"]
-        for p, row in model["precision"].items():
-            cells = [name, p, model["batch_size"], row["bare_images_per_s"]]
+        base = model["settings"][0]["bare_images_per_s"]
+        for row in model["settings"]:
+            cells = [name, row["precision"], _on_off(row["xla"]), model["batch_size"], row["bare_images_per_s"]]
             for spe in args.steps_per_execution:
                 cells += [row["engine"][str(spe)]["images_per_s"], -row["engine"][str(spe)]["slower_than_bare_percent"]]
-            if len(precisions) > 1:
+            if len(settings) > 1:
                 cells.append(row["bare_images_per_s"] / base)
             rows.append(tuple(cells))
     print_table(columns, rows)
     return results
+
+
+def _on_off(jit_compile):
+    return "on" if jit_compile else "off"

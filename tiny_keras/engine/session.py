@@ -77,7 +77,7 @@ class Session:
         gpu = compute_capability is not None
         jit_compile = self.jit_compile
         if jit_compile == "auto":
-            # TensorFlow: XLA pays on a GPU, not on a CPU; JAX compiles every step; PyTorch's
+            # TensorFlow: XLA pays on a GPU, not on a CPU (docs/benchmarks.md); JAX compiles every step; PyTorch's
             # torch.compile is left off (slow to start, fragile).
             jit_compile = not self.run_eagerly and (gpu if backend.is_tensorflow() else backend.is_jax())
         spe = self.steps_per_execution
