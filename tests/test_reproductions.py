@@ -412,6 +412,24 @@ def test_bad_inputs_are_one_line_and_exit_status_1_with_the_traceback_under_debu
                      huge.stderr.strip().splitlines()[-1])
 
 
+def test_a_strategy_for_another_backend_is_one_line_before_anything_is_written(fixture_zip, tmp_path, capsys):
+    """On TensorFlow, --strategy data_parallel (keras.distribution's, JAX only) ends the
+    script with status 1 and one line naming the backend, before the run folder is made."""
+    from tiny_keras import reproduce
+
+    paper4 = _script("paper4_cnn_transfer")
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--smoke", "--model", "model2", "--verbose", "0",
+            "--strategy", "data_parallel"]
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main("paper4", paper4.RECIPES, paper4.__doc__, argv=argv, extra=paper4.extra_flags,
+                       configure=paper4.configure)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: strategy 'data_parallel' is keras.distribution's and needs the JAX backend; this process runs "
+        "tensorflow; on TensorFlow use mirrored")
+    assert not (tmp_path / "model2").exists()
+
+
 def test_activation_bytes_count_every_layer_output_for_the_batch():
     from tiny_keras import models
     from tiny_keras.engine import model as train

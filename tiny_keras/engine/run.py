@@ -15,7 +15,7 @@ from tiny_keras.engine import log, precision, task as task_lib
 from tiny_keras.engine.resume import Position, read_position
 from tiny_keras.engine.session import Session
 from tiny_keras.engine.stage import run_stage
-from tiny_keras.engine.strategy import make_strategy, processes
+from tiny_keras.engine.strategy import check_strategy, make_strategy, processes
 from tiny_keras.engine.time_limit import Deadline, timed_on
 from tiny_keras.recipe import Recipe
 
@@ -72,6 +72,7 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     task = task_lib.get(recipe)
     session = session.resolve(capability)
     task.check_session(session)
+    check_strategy(session.strategy)
     runs.prepare_folder(workdir, recipe, overwrite)
     finished = files.read_json(os.path.join(workdir, runs.RESULTS), None)
     if finished is not None:

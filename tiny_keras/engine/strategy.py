@@ -7,6 +7,7 @@ import keras
 
 from tiny_keras import backend
 from tiny_keras.backend import tf
+from tiny_keras.engine.session import STRATEGIES, UnsupportedSession
 
 # Measured with Keras 3.15 and TensorFlow 2.21, two workers on 127.0.0.1 (tests/test_distributed.py):
 # fit fails at its first step under MultiWorkerMirroredStrategy, in Keras's own trainer.
@@ -56,21 +57,28 @@ class DataParallel:
         return self.distribution.scope()
 
 
+def check_strategy(name):
+    """Raise ``UnsupportedSession`` (one line for the command line) where strategy ``name``
+    cannot run on this process's backend; called before a run folder is touched."""
+    on = backend.name()
+    if name == "multi_worker":
+        raise UnsupportedSession(MULTI_WORKER_REFUSED)
+    if name == "mirrored" and not backend.is_tensorflow():
+        raise UnsupportedSession(f"strategy {name!r} is tf.distribute's and needs the TensorFlow backend; this "
+                                 f"process runs {on}" + ("; on JAX use data_parallel" if backend.is_jax() else ""))
+    if name == "data_parallel" and not backend.is_jax():
+        raise UnsupportedSession(f"strategy 'data_parallel' is keras.distribution's and needs the JAX backend; this "
+                                 f"process runs {on}" + ("; on TensorFlow use mirrored" if backend.is_tensorflow()
+                                                         else ""))
+
+
 def make_strategy(name):
     """The device strategy ``name`` (see ``Session.strategy``) on this process's backend."""
-    on = backend.name()
-    if name == "default":
-        return tf.distribute.get_strategy() if backend.is_tensorflow() else OneDevice()
-    if name == "multi_worker":
-        raise ValueError(MULTI_WORKER_REFUSED)
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}. Received: {name=}")
+    check_strategy(name)
     if name == "mirrored":
-        if not backend.is_tensorflow():
-            raise ValueError(f"strategy {name!r} is tf.distribute's and needs the TensorFlow backend; this process "
-                             f"runs {on}" + ("; on JAX use data_parallel" if backend.is_jax() else ""))
         return tf.distribute.MirroredStrategy()
     if name == "data_parallel":
-        if not backend.is_jax():
-            raise ValueError(f"strategy 'data_parallel' is keras.distribution's and needs the JAX backend; this "
-                             f"process runs {on}" + ("; on TensorFlow use mirrored" if backend.is_tensorflow() else ""))
         return DataParallel()
-    raise ValueError(f"strategy must be default, mirrored, multi_worker or data_parallel. Received: {name=}")
+    return tf.distribute.get_strategy() if backend.is_tensorflow() else OneDevice()
