@@ -53,12 +53,42 @@ def atomic_open(path, mode="w", **kwargs):
 _REQUIRED = object()
 
 
+class CorruptFile(ValueError):
+    """A file the package wrote that cannot be read back (truncated, edited by hand); its
+    message names the file. The command-line tools print it as one line."""
+
+
 def read_json(path, default=_REQUIRED):
-    """The JSON document at ``path``; ``default`` where the file does not exist, if given."""
+    """The JSON document at ``path``; ``default`` where the file does not exist, if given.
+    Raises :class:`CorruptFile` where it is not valid JSON."""
     if default is not _REQUIRED and not os.path.exists(path):
         return default
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CorruptFile(f"{path}: not valid JSON ({error})") from None
+
+
+def output_problem(path, overwrite=False, folder=False):
+    """What is wrong with writing a tool's output to ``path``, as the end of one line (the
+    caller names its flag), or None: it exists and ``overwrite`` is False; it is a folder
+    where a file is expected (``folder=False``); a part of its parent is a file. Checked
+    before the work that makes the output, so that a mistake costs nothing."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.lexists(path):
+        if not overwrite:
+            return f"{path} exists; pass --overwrite to replace it"
+        if os.path.isdir(path) and not folder:
+            return f"{path} is a folder; name a file"
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent, up = os.path.dirname(parent), parent
+        if up == parent:
+            break
+    if parent and not os.path.isdir(parent):
+        return f"{parent} is a file, not a folder: the output cannot be written under it"
+    return None
 
 
 def write_json(obj, path):
