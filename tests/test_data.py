@@ -400,6 +400,8 @@ def test_bad_jpeg_named_or_skipped(fixture_copy, tmp_path, damage, kind, decoder
     reason = {"truncated": "(truncated or corrupt JPEG data)",
               "corrupt": "(unrecognised image data (not JPEG, PNG, GIF, BMP or WebP))"}
     assert f"val_2.JPEG: not a valid JPEG image {reason[damage]}." in str(error.value)
+    assert str(error.value).endswith(". `python -m tiny_keras.data PATH` lists every bad file; in Python, "
+                                     "on_error='skip' leaves them out")
     for internal in ("function_node", "job:localhost", "[Op:", "{{", "::"):
         assert internal not in str(error.value)
     decoded = data.load_split(src, "val", cache="memory", on_error="skip", progress=False, decoder=decoder)

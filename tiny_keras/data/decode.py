@@ -174,7 +174,8 @@ def _collect(decoded, count, names, on_error, problems, shape):
         else:
             message = f"{name}: decoded to shape {result[0].shape}, expected {shape}"
         if on_error == "raise":
-            raise DatasetError(message + ". Pass on_error='skip' to leave such files out and count them.")
+            raise DatasetError(message + ". `python -m tiny_keras.data PATH` lists every bad file; in Python, "
+                               "on_error='skip' leaves them out")
         problems.append(message)
         keep[i] = False
     return images, channels, keep
