@@ -76,11 +76,10 @@ def output_problem(path, overwrite=False, folder=False):
     where a file is expected (``folder=False``); a part of its parent is a file. Checked
     before the work that makes the output, so that a mistake costs nothing."""
     path = os.path.abspath(os.fspath(path))
-    if os.path.lexists(path):
-        if not overwrite:
-            return f"{path} exists; pass --overwrite to replace it"
-        if os.path.isdir(path) and not folder:
-            return f"{path} is a folder; name a file"
+    if os.path.isdir(path) and not folder:
+        return f"{path} is a folder; name a file"
+    if os.path.lexists(path) and not overwrite:
+        return f"{path} exists; pass --overwrite to replace it"
     parent = os.path.dirname(path)
     while parent and not os.path.exists(parent):
         parent, up = os.path.dirname(parent), parent
