@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The measured results in ``results/``, beside the papers' figures.
 
-    python tools/results.py table [--json OUT]       # the papers table, Markdown (and JSON)
-    python tools/results.py readme [--check]          # write (or check) the generated tables
+    python tools/results.py table [--json OUT [--overwrite]]  # the papers table, Markdown (and JSON)
+    python tools/results.py readme [--check]                   # write (or check) the generated tables
     python tools/results.py publish RUN_FOLDER [--as PAPER/RUN] [--note TEXT] [--overwrite]
 
 ``table`` lists every result a paper reports (the rows come from the papers' recipes and
@@ -136,11 +136,21 @@ def _read(page):
         return f.read()
 
 
+def _folder_problem(path):
+    """What is wrong with ``path`` as a published results folder to read, or None."""
+    if not os.path.exists(path):
+        return f"{path}: no such folder; expected a published results folder"
+    if not os.path.isdir(path):
+        return f"{path} is a file; expected a published results folder"
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="print the papers table")
     table.add_argument("--json", metavar="OUT", help="also write it as JSON")
+    table.add_argument("--overwrite", action="store_true", help="replace an existing --json OUT")
     table.add_argument("--results", default=RESULTS, help="the published results folder")
     readme = sub.add_parser("readme", help="write the tables made from results/ (README.md, docs/)")
     readme.add_argument("--check", action="store_true", help="only check that those tables are current")
@@ -164,14 +174,29 @@ def main(argv=None):
         print(f"published {target}; now run: python tools/results.py readme")
         return 0
     if args.command == "table":
-        rows = published.papers_table(catalogue(), args.results)
+        if args.json and (problem := files.output_problem(args.json, args.overwrite)):
+            table.error(f"--json: {problem}")
+        if problem := _folder_problem(args.results):
+            table.error(f"--results: {problem}")
+        try:
+            rows = published.papers_table(catalogue(), args.results)
+        except files.CorruptFile as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         text = published.markdown(rows)
         print(text)
         if args.json:
             files.write_json(rows, args.json)
             print(f"wrote {args.json}")
         return 0
-    blocks = generated_blocks()
+    if problem := _folder_problem(RESULTS):
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        blocks = generated_blocks(RESULTS)
+    except files.CorruptFile as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     pages = {page: _read(page) for page in dict.fromkeys(PAGES.values())}
     stale = [block for block, text in blocks.items()
              if page_block(pages[PAGES[block]], block) != text]  # also: every marker is there
