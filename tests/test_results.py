@@ -256,3 +256,61 @@ def test_results_tool_names_a_corrupt_published_file(monkeypatch, tmp_path, caps
     assert results_tool.main(["readme", "--check"]) == 1
     assert capsys.readouterr().err == (f"error: {tmp_path / 'none'}: no such folder; "
                                        "expected a published results folder\n")
+
+
+def test_results_tool_publish_overwrite_keeps_the_note_unless_a_new_one_is_given(tmp_path, capsys):
+    run, results = tmp_path / "runs" / "model2", tmp_path / "results"
+    _record(run)
+    target = results / "paper4" / "model2"
+    publish = ["publish", str(run), "--results", str(results)]
+    assert results_tool.main([*publish, "--note", "First note."]) == 0
+    assert (target / "note.md").read_text() == "First note.\n"
+    capsys.readouterr()
+    assert results_tool.main(publish) == 1
+    assert capsys.readouterr().err == f"error: {target} exists; pass --overwrite to replace it\n"
+    assert results_tool.main([*publish, "--overwrite"]) == 0
+    assert (target / "note.md").read_text() == "First note.\n"
+    assert capsys.readouterr().out == (f"kept {target / 'note.md'}; pass --note to replace it\n"
+                                       f"published {target}; now run: python tools/results.py readme\n")
+    assert results_tool.main([*publish, "--overwrite", "--note", "Second note."]) == 0
+    assert (target / "note.md").read_text() == "Second note.\n"
+    assert capsys.readouterr().out == f"published {target}; now run: python tools/results.py readme\n"
+
+
+def test_results_tool_publish_as_takes_two_plain_names_inside_results(tmp_path, capsys):
+    """``--as PAPER/RUN``: exactly one slash between two plain names, so that nothing is
+    written outside ``--results``; anything else is one line naming ``--as``, exit 2."""
+    run, results = tmp_path / "runs" / "model2", tmp_path / "results"
+    _record(run)
+    for name in ("paper5", "paper4/../../escape", "paper4/model2/x", "../model2", "paper4/..", "paper4/",
+                 "/model2", "paper 4/model2"):
+        with pytest.raises(SystemExit) as exit:
+            results_tool.main(["publish", str(run), "--results", str(results), "--as", name])
+        assert exit.value.code == 2
+        assert _error_line(capsys) == (f"--as: expected PAPER/RUN, two plain names (letters, digits, _ - .; "
+                                       f"not . or ..), not {name!r}")
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    assert results_tool.main(["publish", str(run), "--results", str(results), "--as", "paper4/model2-bfloat16"]) == 0
+    assert os.listdir(results / "paper4") == ["model2-bfloat16"]
+    with pytest.raises(published.PublishError, match=r"^'\.\./escape': a published paper or run name is a plain"):
+        published.publish(run, results, run="../escape")
+
+
+def test_results_tool_publish_names_a_results_file_or_a_corrupt_record(tmp_path, capsys):
+    run, results, afile = tmp_path / "run", tmp_path / "results", tmp_path / "afile.txt"
+    _record(run)
+    afile.write_text("text")
+    for path, line in [(afile, f"--results: {afile} is a file; expected a folder to publish into"),
+                       (afile / "sub", f"--results: {afile} is a file, not a folder: the output cannot be written "
+                                       "under it")]:
+        with pytest.raises(SystemExit) as exit:
+            results_tool.main(["publish", str(run), "--results", str(path)])
+        assert exit.value.code == 2
+        assert _error_line(capsys) == line
+    assert afile.read_text() == "text"
+    for name in ("recipe.json", "results.json"):
+        (run / name).write_text('{"runs": [')
+        assert results_tool.main(["publish", str(run), "--results", str(results)]) == 1
+        assert capsys.readouterr().err == (f"error: {run / name}: not valid JSON "
+                                           "(Expecting value: line 1 column 11 (char 10))\n")
+    assert not results.exists()

@@ -15,7 +15,8 @@ the papers table alone in README.md, the same with its notes in docs/results.md,
 localisation table in docs/localization.md. ``publish`` copies a finished run folder's
 record (results, recipe, provenance, per-stage histories; never weights) to
 ``results/<paper>/<run>/``; a localisation run (paper 2's localiser) goes to
-``results/<paper>_localization/<run>/`` and into the localisation table.
+``results/<paper>_localization/<run>/`` and into the localisation table; ``--overwrite``
+replaces a published run, keeping its ``note.md`` unless ``--note`` gives a new one.
 """
 import argparse
 import functools
@@ -165,14 +166,7 @@ def main(argv=None):
     from tiny_keras import files, published
 
     if args.command == "publish":
-        paper, run = args.name.split("/", 1) if args.name else (None, None)
-        try:
-            target = published.publish(args.run_folder, args.results, paper, run, args.overwrite, args.note)
-        except published.PublishError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(f"published {target}; now run: python tools/results.py readme")
-        return 0
+        return _publish(args, pub)
     if args.command == "table":
         if args.json and (problem := files.output_problem(args.json, args.overwrite)):
             table.error(f"--json: {problem}")
@@ -212,6 +206,34 @@ def main(argv=None):
     for page in dict.fromkeys(PAGES[block] for block in stale):
         files.write_text(pages[page], os.path.join(REPO, page))
     print(f"wrote {named}" if stale else f"the tables in {', '.join(pages)} were already current")
+    return 0
+
+
+def _publish(args, parser):
+    from tiny_keras import files, published
+
+    paper = run = None
+    if args.name is not None:
+        parts = args.name.split("/")
+        if len(parts) != 2 or not all(published.is_plain_name(part) for part in parts):
+            parser.error(f"--as: expected PAPER/RUN, two plain names ({published.PLAIN_NAME}), not {args.name!r}")
+        paper, run = parts
+    if os.path.exists(args.results) and not os.path.isdir(args.results):
+        parser.error(f"--results: {args.results} is a file; expected a folder to publish into")
+    if problem := files.output_problem(args.results, overwrite=True, folder=True):
+        parser.error(f"--results: {problem}")
+    try:
+        target = published.publish(args.run_folder, args.results, paper, run, args.overwrite, args.note,
+                                   keep_note=True)
+    except published.PublishedRunExists as error:
+        print(f"error: {error.target} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
+    except (published.PublishError, files.CorruptFile) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.overwrite and args.note is None and os.path.isfile(os.path.join(target, published.NOTE)):
+        print(f"kept {os.path.join(target, published.NOTE)}; pass --note to replace it")
+    print(f"published {target}; now run: python tools/results.py readme")
     return 0
 
 
