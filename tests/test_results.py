@@ -187,7 +187,130 @@ def test_publish_refuses_unfinished_and_smoke_runs(fixture_zip, tmp_path):
 
 def test_results_tool_table_prints_markdown_and_json(tmp_path, capsys):
     out = tmp_path / "table.json"
+    (tmp_path / "none").mkdir()  # a results folder with nothing published
     assert results_tool.main(["table", "--json", str(out), "--results", str(tmp_path / "none")]) == 0
     rows = json.loads(out.read_text())
     assert {r["status"].split(" (")[0].split(":")[0] for r in rows} == {"not yet run"}
     assert capsys.readouterr().out.startswith("| paper | model | paper's val top-1 | ours |")
+
+
+def _error_line(capsys):
+    """What argparse said after "error: " (its last line, after the usage)."""
+    return capsys.readouterr().err.splitlines()[-1].split("error: ", 1)[1]
+
+
+def _no_work():
+    raise AssertionError("the table was made before its arguments were checked")
+
+
+def _record(folder, **recipe):
+    """A finished run's record, as publish reads it."""
+    folder.mkdir(parents=True)
+    (folder / "recipe.json").write_text(json.dumps({"paper": "paper4", "stages": [{"name": "train"}], **recipe}))
+    (folder / "results.json").write_text(json.dumps({"runs": []}))
+    (folder / "run.json").write_text(json.dumps({"sessions": []}))
+
+
+def test_results_tool_table_checks_json_and_results_before_any_work(monkeypatch, tmp_path, capsys):
+    """``table --json OUT`` refuses an existing OUT unless ``--overwrite``, a folder, and a path
+    under a file; ``--results`` must be a folder. Each in one line naming the flag, exit 2."""
+    monkeypatch.setattr(results_tool, "catalogue", _no_work)
+    existing, folder, afile = tmp_path / "exists.json", tmp_path / "folder", tmp_path / "afile.txt"
+    existing.write_text("{}")
+    folder.mkdir()
+    afile.write_text("text")
+    for argv, line in [
+        (["--json", str(existing)], f"--json: {existing} exists; pass --overwrite to replace it"),
+        (["--json", str(folder), "--overwrite"], f"--json: {folder} is a folder; name a file"),
+        (["--json", str(afile / "out.json")],
+         f"--json: {afile} is a file, not a folder: the output cannot be written under it"),
+        (["--results", str(tmp_path / "none")],
+         f"--results: {tmp_path / 'none'}: no such folder; expected a published results folder"),
+        (["--results", str(afile)], f"--results: {afile} is a file; expected a published results folder"),
+    ]:
+        with pytest.raises(SystemExit) as exit:
+            results_tool.main(["table", *argv])
+        assert exit.value.code == 2
+        assert _error_line(capsys) == line
+    assert existing.read_text() == "{}" and os.listdir(folder) == []
+    monkeypatch.setattr(results_tool, "catalogue", lambda: [published.Row("paper4", "model2", "train", 22.72)])
+    assert results_tool.main(["table", "--json", str(existing), "--overwrite", "--results", str(folder)]) == 0
+    assert [(r["run"], r["status"]) for r in json.loads(existing.read_text())] == [("model2", "not yet run")]
+
+
+def test_results_tool_names_a_corrupt_published_file(monkeypatch, tmp_path, capsys):
+    """A truncated JSON file in a published run stops ``table`` and ``readme`` with one line
+    naming it (exit 1); so does a missing results folder for ``readme``."""
+    monkeypatch.setattr(results_tool, "catalogue", lambda: [published.Row("paper4", "model2", "train", 22.72)])
+    monkeypatch.setattr(results_tool, "RESULTS", str(tmp_path / "results"))
+    _record(tmp_path / "results" / "paper4" / "model2")
+    for name in ("recipe.json", "results.json"):
+        path = tmp_path / "results" / "paper4" / "model2" / name
+        path.write_text('{"runs": [')
+        line = f"error: {path}: not valid JSON (Expecting value: line 1 column 11 (char 10))\n"
+        assert results_tool.main(["table", "--results", str(tmp_path / "results")]) == 1
+        assert capsys.readouterr().err == line
+        assert results_tool.main(["readme", "--check"]) == 1
+        assert capsys.readouterr().err == line
+    monkeypatch.setattr(results_tool, "RESULTS", str(tmp_path / "none"))
+    assert results_tool.main(["readme", "--check"]) == 1
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'none'}: no such folder; "
+                                       "expected a published results folder\n")
+
+
+def test_results_tool_publish_overwrite_keeps_the_note_unless_a_new_one_is_given(tmp_path, capsys):
+    run, results = tmp_path / "runs" / "model2", tmp_path / "results"
+    _record(run)
+    target = results / "paper4" / "model2"
+    publish = ["publish", str(run), "--results", str(results)]
+    assert results_tool.main([*publish, "--note", "First note."]) == 0
+    assert (target / "note.md").read_text() == "First note.\n"
+    capsys.readouterr()
+    assert results_tool.main(publish) == 1
+    assert capsys.readouterr().err == f"error: {target} exists; pass --overwrite to replace it\n"
+    assert results_tool.main([*publish, "--overwrite"]) == 0
+    assert (target / "note.md").read_text() == "First note.\n"
+    assert capsys.readouterr().out == (f"kept {target / 'note.md'}; pass --note to replace it\n"
+                                       f"published {target}; now run: python tools/results.py readme\n")
+    assert results_tool.main([*publish, "--overwrite", "--note", "Second note."]) == 0
+    assert (target / "note.md").read_text() == "Second note.\n"
+    assert capsys.readouterr().out == f"published {target}; now run: python tools/results.py readme\n"
+
+
+def test_results_tool_publish_as_takes_two_plain_names_inside_results(tmp_path, capsys):
+    """``--as PAPER/RUN``: exactly one slash between two plain names, so that nothing is
+    written outside ``--results``; anything else is one line naming ``--as``, exit 2."""
+    run, results = tmp_path / "runs" / "model2", tmp_path / "results"
+    _record(run)
+    for name in ("paper5", "paper4/../../escape", "paper4/model2/x", "../model2", "paper4/..", "paper4/",
+                 "/model2", "paper 4/model2"):
+        with pytest.raises(SystemExit) as exit:
+            results_tool.main(["publish", str(run), "--results", str(results), "--as", name])
+        assert exit.value.code == 2
+        assert _error_line(capsys) == (f"--as: expected PAPER/RUN, two plain names (letters, digits, _ - .; "
+                                       f"not . or ..), not {name!r}")
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    assert results_tool.main(["publish", str(run), "--results", str(results), "--as", "paper4/model2-bfloat16"]) == 0
+    assert os.listdir(results / "paper4") == ["model2-bfloat16"]
+    with pytest.raises(published.PublishError, match=r"^'\.\./escape': a published paper or run name is a plain"):
+        published.publish(run, results, run="../escape")
+
+
+def test_results_tool_publish_names_a_results_file_or_a_corrupt_record(tmp_path, capsys):
+    run, results, afile = tmp_path / "run", tmp_path / "results", tmp_path / "afile.txt"
+    _record(run)
+    afile.write_text("text")
+    for path, line in [(afile, f"--results: {afile} is a file; expected a folder to publish into"),
+                       (afile / "sub", f"--results: {afile} is a file, not a folder: the output cannot be written "
+                                       "under it")]:
+        with pytest.raises(SystemExit) as exit:
+            results_tool.main(["publish", str(run), "--results", str(path)])
+        assert exit.value.code == 2
+        assert _error_line(capsys) == line
+    assert afile.read_text() == "text"
+    for name in ("recipe.json", "results.json"):
+        (run / name).write_text('{"runs": [')
+        assert results_tool.main(["publish", str(run), "--results", str(results)]) == 1
+        assert capsys.readouterr().err == (f"error: {run / name}: not valid JSON "
+                                           "(Expecting value: line 1 column 11 (char 10))\n")
+    assert not results.exists()

@@ -17,6 +17,7 @@ papers report (:class:`Row`, listed by the reproduction scripts) beside what was
 import csv
 import dataclasses
 import os
+import re
 from typing import Optional
 
 from tiny_keras import files, provenance, runs
@@ -37,6 +38,22 @@ class PublishError(RuntimeError):
     """A run folder that cannot be published as asked."""
 
 
+class PublishedRunExists(PublishError):
+    """A published run of that name is there already (``target``); ``overwrite`` replaces it."""
+
+    def __init__(self, target):
+        super().__init__(f"{target} exists; pass overwrite=True to replace it")
+        self.target = target
+
+
+PLAIN_NAME = "letters, digits, _ - .; not . or .."  # what a published paper's or run's name may hold
+
+
+def is_plain_name(name):
+    """True for a name that is one folder under the results folder (:data:`PLAIN_NAME`)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_.-]+", name)) and name not in (".", "..")
+
+
 @dataclasses.dataclass
 class Row:
     """One result a paper reports: ``run``'s ``stage`` (or an ensemble) and its val top-1."""
@@ -52,15 +69,21 @@ class Row:
 
 
 # -- publishing ---------------------------------------------------------------------------
-def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note=None):
+def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note=None, keep_note=False):
     """Copy a finished run's record (no weights) to ``results_dir/<paper>/<run>/``; return that path.
 
-    ``paper`` defaults to the recipe's, ``run`` to the folder's name. A smoke or subset run,
-    an unfinished run, or an existing published run (unless ``overwrite``) is refused.
+    ``paper`` defaults to the recipe's, ``run`` to the folder's name; each is a plain name
+    (:func:`is_plain_name`). A smoke or subset run, an unfinished run, or an existing
+    published run (unless ``overwrite``, :class:`PublishedRunExists`) is refused. With
+    ``keep_note`` and no ``note``, the published run's ``note.md`` is kept when it is replaced.
+    A record file that is not valid JSON raises :class:`tiny_keras.files.CorruptFile`.
     """
+    for name in (paper, run):
+        if name is not None and not is_plain_name(name):
+            raise PublishError(f"{name!r}: a published paper or run name is a plain name ({PLAIN_NAME})")
     run_folder = os.path.abspath(run_folder)
     if is_localization(files.read_json(os.path.join(run_folder, runs.RESULTS), {})):
-        return _publish_localization(run_folder, results_dir, paper, run, overwrite, note)
+        return _publish_localization(run_folder, results_dir, paper, run, overwrite, note, keep_note)
     missing = [name for name in RECORD_FILES if not os.path.isfile(os.path.join(run_folder, name))]
     if missing:
         raise PublishError(f"{run_folder}: not a finished run (no {', '.join(missing)}); "
@@ -75,20 +98,22 @@ def publish(run_folder, results_dir, paper=None, run=None, overwrite=False, note
     histories = [os.path.join(runs.stage_folder("", stage["name"]), runs.HISTORY) for stage in recipe["stages"]]
     histories = [h for h in histories if os.path.isfile(os.path.join(run_folder, h))]
     return _copy_record(run_folder, os.path.join(results_dir, paper, run), list(RECORD_FILES) + histories,
-                        overwrite, note)
+                        overwrite, note, keep_note)
 
 
-def _copy_record(run_folder, target, paths, overwrite, note):
+def _copy_record(run_folder, target, paths, overwrite, note, keep_note):
     """Copy ``paths`` (relative to ``run_folder``) and the note to ``target``; return it.
     An existing record is refused unless ``overwrite``, and replaced only once the new one
-    is complete."""
+    is complete; with ``keep_note`` and no ``note``, its ``note.md`` goes into the new one."""
     if os.path.exists(target) and not overwrite:
-        raise PublishError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+        raise PublishedRunExists(target)
     with files.atomic_path(target, overwrite=True) as staging:
         for path in paths:
             files.copy(os.path.join(run_folder, path), os.path.join(staging, path))
         if note:
             files.write_text(note.strip() + "\n", os.path.join(staging, NOTE))
+        elif note is None and keep_note and os.path.isfile(os.path.join(target, NOTE)):
+            files.copy(os.path.join(target, NOTE), os.path.join(staging, NOTE))
     return target
 
 
@@ -97,7 +122,7 @@ def is_localization(results):
     return results.get("task") == "localization"
 
 
-def _publish_localization(run_folder, results_dir, paper, run, overwrite, note):
+def _publish_localization(run_folder, results_dir, paper, run, overwrite, note, keep_note):
     """``publish`` for a localisation run: to ``results_dir/<paper>_localization/<run>/``."""
     missing = [name for name in LOCALIZATION_FILES if not os.path.isfile(os.path.join(run_folder, name))]
     if missing:
@@ -112,7 +137,7 @@ def _publish_localization(run_folder, results_dir, paper, run, overwrite, note):
     histories = [os.path.join(runs.stage_folder("", stage["name"]), runs.HISTORY) for stage in recipe["stages"]]
     histories = [h for h in histories if os.path.isfile(os.path.join(run_folder, h))]
     target = os.path.join(results_dir, paper or f"{results['paper']}_localization", run or os.path.basename(run_folder))
-    return _copy_record(run_folder, target, list(LOCALIZATION_FILES) + histories, overwrite, note)
+    return _copy_record(run_folder, target, list(LOCALIZATION_FILES) + histories, overwrite, note, keep_note)
 
 
 # -- reading --------------------------------------------------------------------------------

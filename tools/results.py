@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The measured results in ``results/``, beside the papers' figures.
 
-    python tools/results.py table [--json OUT]       # the papers table, Markdown (and JSON)
-    python tools/results.py readme [--check]          # write (or check) the generated tables
+    python tools/results.py table [--json OUT [--overwrite]]  # the papers table, Markdown (and JSON)
+    python tools/results.py readme [--check]                   # write (or check) the generated tables
     python tools/results.py publish RUN_FOLDER [--as PAPER/RUN] [--note TEXT] [--overwrite]
 
 ``table`` lists every result a paper reports (the rows come from the papers' recipes and
@@ -15,7 +15,8 @@ the papers table alone in README.md, the same with its notes in docs/results.md,
 localisation table in docs/localization.md. ``publish`` copies a finished run folder's
 record (results, recipe, provenance, per-stage histories; never weights) to
 ``results/<paper>/<run>/``; a localisation run (paper 2's localiser) goes to
-``results/<paper>_localization/<run>/`` and into the localisation table.
+``results/<paper>_localization/<run>/`` and into the localisation table; ``--overwrite``
+replaces a published run, keeping its ``note.md`` unless ``--note`` gives a new one.
 """
 import argparse
 import functools
@@ -136,11 +137,21 @@ def _read(page):
         return f.read()
 
 
+def _folder_problem(path):
+    """What is wrong with ``path`` as a published results folder to read, or None."""
+    if not os.path.exists(path):
+        return f"{path}: no such folder; expected a published results folder"
+    if not os.path.isdir(path):
+        return f"{path} is a file; expected a published results folder"
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="print the papers table")
     table.add_argument("--json", metavar="OUT", help="also write it as JSON")
+    table.add_argument("--overwrite", action="store_true", help="replace an existing --json OUT")
     table.add_argument("--results", default=RESULTS, help="the published results folder")
     readme = sub.add_parser("readme", help="write the tables made from results/ (README.md, docs/)")
     readme.add_argument("--check", action="store_true", help="only check that those tables are current")
@@ -155,23 +166,31 @@ def main(argv=None):
     from tiny_keras import files, published
 
     if args.command == "publish":
-        paper, run = args.name.split("/", 1) if args.name else (None, None)
+        return _publish(args, pub)
+    if args.command == "table":
+        if args.json and (problem := files.output_problem(args.json, args.overwrite)):
+            table.error(f"--json: {problem}")
+        if problem := _folder_problem(args.results):
+            table.error(f"--results: {problem}")
         try:
-            target = published.publish(args.run_folder, args.results, paper, run, args.overwrite, args.note)
-        except published.PublishError as error:
+            rows = published.papers_table(catalogue(), args.results)
+        except files.CorruptFile as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        print(f"published {target}; now run: python tools/results.py readme")
-        return 0
-    if args.command == "table":
-        rows = published.papers_table(catalogue(), args.results)
         text = published.markdown(rows)
         print(text)
         if args.json:
             files.write_json(rows, args.json)
             print(f"wrote {args.json}")
         return 0
-    blocks = generated_blocks()
+    if problem := _folder_problem(RESULTS):
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        blocks = generated_blocks(RESULTS)
+    except files.CorruptFile as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     pages = {page: _read(page) for page in dict.fromkeys(PAGES.values())}
     stale = [block for block, text in blocks.items()
              if page_block(pages[PAGES[block]], block) != text]  # also: every marker is there
@@ -187,6 +206,34 @@ def main(argv=None):
     for page in dict.fromkeys(PAGES[block] for block in stale):
         files.write_text(pages[page], os.path.join(REPO, page))
     print(f"wrote {named}" if stale else f"the tables in {', '.join(pages)} were already current")
+    return 0
+
+
+def _publish(args, parser):
+    from tiny_keras import files, published
+
+    paper = run = None
+    if args.name is not None:
+        parts = args.name.split("/")
+        if len(parts) != 2 or not all(published.is_plain_name(part) for part in parts):
+            parser.error(f"--as: expected PAPER/RUN, two plain names ({published.PLAIN_NAME}), not {args.name!r}")
+        paper, run = parts
+    if os.path.exists(args.results) and not os.path.isdir(args.results):
+        parser.error(f"--results: {args.results} is a file; expected a folder to publish into")
+    if problem := files.output_problem(args.results, overwrite=True, folder=True):
+        parser.error(f"--results: {problem}")
+    try:
+        target = published.publish(args.run_folder, args.results, paper, run, args.overwrite, args.note,
+                                   keep_note=True)
+    except published.PublishedRunExists as error:
+        print(f"error: {error.target} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
+    except (published.PublishError, files.CorruptFile) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.overwrite and args.note is None and os.path.isfile(os.path.join(target, published.NOTE)):
+        print(f"kept {os.path.join(target, published.NOTE)}; pass --note to replace it")
+    print(f"published {target}; now run: python tools/results.py readme")
     return 0
 
 
