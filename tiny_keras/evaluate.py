@@ -160,6 +160,8 @@ def confusions(probabilities, labels, classes=None, n=10):
     """The ``n`` most frequent mistakes (true class -> top-1 prediction), most frequent first:
     ``{"true", "true_wnid", "true_name", "predicted", "predicted_wnid", "predicted_name",
     "count", "percent"}`` (``percent``: of the true class's images)."""
+    if n < 0:
+        raise ValueError(f"n must be 0 or more confusions. Received: {n=}")
     probabilities, labels = _check_labels(probabilities, labels)
     predicted = np.argmax(probabilities, axis=-1)
     wrong = predicted != labels
@@ -516,6 +518,8 @@ def member_weights(groups, weights):
     n_paths = max(groups) + 1 if groups else 0
     if len(weights) != n_paths:
         raise ValueError(f"give one weight per model path: {n_paths} paths, {len(weights)} weights")
+    if not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise ValueError(f"weights must be non-negative numbers, not all zero. Received: {list(weights)}")
     sizes = collections.Counter(groups)
     return [float(weights[g]) / sizes[g] for g in groups]
 
