@@ -258,6 +258,11 @@ def test_unreadable_model_paths_are_named(tmp_path):
     (tmp_path / "corrupt.keras").write_bytes(model_path.read_bytes()[:2000])
     with pytest.raises(evaluate.ModelLoadError, match="corrupt.keras: not a readable Keras model"):
         evaluate.load_members([tmp_path / "corrupt.keras"])
+    for name in ("notes.keras", "corrupt.keras"):  # Keras's own message for these says "File not found"
+        with pytest.raises(evaluate.ModelLoadError) as error:
+            evaluate.load_members([tmp_path / name])
+        assert str(error.value) == (f"{tmp_path / name}: not a readable Keras model (not a zip archive: truncated, "
+                                    "or not a .keras file)")
     (tmp_path / "empty").mkdir()
     with pytest.raises(evaluate.ModelLoadError, match="empty: a folder with no model"):
         evaluate.load_members([tmp_path / "empty"])

@@ -177,6 +177,18 @@ def test_clear_errors(run, tmp_path):
         plots.tsne_perplexity(1)
 
 
+def test_a_truncated_keras_file_is_named_as_such(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}" * 500)
+    (tmp_path / "trunc.keras").write_bytes((tmp_path / "model.keras").read_bytes()[:200])
+    with pytest.raises(plots.PlotError) as error:
+        plots.make_plot("filters", tmp_path / "trunc.keras")
+    assert str(error.value) == (f"{tmp_path / 'trunc.keras'}: not a readable Keras model (not a zip archive: "
+                                "truncated, or not a .keras file)")
+
+
 def test_cli_lists_the_library_kinds():
     import importlib.util
 

@@ -108,9 +108,9 @@ def load_model(path):
     if os.path.isdir(file):
         raise PlotError(f"{file} is a SavedModel: this plot needs the Keras model (a .keras file or run folder)")
     try:
-        return keras.models.load_model(file, compile=False)
-    except Exception as err:  # noqa: BLE001 - any failure means the same thing here
-        raise PlotError(f"{file}: not a readable Keras model ({type(err).__name__}: {str(err)[:200]})") from err
+        return evaluate.load_keras_model(file)
+    except evaluate.ModelLoadError as err:
+        raise PlotError(str(err)) from None
 
 
 def network_of(model):
