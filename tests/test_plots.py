@@ -250,3 +250,30 @@ def test_cli_checks_out_before_drawing(tmp_path, capsys):
         f"--out: {folder} is a folder; name a file")
     assert sorted(os.listdir(tmp_path)) == ["afile.txt", "figure.png"] and a_file.read_text() == "kept"
     assert os.listdir(folder) == []
+
+
+def test_tsne_flags_are_checked_before_any_feature(fixture_zip, tmp_path, capsys):
+    cli = load_cli()
+    tsne = ["tsne", str(tmp_path / "missing"), "--data", str(fixture_zip), "--out", str(tmp_path / "t.png")]
+    for args, message in [
+        (["--seed", "-1"], "--seed must lie in 0..2**32 - 1. Received: -1"),
+        (["--seed", str(2**32)], "--seed must lie in 0..2**32 - 1. Received: 4294967296"),
+        (["--classes", "0"], "--classes: the legend names 1 class or more. Received: 0"),
+        (["--classes", "-2"], "--classes takes a number of classes, or class indices and wnids (n01443537). "
+                              "Received: '-2'"),
+        (["--classes", "n01443537", "goldfish"], "--classes takes a number of classes, or class indices and wnids "
+                                                 "(n01443537). Received: 'goldfish'"),
+    ]:
+        assert cli_error(cli, tsne + args, capsys) == message
+    # What only the dataset can tell comes before the model is read (this one is not readable).
+    model = truncated_keras(tmp_path / "trunc.keras")
+    with pytest.raises(plots.PlotError, match="^--classes: 'n99999999' is not a wnid of the model's classes$"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["n99999999"])
+    with pytest.raises(plots.PlotError, match=r"^classes \[7\] have no images here \(present: 3 classes\)$"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["0", "7"])
+    with pytest.raises(ValueError, match=r"^the number of legend classes must be positive. Received: classes=0$"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["0"])
+    with pytest.raises(plots.PlotError, match=r"^the t-SNE seed must lie in 0..2\*\*32 - 1. Received: seed=-1$"):
+        plots.make_plot("tsne", model, data=fixture_zip, seed=-1)
+    with pytest.raises(plots.PlotError, match="not a readable Keras model"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["n01443537"])

@@ -26,6 +26,7 @@ a .keras file. The logic lives in ``tiny_keras.plots``.
 """
 import argparse
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -70,12 +71,29 @@ def parse_args(argv):
         parser.error(f"--width and --height must be at least 100 pixels. Received: {args.width}x{args.height}")
     if args.k < 1 or (args.samples is not None and args.samples < 1):
         parser.error("-k and --samples must be positive")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must lie in 0..2**32 - 1. Received: {args.seed}")
+    if args.classes:
+        check_classes(parser, args.classes)
     from tiny_keras import files  # after parsing: --help needs no TensorFlow
 
     problem = files.output_problem(args.out, overwrite=args.overwrite)
     if problem:
         parser.error(f"--out: {problem}")
     return args
+
+
+def check_classes(parser, classes):
+    """--classes: one number of classes (1 or more), or class indices and wnids (the dataset
+    checks that they exist, before the features are computed)."""
+    if len(classes) == 1 and classes[0].isdigit():
+        if int(classes[0]) < 1:
+            parser.error(f"--classes: the legend names 1 class or more. Received: {classes[0]}")
+        return
+    for item in classes:
+        if not (item.isdigit() or re.fullmatch(r"n\d{8}", item)):
+            parser.error(f"--classes takes a number of classes, or class indices and wnids (n01443537). "
+                         f"Received: {item!r}")
 
 
 def main(argv=None):
