@@ -103,6 +103,21 @@ def test_metrics_per_class_and_confusions_on_known_probabilities():
     assert "salamander" in table and "->" in table
 
 
+def test_report_says_every_image_is_right_only_when_it_is():
+    classes = data.ClassNames(["n01443537", "n01629819"])
+    labels = np.array([0, 1, 1])
+    wrong = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])  # one salamander taken for a goldfish
+    members = [evaluate.Member("a.keras", "keras", 2)]
+    none_asked = evaluate.evaluate(members, None, labels, classes=classes, probabilities=[wrong], top_confusions=0)
+    assert none_asked["confusions"] == []
+    assert report.format_report(none_asked).splitlines()[-1] == "(none listed)"
+    right = evaluate.evaluate(members, None, labels, classes=classes, probabilities=[np.eye(2)[labels]])
+    assert right["confusions"] == []
+    assert report.format_report(right).splitlines()[-1] == "(none: every image is classified correctly)"
+    with pytest.raises(ValueError, match=r"n must be 0 or more confusions. Received: n=-3"):
+        evaluate.confusions(wrong, labels, classes, n=-3)
+
+
 def tied_predictions():
     """Logits full of ties (small integers in float16, the way mixed precision rounds them),
     a row whose top two tie at -0.0 and 0.0, and labels that the tie decides."""
@@ -171,6 +186,10 @@ def test_ensemble_of_two_models_is_exactly_the_mean_of_their_probabilities():
     assert evaluate.member_weights([0, 1, 1], [2.0, 1.0]) == [2.0, 0.5, 0.5]
     with pytest.raises(ValueError, match="one weight per model path"):
         evaluate.member_weights([0, 1], [1.0])
+    for weights in ([1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match=rf"weights must be non-negative numbers, not all zero. Received: "
+                                             rf"\[{weights[0]}, {weights[1]}\]"):
+            evaluate.member_weights([0, 1], weights)
 
 
 def test_flip_tta_on_horizontally_symmetric_images_equals_plain_evaluation():
@@ -239,6 +258,11 @@ def test_unreadable_model_paths_are_named(tmp_path):
     (tmp_path / "corrupt.keras").write_bytes(model_path.read_bytes()[:2000])
     with pytest.raises(evaluate.ModelLoadError, match="corrupt.keras: not a readable Keras model"):
         evaluate.load_members([tmp_path / "corrupt.keras"])
+    for name in ("notes.keras", "corrupt.keras"):  # Keras's own message for these says "File not found"
+        with pytest.raises(evaluate.ModelLoadError) as error:
+            evaluate.load_members([tmp_path / name])
+        assert str(error.value) == (f"{tmp_path / name}: not a readable Keras model (not a zip archive: truncated, "
+                                    "or not a .keras file)")
     (tmp_path / "empty").mkdir()
     with pytest.raises(evaluate.ModelLoadError, match="empty: a folder with no model"):
         evaluate.load_members([tmp_path / "empty"])
@@ -329,6 +353,47 @@ def test_cli_argument_errors(args, message, fixture_zip, capsys):
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["model.keras", "--data", str(fixture_zip)] + args)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+WEIGHTS = "--weights must be non-negative numbers, not all zero. Received:"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--confusions", "0"], "--confusions must be at least 1. Received: 0"),
+    (["--confusions", "-3"], "--confusions must be at least 1. Received: -3"),
+    (["--ensemble", "--weights", "1", "-1"], f"{WEIGHTS} [1.0, -1.0]"),
+    (["--ensemble", "--weights", "0", "0"], f"{WEIGHTS} [0.0, 0.0]"),
+    (["--ensemble", "--weights", "1", "nan"], f"{WEIGHTS} [1.0, nan]"),
+])
+def test_cli_number_errors_are_one_line_before_any_model_loads(args, message, fixture_zip, capsys):
+    tool = load_tool("evaluate")
+    with pytest.raises(SystemExit) as exit_info:  # model.keras does not exist: nothing is loaded
+        tool.main(["model.keras", "model.keras", "--data", str(fixture_zip)] + args)
+    assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(f" error: {message}")
+
+
+def test_cli_outputs_are_checked_before_any_work(tmp_path, fixture_zip, capsys):
+    tool = load_tool("evaluate")
+    folder, a_file, out_csv = tmp_path / "folder", tmp_path / "afile.txt", tmp_path / "classes.csv"
+    folder.mkdir()
+    a_file.write_text("kept")
+    base = ["model.keras", "--data", str(fixture_zip)]  # model.keras does not exist: nothing is loaded
+    for args, message in [
+        (["--per-class-csv", str(out_csv), "--json", str(folder), "--overwrite"],
+         f"--json: {folder} is a folder; name a file"),
+        (["--json", str(a_file / "out.json")],
+         f"--json: {a_file} is a file, not a folder: the output cannot be written under it"),
+        (["--per-class-csv", str(a_file)], f"--per-class-csv: {a_file} exists; pass --overwrite to replace it"),
+        (["--split", "test", "--predict-test", str(folder), "--overwrite"],
+         f"--predict-test: {folder} is a folder; name a file"),
+        (["--json", str(out_csv), "--per-class-csv", str(out_csv)],
+         f"--json and --per-class-csv name the same file {out_csv}; give each its own"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(base + args)
+        assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(f" error: {message}")
+    assert sorted(os.listdir(tmp_path)) == ["afile.txt", "folder"] and a_file.read_text() == "kept"
+    assert os.listdir(folder) == []
 
 
 def test_cli_model_errors(tmp_path, fixture_zip):

@@ -1,9 +1,11 @@
 """Every plot kind draws a real PNG from one quick run on the fixture dataset."""
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -177,12 +179,31 @@ def test_clear_errors(run, tmp_path):
         plots.tsne_perplexity(1)
 
 
-def test_cli_lists_the_library_kinds():
-    import importlib.util
+def truncated_keras(path):
+    """A .keras file cut short: the start of a zip archive."""
+    with zipfile.ZipFile(path.with_suffix(".zip"), "w") as archive:
+        archive.writestr("config.json", "{}" * 500)
+    path.write_bytes(path.with_suffix(".zip").read_bytes()[:200])
+    return path
 
+
+def load_cli():
     spec = importlib.util.spec_from_file_location("plot_cli", REPO / "tools" / "plot.py")
     cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)  # the CLI keeps its own copy so that --help needs no TensorFlow
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_a_truncated_keras_file_is_named_as_such(tmp_path):
+    truncated_keras(tmp_path / "trunc.keras")
+    with pytest.raises(plots.PlotError) as error:
+        plots.make_plot("filters", tmp_path / "trunc.keras")
+    assert str(error.value) == (f"{tmp_path / 'trunc.keras'}: not a readable Keras model (not a zip archive: "
+                                "truncated, or not a .keras file)")
+
+
+def test_cli_lists_the_library_kinds():
+    cli = load_cli()  # the CLI keeps its own copy so that --help needs no TensorFlow
     assert cli.KINDS == plots.KINDS and cli.NEEDS_DATA == plots.NEEDS_DATA
 
 
@@ -200,3 +221,59 @@ def test_cli_writes_the_png_and_refuses_to_overwrite(run, fixture_zip, tmp_path)
     no_data = subprocess.run(command[:4] + ["--out", str(tmp_path / "x.png")], capture_output=True, text=True,
                              env=env, timeout=300)
     assert no_data.returncode == 2 and "pass --data PATH" in no_data.stderr
+
+
+def cli_error(cli, args, capsys):
+    """The last line tools/plot.py prints for ``args``, which must stop it at parse time."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1].split(" error: ", 1)[1]
+
+
+def test_cli_checks_out_before_drawing(tmp_path, capsys):
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    cli = load_cli()
+    a_file, folder = tmp_path / "afile.txt", tmp_path / "figure.png"
+    a_file.write_text("kept")
+    folder.mkdir()
+    formats = ", ".join(sorted(FigureCanvasBase.get_supported_filetypes()))
+    assert "png" in formats and "svg" in formats and "pdf" in formats
+    curves = ["curves", str(tmp_path / "missing")]  # never read: the flags are wrong first
+    out = tmp_path / "c.xyz"
+    assert cli_error(cli, curves + ["--out", str(out)], capsys) == (
+        f"--out: {out}: matplotlib cannot write .xyz files; name one of {formats}")
+    assert cli_error(cli, curves + ["--out", str(a_file / "c.png")], capsys) == (
+        f"--out: {a_file} is a file, not a folder: the output cannot be written under it")
+    assert cli_error(cli, curves + ["--out", str(folder), "--overwrite"], capsys) == (
+        f"--out: {folder} is a folder; name a file")
+    assert sorted(os.listdir(tmp_path)) == ["afile.txt", "figure.png"] and a_file.read_text() == "kept"
+    assert os.listdir(folder) == []
+
+
+def test_tsne_flags_are_checked_before_any_feature(fixture_zip, tmp_path, capsys):
+    cli = load_cli()
+    tsne = ["tsne", str(tmp_path / "missing"), "--data", str(fixture_zip), "--out", str(tmp_path / "t.png")]
+    for args, message in [
+        (["--seed", "-1"], "--seed must lie in 0..2**32 - 1. Received: -1"),
+        (["--seed", str(2**32)], "--seed must lie in 0..2**32 - 1. Received: 4294967296"),
+        (["--classes", "0"], "--classes: the legend names 1 class or more. Received: 0"),
+        (["--classes", "-2"], "--classes takes a number of classes, or class indices and wnids (n01443537). "
+                              "Received: '-2'"),
+        (["--classes", "n01443537", "goldfish"], "--classes takes a number of classes, or class indices and wnids "
+                                                 "(n01443537). Received: 'goldfish'"),
+    ]:
+        assert cli_error(cli, tsne + args, capsys) == message
+    # What only the dataset can tell comes before the model is read (this one is not readable).
+    model = truncated_keras(tmp_path / "trunc.keras")
+    with pytest.raises(plots.PlotError, match="^--classes: 'n99999999' is not a wnid of the model's classes$"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["n99999999"])
+    with pytest.raises(plots.PlotError, match=r"^classes \[7\] have no images here \(present: 3 classes\)$"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["0", "7"])
+    with pytest.raises(ValueError, match=r"^the number of legend classes must be positive. Received: classes=0$"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["0"])
+    with pytest.raises(plots.PlotError, match=r"^the t-SNE seed must lie in 0..2\*\*32 - 1. Received: seed=-1$"):
+        plots.make_plot("tsne", model, data=fixture_zip, seed=-1)
+    with pytest.raises(plots.PlotError, match="not a readable Keras model"):
+        plots.make_plot("tsne", model, data=fixture_zip, classes=["n01443537"])

@@ -44,6 +44,7 @@ Test-time augmentation (``tta``), probabilities averaged over the views:
 import collections
 import functools
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -160,6 +161,8 @@ def confusions(probabilities, labels, classes=None, n=10):
     """The ``n`` most frequent mistakes (true class -> top-1 prediction), most frequent first:
     ``{"true", "true_wnid", "true_name", "predicted", "predicted_wnid", "predicted_name",
     "count", "percent"}`` (``percent``: of the true class's images)."""
+    if n < 0:
+        raise ValueError(f"n must be 0 or more confusions. Received: {n=}")
     probabilities, labels = _check_labels(probabilities, labels)
     predicted = np.argmax(probabilities, axis=-1)
     wrong = predicted != labels
@@ -466,12 +469,23 @@ def _load_savedmodel(path):
                          f"{SAVEDMODEL_SIGNATURES} (it has {sorted(signatures)})")
 
 
-def _load_keras(path):
+def load_keras_model(path):
+    """``keras.models.load_model(path, compile=False)``; what goes wrong as a
+    :class:`ModelLoadError` naming ``path``."""
+    path = os.fspath(path)
+    # Keras calls a .keras file that is not a zip archive (truncated, or not a model) "File not found".
+    if path.endswith(".keras") and os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path}: not a readable Keras model (not a zip archive: truncated, or not a .keras "
+                             "file)")
     # The package's layers are registered: importing this module ran tiny_keras/__init__.
     try:
-        model = keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001
         raise ModelLoadError(f"{path}: not a readable Keras model ({type(err).__name__}: {str(err)[:200]})") from err
+
+
+def _load_keras(path):
+    model = load_keras_model(path)
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         raise ModelLoadError(f"{path}: expected a model with one [batch, classes] output; it has "
                              f"{[tuple(o.shape) for o in model.outputs]}")
@@ -516,6 +530,8 @@ def member_weights(groups, weights):
     n_paths = max(groups) + 1 if groups else 0
     if len(weights) != n_paths:
         raise ValueError(f"give one weight per model path: {n_paths} paths, {len(weights)} weights")
+    if not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise ValueError(f"weights must be non-negative numbers, not all zero. Received: {list(weights)}")
     sizes = collections.Counter(groups)
     return [float(weights[g]) / sizes[g] for g in groups]
 

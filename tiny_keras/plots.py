@@ -108,9 +108,9 @@ def load_model(path):
     if os.path.isdir(file):
         raise PlotError(f"{file} is a SavedModel: this plot needs the Keras model (a .keras file or run folder)")
     try:
-        return keras.models.load_model(file, compile=False)
-    except Exception as err:  # noqa: BLE001 - any failure means the same thing here
-        raise PlotError(f"{file}: not a readable Keras model ({type(err).__name__}: {str(err)[:200]})") from err
+        return evaluate.load_keras_model(file)
+    except evaluate.ModelLoadError as err:
+        raise PlotError(str(err)) from None
 
 
 def network_of(model):
@@ -601,6 +601,8 @@ def make_plot(kind, path, data=None, split="val", classes=None, k=5, samples=Non
     misclassified images shown (mistakes, 16), images embedded (tsne, 2000)."""
     if kind not in KINDS + BOX_KINDS:
         raise ValueError(f"kind must be one of {KINDS + BOX_KINDS}. Received: {kind=}")
+    if kind == "tsne" and not 0 <= seed < 2**32:
+        raise PlotError(f"the t-SNE seed must lie in 0..2**32 - 1. Received: {seed=}")
     path = os.fspath(path)
     if kind == "boxes":
         if data is None:
@@ -629,8 +631,9 @@ def make_plot(kind, path, data=None, split="val", classes=None, k=5, samples=Non
         index = _stratified(split_data.labels, 2000 if samples is None else samples, seed)
         images, labels = split_data.images[index], split_data.labels[index]
         names = split_data.classes  # the points are named by their (dataset) labels
+        legend = choose_classes(labels, _legend_classes(classes, names))  # checked before the features
         embedding = tsne_embedding(penultimate_features(load_model(file), images), seed=seed)
-        return plot_tsne(embedding, labels, names, _legend_classes(classes, names), title=title, size=size)
+        return plot_tsne(embedding, labels, names, legend, title=title, size=size)
     probabilities, num_classes = predict(file, split_data.images)
     try:
         names = evaluate.resolve_classes(num_classes, split_data.classes)

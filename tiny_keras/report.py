@@ -44,14 +44,16 @@ def format_per_class(rows, title):
     return "\n".join(lines)
 
 
-def format_confusions(rows):
+def format_confusions(rows, all_correct=False):
+    """The confusions as a table. ``all_correct``: every image was classified correctly;
+    without it an empty ``rows`` says only that none were listed."""
     header = f"{'true':<28}  {'':2}  {'predicted':<28}  {'count':>5}  {'% of class':>10}"
     lines = ["Most frequent confusions", header, "-" * len(header)]
     for r in rows:
         lines.append(f"{_short(r['true_name'], 28):<28}  ->  {_short(r['predicted_name'], 28):<28}  "
                      f"{r['count']:>5}  {r['percent']:>10.1f}")
     if not rows:
-        lines.append("(none: every image is classified correctly)")
+        lines.append("(none: every image is classified correctly)" if all_correct else "(none listed)")
     return "\n".join(lines)
 
 
@@ -64,7 +66,7 @@ def format_report(result, n=5):
         format_scores(result),
         format_per_class(best, f"{n} best classes ({of})"),
         format_per_class(worst, f"{n} worst classes ({of})"),
-        format_confusions(result["confusions"]),
+        format_confusions(result["confusions"], all_correct=all(r["top1"] == 100 for r in result["per_class"])),
     ])
 
 

@@ -20,6 +20,7 @@ and files in ``tiny_keras.report``.
 """
 import argparse
 import functools
+import math
 import os
 import sys
 
@@ -69,10 +70,24 @@ def parse_args(argv):
         parser.error("--json and --per-class-csv report accuracy, which the unlabelled test split cannot give")
     if args.predict_test and len(args.models) > 1 and not args.ensemble:
         parser.error("--predict-test with several models needs --ensemble (one prediction per image)")
+    if args.weights is not None and (not all(math.isfinite(w) and w >= 0 for w in args.weights)
+                                     or sum(args.weights) == 0):
+        parser.error(f"--weights must be non-negative numbers, not all zero. Received: {args.weights}")
+    if args.confusions < 1:
+        parser.error(f"--confusions must be at least 1. Received: {args.confusions}")
+    from tiny_keras import files  # after parsing: --help needs no TensorFlow
+
+    outputs = {}
     for flag in ("json", "per_class_csv", "predict_test"):
-        path = getattr(args, flag)
-        if path and os.path.exists(path) and not args.overwrite:
-            parser.error(f"--{flag.replace('_', '-')}: {path} exists; pass --overwrite to replace it")
+        path, name = getattr(args, flag), f"--{flag.replace('_', '-')}"
+        if not path:
+            continue
+        problem = files.output_problem(path, overwrite=args.overwrite)
+        if problem:
+            parser.error(f"{name}: {problem}")
+        same = outputs.setdefault(os.path.abspath(path), name)
+        if same != name:
+            parser.error(f"{same} and {name} name the same file {path}; give each its own")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
     if args.precise_bn is not None and args.precise_bn < 1:

@@ -26,6 +26,7 @@ a .keras file. The logic lives in ``tiny_keras.plots``.
 """
 import argparse
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,15 +59,41 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.kind in NEEDS_DATA + BOX_KINDS and not args.data:
         parser.error(f"{args.kind} runs the model on images: pass --data PATH (the zip or its folder)")
-    if os.path.exists(args.out) and not args.overwrite:
-        parser.error(f"--out: {args.out} exists; pass --overwrite to replace it")
-    if not os.path.splitext(args.out)[1]:
+    extension = os.path.splitext(args.out)[1]
+    if not extension:
         parser.error(f"--out: {args.out} has no extension; name the format, e.g. {args.out}.png")
+    from matplotlib.backend_bases import FigureCanvasBase  # the formats savefig writes
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if extension[1:].lower() not in formats:
+        parser.error(f"--out: {args.out}: matplotlib cannot write {extension} files; name one of {', '.join(formats)}")
     if args.width < 100 or args.height < 100:
         parser.error(f"--width and --height must be at least 100 pixels. Received: {args.width}x{args.height}")
     if args.k < 1 or (args.samples is not None and args.samples < 1):
         parser.error("-k and --samples must be positive")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must lie in 0..2**32 - 1. Received: {args.seed}")
+    if args.classes:
+        check_classes(parser, args.classes)
+    from tiny_keras import files  # after parsing: --help needs no TensorFlow
+
+    problem = files.output_problem(args.out, overwrite=args.overwrite)
+    if problem:
+        parser.error(f"--out: {problem}")
     return args
+
+
+def check_classes(parser, classes):
+    """--classes: one number of classes (1 or more), or class indices and wnids (the dataset
+    checks that they exist, before the features are computed)."""
+    if len(classes) == 1 and classes[0].isdigit():
+        if int(classes[0]) < 1:
+            parser.error(f"--classes: the legend names 1 class or more. Received: {classes[0]}")
+        return
+    for item in classes:
+        if not (item.isdigit() or re.fullmatch(r"n\d{8}", item)):
+            parser.error(f"--classes takes a number of classes, or class indices and wnids (n01443537). "
+                         f"Received: {item!r}")
 
 
 def main(argv=None):
@@ -79,7 +106,10 @@ def main(argv=None):
                               progress=True)
     except (ValueError, OSError) as err:  # PlotError and data.DatasetError are ValueErrors
         raise SystemExit(f"error: {err}") from None
-    plots.save(fig, args.out, size=(args.width, args.height))
+    try:
+        plots.save(fig, args.out, size=(args.width, args.height))
+    except (ValueError, OSError) as err:  # checked in parse_args; what is left: e.g. no permission
+        raise SystemExit(f"error: --out {args.out}: {err}") from None
     print(f"wrote {args.out} ({args.width}x{args.height})")
 
 
