@@ -244,3 +244,71 @@ def test_cli_exports_litert_and_onnx(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         tool.main([str(tmp_path / "model.keras"), "--out", str(tmp_path / "onnx"), "--format", "onnx"])
     assert exit_info.value.code == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def load_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tools_export", REPO / "tools" / "export.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_cli_refuses_an_out_that_would_replace_the_model_or_its_run(tmp_path, capsys):
+    tool = load_tool()
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("paper4_model2", "rescale").save(run / "model.keras")
+    (run / "recipe.json").write_text("{}\n")
+    (run / "train.log").write_text("trained\n")
+    (tmp_path / "alias").symlink_to(run)
+    before = {name: (run / name).read_bytes() for name in os.listdir(run)}
+    model = str(run / "model.keras")
+    cases = [
+        ([str(run), "--out", str(run)], f"{run} is the run folder of the model being exported"),
+        ([model, "--out", str(run)], f"{run} is the run folder of the model being exported"),
+        ([str(run), "--out", str(tmp_path / "alias")], f"{tmp_path / 'alias'} is the run folder of the model"),
+        ([str(run), "--out", str(tmp_path)], f"{tmp_path} holds the model being exported"),
+        ([model, "--out", model], f"{model} is the model being exported"),
+        ([str(run), "--out", str(run), "--format", "keras"], f"{model} is the model being exported"),
+        ([model, "--out", str(tmp_path), "--format", "onnx"], f"{tmp_path} holds the model being exported"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(argv + ["--overwrite"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"error: --out: {message}" in err, (argv, err)
+        assert [line for line in err.splitlines() if "error" in line.lower()] == [err.splitlines()[-1]]
+        assert {name: (run / name).read_bytes() for name in os.listdir(run)} == before
+    # The library refuses too, when given the model's path.
+    with pytest.raises(ValueError, match="is the run folder of the model being exported"):
+        export.export(str(run), run, overwrite=True)
+    assert {name: (run / name).read_bytes() for name in os.listdir(run)} == before
+
+
+def test_cli_checks_out_before_loading_the_model(tmp_path, capsys):
+    tool = load_tool()
+    (tmp_path / "afile.txt").write_text("keep\n")
+    (tmp_path / "folder.keras").mkdir()
+    model = str(tmp_path / "nothing.keras")  # never read: --out is checked first
+    afile = tmp_path / "afile.txt"
+    cases = [
+        (["--out", str(afile), "--format", "keras"],
+         f"{afile} is a file, not a folder: the output cannot be written under it; expected a folder, "
+         "or a file name ending in .keras"),
+        (["--out", str(afile / "sub")],
+         f"{afile} is a file, not a folder: the output cannot be written under it; expected a folder, "
+         "which is what --format savedmodel writes"),
+        (["--out", str(afile), "--format", "onnx", "--overwrite"],
+         f"{afile} is a file; expected a folder, which is what --format onnx writes"),
+        (["--out", str(tmp_path / "folder.keras"), "--format", "keras", "--overwrite"],
+         f"{tmp_path / 'folder.keras'} is a folder; name a file"),
+        (["--out", str(afile), "--format", "litert"], f"{afile} exists; pass --overwrite to replace it"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main([model] + argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.endswith(f"error: --out: {message}\n"), (argv, err)
+    assert afile.read_text() == "keep\n" and os.listdir(tmp_path / "folder.keras") == []

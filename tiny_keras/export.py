@@ -241,7 +241,44 @@ def _raise_if_over(report, tolerance):
             f"allowed max abs difference {tolerance:g})")
 
 
-def _check_destination(out, overwrite):
+def source_problem(source, out):
+    """Why writing an export to ``out`` would destroy the model it exports (``source``, a
+    path), as the end of one line, or None: ``out`` is the model, holds it, or is the run
+    folder it belongs to (real paths compared)."""
+    source, out = os.fspath(source), os.fspath(out)
+    real_out = os.path.realpath(out)
+    try:
+        models = runs.member_paths(source)
+    except (ValueError, OSError):
+        models = []
+    for path in [source, *models]:
+        real = os.path.realpath(path)
+        run = _run_folder(real)
+        if run == real_out:
+            return f"{out} is the run folder of the model being exported ({path}); name a path outside it"
+        if real == real_out:
+            return f"{out} is the model being exported ({path}); name another path"
+        if real.startswith(os.path.join(real_out, "")):
+            return f"{out} holds the model being exported ({path}); name a path outside it"
+    return None
+
+
+def _run_folder(path):
+    """The run folder (a folder holding ``recipe.json``) that ``path`` is in, or None."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    while True:
+        if runs.is_run_folder(folder):
+            return folder
+        folder, child = os.path.dirname(folder), folder
+        if folder == child:
+            return None
+
+
+def _check_destination(out, overwrite, source=None):
+    if isinstance(source, (str, os.PathLike)):
+        problem = source_problem(source, out)
+        if problem:
+            raise ValueError(problem)
     if os.path.lexists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
 
@@ -256,7 +293,7 @@ def export_savedmodel(model, out, classes=None, overwrite=False, verify=True, im
             f"this process runs {backend.name()}. Export the .keras file instead (format='keras'), or run "
             "the export with KERAS_BACKEND=tensorflow: .keras files load there with the same predictions")
     out = os.fspath(out)
-    _check_destination(out, overwrite)
+    _check_destination(out, overwrite, source=model)
     model = load_keras_model(model)
     wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
     archive = _serving_archive(model, wnids)
@@ -271,7 +308,7 @@ def export_keras(model, out, overwrite=False, verify=True, images=None):
     out = os.fspath(out)
     if not out.endswith(".keras"):
         raise ValueError(f"a Keras export's file name must end in .keras. Received: {out=}")
-    _check_destination(out, overwrite)
+    _check_destination(out, overwrite, source=model)
     model = load_keras_model(model)
     with files.atomic_path(out, suffix=".keras", overwrite=overwrite) as tmp:
         model.save(tmp)
@@ -297,7 +334,7 @@ def export_portable(model, out, format, classes=None, overwrite=False, verify=Tr
         if missing:
             raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"tiny_keras[onnx]\"")
     out = os.fspath(out)
-    _check_destination(out, overwrite)
+    _check_destination(out, overwrite, source=model)
     model = load_keras_model(model)
     wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
     spec = [keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32")]

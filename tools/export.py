@@ -34,11 +34,23 @@ def parse_args(argv):
                                        "default: the official 200 classes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    out = args.out
-    if args.format == "keras" and not out.endswith(".keras"):
+    from tiny_keras import export, files
+
+    # Checked before the model is loaded: a mistake here costs nothing.
+    out, folder = args.out, args.format != "keras"
+    if not folder and not out.endswith(".keras"):
         out = os.path.join(out, "model.keras")
-    if os.path.lexists(out if args.format == "keras" else args.out) and not args.overwrite:
-        parser.error(f"--out: {out} exists; pass --overwrite to replace it")
+    problem = export.source_problem(args.model, out)
+    if problem:
+        parser.error(f"--out: {problem}")
+    problem = files.output_problem(out, overwrite=args.overwrite, folder=folder)
+    if problem is None and folder and os.path.isfile(out):
+        problem = f"{os.path.abspath(out)} is a file"
+    if problem and problem.endswith(("is a file", "cannot be written under it")):
+        problem += (f"; expected a folder, which is what --format {args.format} writes" if folder
+                    else "; expected a folder, or a file name ending in .keras")
+    if problem:
+        parser.error(f"--out: {problem}")
     return args
 
 
