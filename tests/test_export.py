@@ -312,3 +312,39 @@ def test_cli_checks_out_before_loading_the_model(tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.endswith(f"error: --out: {message}\n"), (argv, err)
     assert afile.read_text() == "keep\n" and os.listdir(tmp_path / "folder.keras") == []
+
+
+def test_mixed_bfloat16_model_exports_to_litert_and_onnx_as_a_float32_copy(tmp_path, capsys):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")  # what --precision auto picks on recent GPUs and AMX CPUs
+    try:
+        model = build_model("paper4_model2", "rescale")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.network.layers[1].dtype_policy.name == "mixed_bfloat16"
+    float32 = build_model("paper4_model2", "rescale")
+    assert export.float32_model(float32) == (float32, None)  # a float32 model is exported as it is
+    copy, policy = export.float32_model(model)
+    assert policy == "mixed_bfloat16" and copy is not model
+    assert {layer.dtype_policy.name for layer in copy.network.layers} == {"float32"}
+    assert model.network.layers[1].dtype_policy.name == "mixed_bfloat16"  # the model itself is unchanged
+    for copied, weight in zip(copy.network.weights, model.network.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(copied), keras.ops.convert_to_numpy(weight))
+    images = np.random.default_rng(6).integers(0, 256, (5, 64, 64, 3)).astype(np.float32)
+    source = keras.ops.convert_to_numpy(keras.ops.cast(model(images, training=False), "float32"))
+    logits = keras.ops.convert_to_numpy(copy(images, training=False))
+    assert 0 < np.abs(logits - source).max() <= 0.05 * np.abs(source).max()  # bfloat16 rounding, nothing more
+
+    model.save(tmp_path / "model.keras")
+    tool = load_tool()
+    for fmt in ("litert", "onnx"):
+        report = export.export(str(tmp_path / "model.keras"), tmp_path / fmt, format=fmt)
+        assert report["max_abs_diff"] <= 1e-5 and report["exported_dtype"] == "float32"
+        assert report["source_dtype_policy"] == "mixed_bfloat16"
+        assert 0 < report["source_probabilities_diff"] <= 1e-3 and report["source_logits_rel_diff"] <= 0.05
+        path = tmp_path / fmt / export.PORTABLE_FILES[fmt]
+        np.testing.assert_allclose(export._portable_logits(str(path), fmt, images), logits, atol=5e-4)
+        assert tool.main([str(tmp_path / "model.keras"), "--out", str(tmp_path / f"{fmt}_cli"), "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert "exported in float32: checked above against a float32 copy of the mixed_bfloat16 model" in out
+        assert (tmp_path / f"{fmt}_cli" / path.name).is_file()
