@@ -348,3 +348,22 @@ def test_mixed_bfloat16_model_exports_to_litert_and_onnx_as_a_float32_copy(tmp_p
         out = capsys.readouterr().out
         assert "exported in float32: checked above against a float32 copy of the mixed_bfloat16 model" in out
         assert (tmp_path / f"{fmt}_cli" / path.name).is_file()
+
+
+def test_cli_calls_a_damaged_keras_file_unreadable_not_missing(tmp_path, capsys):
+    tool = load_tool()
+    build_model("paper4_model2", "rescale").save(tmp_path / "model.keras")
+    whole = (tmp_path / "model.keras").read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text("{}\n")
+    (run / "model.keras").write_bytes(whole[: len(whole) // 2])  # truncated: an interrupted copy
+    (tmp_path / "garbage.keras").write_bytes(b"PK\x03\x04 not a zip")
+    for model, named in ((run, run / "model.keras"), (tmp_path / "garbage.keras", tmp_path / "garbage.keras")):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main([str(model), "--out", str(tmp_path / "out"), "--format", "onnx"])
+        message = str(exit_info.value.code)
+        assert message == (f"error: {named}: not a readable Keras model (not a zip archive: a truncated or damaged "
+                           ".keras file?)")
+        assert "File not found" not in message
+    assert not (tmp_path / "out").exists() and (run / "model.keras").stat().st_size == len(whole) // 2
