@@ -367,3 +367,32 @@ def test_cli_calls_a_damaged_keras_file_unreadable_not_missing(tmp_path, capsys)
                            ".keras file?)")
         assert "File not found" not in message
     assert not (tmp_path / "out").exists() and (run / "model.keras").stat().st_size == len(whole) // 2
+
+
+class _Scale(keras.layers.Layer):
+    """A layer whose config lacks its argument: it cannot be rebuilt from its config."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+
+def test_mixed_precision_model_without_a_float32_copy_is_refused_before_writing(tmp_path):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((64, 64, 3))
+        x = keras.layers.GlobalAveragePooling2D()(_Scale(0.5)(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(x), name="scaled")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    with pytest.raises(export.PrecisionError) as info:
+        export.export(model, tmp_path / "out", format="onnx", classes=FIXTURE_WNIDS)
+    message = str(info.value)
+    assert message.startswith("scaled: LiteRT and ONNX exports run in float32, and a float32 copy of this "
+                              "mixed_bfloat16 model could not be made (TypeError: ")
+    assert message.endswith("export it with --format savedmodel (format='savedmodel') or keras instead")
+    assert "\n" not in message and not (tmp_path / "out").exists() and os.listdir(tmp_path) == []
