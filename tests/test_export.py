@@ -244,3 +244,155 @@ def test_cli_exports_litert_and_onnx(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         tool.main([str(tmp_path / "model.keras"), "--out", str(tmp_path / "onnx"), "--format", "onnx"])
     assert exit_info.value.code == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def load_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tools_export", REPO / "tools" / "export.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_cli_refuses_an_out_that_would_replace_the_model_or_its_run(tmp_path, capsys):
+    tool = load_tool()
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("paper4_model2", "rescale").save(run / "model.keras")
+    (run / "recipe.json").write_text("{}\n")
+    (run / "train.log").write_text("trained\n")
+    (tmp_path / "alias").symlink_to(run)
+    before = {name: (run / name).read_bytes() for name in os.listdir(run)}
+    model = str(run / "model.keras")
+    cases = [
+        ([str(run), "--out", str(run)], f"{run} is the run folder of the model being exported"),
+        ([model, "--out", str(run)], f"{run} is the run folder of the model being exported"),
+        ([str(run), "--out", str(tmp_path / "alias")], f"{tmp_path / 'alias'} is the run folder of the model"),
+        ([str(run), "--out", str(tmp_path)], f"{tmp_path} holds the model being exported"),
+        ([model, "--out", model], f"{model} is the model being exported"),
+        ([str(run), "--out", str(run), "--format", "keras"], f"{model} is the model being exported"),
+        ([model, "--out", str(tmp_path), "--format", "onnx"], f"{tmp_path} holds the model being exported"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(argv + ["--overwrite"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"error: --out: {message}" in err, (argv, err)
+        assert [line for line in err.splitlines() if "error" in line.lower()] == [err.splitlines()[-1]]
+        assert {name: (run / name).read_bytes() for name in os.listdir(run)} == before
+    # The library refuses too, when given the model's path.
+    with pytest.raises(ValueError, match="is the run folder of the model being exported"):
+        export.export(str(run), run, overwrite=True)
+    assert {name: (run / name).read_bytes() for name in os.listdir(run)} == before
+
+
+def test_cli_checks_out_before_loading_the_model(tmp_path, capsys):
+    tool = load_tool()
+    (tmp_path / "afile.txt").write_text("keep\n")
+    (tmp_path / "folder.keras").mkdir()
+    model = str(tmp_path / "nothing.keras")  # never read: --out is checked first
+    afile = tmp_path / "afile.txt"
+    cases = [
+        (["--out", str(afile), "--format", "keras"],
+         f"{afile} is a file, not a folder: the output cannot be written under it; expected a folder, "
+         "or a file name ending in .keras"),
+        (["--out", str(afile / "sub")],
+         f"{afile} is a file, not a folder: the output cannot be written under it; expected a folder, "
+         "which is what --format savedmodel writes"),
+        (["--out", str(afile), "--format", "onnx", "--overwrite"],
+         f"{afile} is a file; expected a folder, which is what --format onnx writes"),
+        (["--out", str(tmp_path / "folder.keras"), "--format", "keras", "--overwrite"],
+         f"{tmp_path / 'folder.keras'} is a folder; name a file"),
+        (["--out", str(afile), "--format", "litert"], f"{afile} exists; pass --overwrite to replace it"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main([model] + argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.endswith(f"error: --out: {message}\n"), (argv, err)
+    assert afile.read_text() == "keep\n" and os.listdir(tmp_path / "folder.keras") == []
+
+
+def test_mixed_bfloat16_model_exports_to_litert_and_onnx_as_a_float32_copy(tmp_path, capsys):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")  # what --precision auto picks on recent GPUs and AMX CPUs
+    try:
+        model = build_model("paper4_model2", "rescale")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.network.layers[1].dtype_policy.name == "mixed_bfloat16"
+    float32 = build_model("paper4_model2", "rescale")
+    assert export.float32_model(float32) == (float32, None)  # a float32 model is exported as it is
+    copy, policy = export.float32_model(model)
+    assert policy == "mixed_bfloat16" and copy is not model
+    assert {layer.dtype_policy.name for layer in copy.network.layers} == {"float32"}
+    assert model.network.layers[1].dtype_policy.name == "mixed_bfloat16"  # the model itself is unchanged
+    for copied, weight in zip(copy.network.weights, model.network.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(copied), keras.ops.convert_to_numpy(weight))
+    images = np.random.default_rng(6).integers(0, 256, (5, 64, 64, 3)).astype(np.float32)
+    source = keras.ops.convert_to_numpy(keras.ops.cast(model(images, training=False), "float32"))
+    logits = keras.ops.convert_to_numpy(copy(images, training=False))
+    assert 0 < np.abs(logits - source).max() <= 0.05 * np.abs(source).max()  # bfloat16 rounding, nothing more
+
+    model.save(tmp_path / "model.keras")
+    tool = load_tool()
+    for fmt in ("litert", "onnx"):
+        report = export.export(str(tmp_path / "model.keras"), tmp_path / fmt, format=fmt)
+        assert report["max_abs_diff"] <= 1e-5 and report["exported_dtype"] == "float32"
+        assert report["source_dtype_policy"] == "mixed_bfloat16"
+        assert 0 < report["source_probabilities_diff"] <= 1e-3 and report["source_logits_rel_diff"] <= 0.05
+        path = tmp_path / fmt / export.PORTABLE_FILES[fmt]
+        np.testing.assert_allclose(export._portable_logits(str(path), fmt, images), logits, atol=5e-4)
+        assert tool.main([str(tmp_path / "model.keras"), "--out", str(tmp_path / f"{fmt}_cli"), "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert "exported in float32: checked above against a float32 copy of the mixed_bfloat16 model" in out
+        assert (tmp_path / f"{fmt}_cli" / path.name).is_file()
+
+
+def test_cli_calls_a_damaged_keras_file_unreadable_not_missing(tmp_path, capsys):
+    tool = load_tool()
+    build_model("paper4_model2", "rescale").save(tmp_path / "model.keras")
+    whole = (tmp_path / "model.keras").read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text("{}\n")
+    (run / "model.keras").write_bytes(whole[: len(whole) // 2])  # truncated: an interrupted copy
+    (tmp_path / "garbage.keras").write_bytes(b"PK\x03\x04 not a zip")
+    for model, named in ((run, run / "model.keras"), (tmp_path / "garbage.keras", tmp_path / "garbage.keras")):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main([str(model), "--out", str(tmp_path / "out"), "--format", "onnx"])
+        message = str(exit_info.value.code)
+        assert message == (f"error: {named}: not a readable Keras model (not a zip archive: a truncated or damaged "
+                           ".keras file?)")
+        assert "File not found" not in message
+    assert not (tmp_path / "out").exists() and (run / "model.keras").stat().st_size == len(whole) // 2
+
+
+class _Scale(keras.layers.Layer):
+    """A layer whose config lacks its argument: it cannot be rebuilt from its config."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+
+def test_mixed_precision_model_without_a_float32_copy_is_refused_before_writing(tmp_path):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((64, 64, 3))
+        x = keras.layers.GlobalAveragePooling2D()(_Scale(0.5)(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(x), name="scaled")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    with pytest.raises(export.PrecisionError) as info:
+        export.export(model, tmp_path / "out", format="onnx", classes=FIXTURE_WNIDS)
+    message = str(info.value)
+    assert message.startswith("scaled: LiteRT and ONNX exports run in float32, and a float32 copy of this "
+                              "mixed_bfloat16 model could not be made (TypeError: ")
+    assert message.endswith("export it with --format savedmodel (format='savedmodel') or keras instead")
+    assert "\n" not in message and not (tmp_path / "out").exists() and os.listdir(tmp_path) == []

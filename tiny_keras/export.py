@@ -31,7 +31,9 @@ float32 ``[N, 64, 64, 3]`` images (0..255; the preprocessing is inside) and retu
 ``[N, C]``. It is reloaded with LiteRT's interpreter (``ai_edge_litert``, else
 ``tf.lite.Interpreter``) or ``onnxruntime`` and checked like the others. LiteRT needs the
 TensorFlow backend here; ONNX needs ``pip install "tiny_keras[onnx]"`` (tf2onnx, onnx,
-onnxruntime).
+onnxruntime). A mixed-precision model (e.g. ``mixed_bfloat16``) is exported as a float32
+copy (:func:`float32_model`), which the check compares with the export; the copy's own
+distance from the model is reported (:func:`precision_report`).
 
 Every export is written to a temporary folder, reloaded and checked by
 :func:`verify_export` (probabilities within ``1e-5`` of the Keras model's, on uint8 images
@@ -40,6 +42,8 @@ place; an existing destination is replaced only with ``overwrite=True``.
 """
 import importlib.util
 import os
+import tempfile
+import zipfile
 
 import keras
 import numpy as np
@@ -83,7 +87,86 @@ def load_keras_model(source):
         raise runs.ModelLoadError(
             f"{source}: expected one Keras model (a .keras file or a run folder); found "
             + ("a SavedModel folder" if paths and os.path.isdir(paths[0]) else f"{len(paths)} model files"))
+    if paths[0].endswith(".keras") and not zipfile.is_zipfile(paths[0]):  # Keras would say "File not found"
+        raise runs.ModelLoadError(f"{paths[0]}: not a readable Keras model (not a zip archive: a truncated or "
+                                  "damaged .keras file?)")
     return evaluate_lib.load_member(paths[0]).model
+
+
+LOW_PRECISION = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
+PRECISION_TOLERANCE = 0.05  # the float32 copy's logits against the mixed-precision model's, relative to their range
+
+
+class PrecisionError(ValueError):
+    """A mixed-precision model that cannot be exported in float32 to LiteRT or ONNX."""
+
+
+def _float32_config(config, found):
+    """``config`` (a serialized Keras object) with every low-precision dtype made float32;
+    the policies replaced are added to ``found``."""
+    if isinstance(config, list):
+        return [_float32_config(item, found) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {key: _float32_config(value, found) for key, value in config.items()}
+    if config.get("dtype") in LOW_PRECISION:  # a policy by name; a KerasTensor's or an InputLayer's dtype
+        found.add(config["dtype"])
+        config["dtype"] = "float32"
+    policy = config.get("config")
+    if str(config.get("class_name", "")).endswith("DTypePolicy") and isinstance(policy, dict):
+        if policy.get("name") in LOW_PRECISION:
+            found.add(policy["name"])
+            config["config"] = {**policy, "name": "float32"}
+    return config
+
+
+def float32_model(model):
+    """``(copy, policy)``: a float32 copy of a mixed-precision ``model`` (rebuilt from its
+    config with every layer's dtype policy float32, its weights copied) and the policy it
+    replaced (e.g. ``"mixed_bfloat16"``); ``(model, None)`` for a float32 model.
+
+    LiteRT and ONNX exports are made from the copy: their converters and runtimes do not
+    run the bfloat16 graph (onnxruntime rejects ``tensor(bfloat16)``; LiteRT needs Flex ops)."""
+    found = {layer.dtype_policy.name for layer in model._flatten_layers()} & set(LOW_PRECISION)
+    if not found:
+        return model, None
+    policy = sorted(found, key=LOW_PRECISION.index)[0]
+    try:
+        copy = keras.saving.deserialize_keras_object(_float32_config(keras.saving.serialize_keras_object(model),
+                                                                     found))
+        if not copy.built:
+            copy.build_from_config(model.get_build_config())
+        with tempfile.TemporaryDirectory() as folder:  # matched layer by layer, as a .keras file's are
+            model.save_weights(os.path.join(folder, "model.weights.h5"))
+            copy.load_weights(os.path.join(folder, "model.weights.h5"))
+    except Exception as err:  # noqa: BLE001 - any failure means the same thing here
+        raise PrecisionError(
+            f"{model.name}: LiteRT and ONNX exports run in float32, and a float32 copy of this {policy} model "
+            f"could not be made ({type(err).__name__}: {str(err)[:200]}); export it with --format savedmodel "
+            "(format='savedmodel') or keras instead") from None
+    return copy, policy
+
+
+def precision_report(model, copy, policy, images=None):
+    """How far the float32 ``copy`` predicts from the mixed-precision ``model``: ``{"exported_dtype",
+    "source_dtype_policy", "source_probabilities_diff", "source_logits_rel_diff"}``. Raises
+    :class:`PrecisionError` if the logits differ by more than ``PRECISION_TOLERANCE`` of their range
+    (far more than bfloat16 rounding gives: the copy would not be the model)."""
+    images = np.asarray(check_images() if images is None else images, np.float32)
+    source = np.concatenate([keras.ops.convert_to_numpy(keras.ops.cast(model(images[i:i + 64], training=False),
+                                                                        "float32")) for i in range(0, len(images), 64)])
+    copied = np.concatenate([keras.ops.convert_to_numpy(copy(images[i:i + 64], training=False))
+                             for i in range(0, len(images), 64)])
+    scale = float(np.max(np.abs(source))) or 1.0
+    report = {"exported_dtype": "float32", "source_dtype_policy": policy,
+              "source_probabilities_diff": _max_diff(evaluate_lib.softmax(copied), evaluate_lib.softmax(source)),
+              "source_logits_rel_diff": _max_diff(copied, source) / scale}
+    if not report["source_logits_rel_diff"] <= PRECISION_TOLERANCE:
+        raise PrecisionError(
+            f"{model.name}: the float32 copy of this {policy} model predicts logits up to "
+            f"{report['source_logits_rel_diff']:.3g} of their range away from the model's (allowed "
+            f"{PRECISION_TOLERANCE:g}); export it with --format savedmodel (format='savedmodel') or keras instead")
+    return report
 
 
 def _serving_archive(model, wnids):
@@ -241,7 +324,44 @@ def _raise_if_over(report, tolerance):
             f"allowed max abs difference {tolerance:g})")
 
 
-def _check_destination(out, overwrite):
+def source_problem(source, out):
+    """Why writing an export to ``out`` would destroy the model it exports (``source``, a
+    path), as the end of one line, or None: ``out`` is the model, holds it, or is the run
+    folder it belongs to (real paths compared)."""
+    source, out = os.fspath(source), os.fspath(out)
+    real_out = os.path.realpath(out)
+    try:
+        models = runs.member_paths(source)
+    except (ValueError, OSError):
+        models = []
+    for path in [source, *models]:
+        real = os.path.realpath(path)
+        run = _run_folder(real)
+        if run == real_out:
+            return f"{out} is the run folder of the model being exported ({path}); name a path outside it"
+        if real == real_out:
+            return f"{out} is the model being exported ({path}); name another path"
+        if real.startswith(os.path.join(real_out, "")):
+            return f"{out} holds the model being exported ({path}); name a path outside it"
+    return None
+
+
+def _run_folder(path):
+    """The run folder (a folder holding ``recipe.json``) that ``path`` is in, or None."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    while True:
+        if runs.is_run_folder(folder):
+            return folder
+        folder, child = os.path.dirname(folder), folder
+        if folder == child:
+            return None
+
+
+def _check_destination(out, overwrite, source=None):
+    if isinstance(source, (str, os.PathLike)):
+        problem = source_problem(source, out)
+        if problem:
+            raise ValueError(problem)
     if os.path.lexists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
 
@@ -256,7 +376,7 @@ def export_savedmodel(model, out, classes=None, overwrite=False, verify=True, im
             f"this process runs {backend.name()}. Export the .keras file instead (format='keras'), or run "
             "the export with KERAS_BACKEND=tensorflow: .keras files load there with the same predictions")
     out = os.fspath(out)
-    _check_destination(out, overwrite)
+    _check_destination(out, overwrite, source=model)
     model = load_keras_model(model)
     wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
     archive = _serving_archive(model, wnids)
@@ -271,7 +391,7 @@ def export_keras(model, out, overwrite=False, verify=True, images=None):
     out = os.fspath(out)
     if not out.endswith(".keras"):
         raise ValueError(f"a Keras export's file name must end in .keras. Received: {out=}")
-    _check_destination(out, overwrite)
+    _check_destination(out, overwrite, source=model)
     model = load_keras_model(model)
     with files.atomic_path(out, suffix=".keras", overwrite=overwrite) as tmp:
         model.save(tmp)
@@ -297,16 +417,19 @@ def export_portable(model, out, format, classes=None, overwrite=False, verify=Tr
         if missing:
             raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"tiny_keras[onnx]\"")
     out = os.fspath(out)
-    _check_destination(out, overwrite)
+    _check_destination(out, overwrite, source=model)
     model = load_keras_model(model)
     wnids = class_wnids(int(model.outputs[0].shape[-1]), classes)
+    exported, policy = float32_model(model)  # before anything is written
+    precision = precision_report(model, exported, policy, images) if policy else {}
     spec = [keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32")]
     with files.atomic_path(out, overwrite=overwrite) as tmp:
         os.makedirs(tmp, exist_ok=True)
-        model.export(os.path.join(tmp, PORTABLE_FILES[format]), format=format, input_signature=spec, verbose=False)
+        exported.export(os.path.join(tmp, PORTABLE_FILES[format]), format=format, input_signature=spec,
+                        verbose=False)
         files.write_text("".join(w + "\n" for w in wnids), os.path.join(tmp, WNIDS_FILE))
-        report = verify_export(model, tmp, images=images) if verify else {}
-    return {**report, "path": out, "format": format, "classes": len(wnids)}
+        report = verify_export(exported, tmp, images=images) if verify else {}
+    return {**report, **precision, "path": out, "format": format, "classes": len(wnids)}
 
 
 def export(model, out, format="savedmodel", classes=None, overwrite=False, verify=True, images=None):

@@ -10,8 +10,11 @@ writes a SavedModel whose ``serving_default`` signature takes uint8 images
 preprocessing runs inside. ``keras`` writes DIR/model.keras (or the file DIR if it ends
 in .keras), a copy without optimizer state. ``litert`` and ``onnx`` write DIR/model.tflite
 or DIR/model.onnx through Keras's ``model.export`` (float32 0..255 images [N, 64, 64, 3] in,
-logits out) with DIR/wnids.txt, reloaded by LiteRT's interpreter or onnxruntime. The export is reloaded and its predictions
-compared with the Keras model's (max abs difference <= 1e-5) before it is put in place.
+logits out) with DIR/wnids.txt, reloaded by LiteRT's interpreter or onnxruntime; a
+mixed-precision model (mixed_bfloat16) is exported as a float32 copy, compared with it.
+The export is reloaded and its predictions compared with the Keras model's (max abs
+difference <= 1e-5) before it is put in place. --out may not be MODEL, hold it, or be its
+run folder.
 The wnids are the official 200 classes, or the classes of the dataset at ``--data`` (its
 own list when it has as many classes as the model has outputs).
 The logic lives in ``tiny_keras.export``.
@@ -34,11 +37,23 @@ def parse_args(argv):
                                        "default: the official 200 classes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    out = args.out
-    if args.format == "keras" and not out.endswith(".keras"):
+    from tiny_keras import export, files
+
+    # Checked before the model is loaded: a mistake here costs nothing.
+    out, folder = args.out, args.format != "keras"
+    if not folder and not out.endswith(".keras"):
         out = os.path.join(out, "model.keras")
-    if os.path.lexists(out if args.format == "keras" else args.out) and not args.overwrite:
-        parser.error(f"--out: {out} exists; pass --overwrite to replace it")
+    problem = export.source_problem(args.model, out)
+    if problem:
+        parser.error(f"--out: {problem}")
+    problem = files.output_problem(out, overwrite=args.overwrite, folder=folder)
+    if problem is None and folder and os.path.isfile(out):
+        problem = f"{os.path.abspath(out)} is a file"
+    if problem and problem.endswith(("is a file", "cannot be written under it")):
+        problem += (f"; expected a folder, which is what --format {args.format} writes" if folder
+                    else "; expected a folder, or a file name ending in .keras")
+    if problem:
+        parser.error(f"--out: {problem}")
     return args
 
 
@@ -62,6 +77,10 @@ def main(argv=None):
     checks = {k: v for k, v in report.items() if k.endswith("max_abs_diff")}
     print(f"reloaded and checked on {report['images']} images: "
           + ", ".join(f"{k} {v:.2e}" for k, v in checks.items()) + f" (allowed {export.TOLERANCE:g})")
+    if "source_dtype_policy" in report:
+        print(f"exported in float32: checked above against a float32 copy of the {report['source_dtype_policy']} "
+              f"model, whose probabilities are within {report['source_probabilities_diff']:.2e} of the model's "
+              f"(logits within {report['source_logits_rel_diff']:.2%} of their range)")
     return 0
 
 
