@@ -43,7 +43,6 @@ place; an existing destination is replaced only with ``overwrite=True``.
 import importlib.util
 import os
 import tempfile
-import zipfile
 
 import keras
 import numpy as np
@@ -87,9 +86,6 @@ def load_keras_model(source):
         raise runs.ModelLoadError(
             f"{source}: expected one Keras model (a .keras file or a run folder); found "
             + ("a SavedModel folder" if paths and os.path.isdir(paths[0]) else f"{len(paths)} model files"))
-    if paths[0].endswith(".keras") and not zipfile.is_zipfile(paths[0]):  # Keras would say "File not found"
-        raise runs.ModelLoadError(f"{paths[0]}: not a readable Keras model (not a zip archive: a truncated or "
-                                  "damaged .keras file?)")
     return evaluate_lib.load_member(paths[0]).model
 
 
