@@ -449,3 +449,58 @@ def test_activation_bytes_count_every_layer_output_for_the_batch():
         train.check_batch_fits(classifier, stage, available=2**30)
     train.check_batch_fits(classifier, stage, available=5 * 2**30)
     train.check_batch_fits(classifier, stage, available=None)  # unknown memory: no check
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("paper4_cnn_transfer", ["--seed", "-1"], "argument --seed: expected a whole number from 0 to 4294967295. "
+                                              "Received: '-1'"),
+    ("paper4_cnn_transfer", ["--seed", str(2**32)], "argument --seed: expected a whole number from 0 to 4294967295"),
+    ("paper4_cnn_transfer", ["--tensorboard-histograms", "-1"],
+     "argument --tensorboard-histograms: expected a whole number of at least 0 (0: off). Received: '-1'"),
+    ("paper4_cnn_transfer", ["--precision", "float32", "--mixed-precision"],
+     "error: --mixed-precision means --precision mixed_float16, not float32"),
+    ("paper4_cnn_transfer", ["--model", "model5", "--weights", "{missing}"],
+     'argument --weights: expected "imagenet", "none" or a weights file; {missing}: no such file'),
+    ("paper1_progressive_resnet", ["--first-lr", "-1"], "argument --first-lr: expected a number above 0. "
+                                                        "Received: '-1'"),
+    ("paper1_progressive_resnet", ["--dropout", "2"],
+     "argument --dropout: expected a number from 0 up to (not including) 1. Received: '2'"),
+    ("paper1_progressive_resnet", ["--later-batch-size", "0"],
+     "argument --later-batch-size: expected a whole number of at least 1. Received: '0'"),
+    ("paper2_localization", ["--alpha", "-1"], "argument --alpha: expected a number above 0. Received: '-1'"),
+    ("paper2_localization", ["--lr", "nan"], "argument --lr: expected a number above 0. Received: 'nan'"),
+    ("paper2_localization", ["--encoder", "bogus"],
+     "argument --encoder: expected 'small' or a registered model, one of paper1_resnet, paper2_resnet18, "),
+    ("paper4_cnn_transfer", ["--workdir", "{file}/sub"],
+     "error: --workdir {file}/sub: {file} is a file, not a folder: the output cannot be written under it"),
+])
+def test_bad_recipe_flags_are_one_line_with_status_2_before_anything_is_written(script, flags, message, fixture_zip,
+                                                                                tmp_path, capsys):
+    """Flags that would make the run crash are refused before anything is written, also with
+    --smoke (which would cut down the recipe they break)."""
+    from tiny_keras import recipes, reproduce
+
+    (tmp_path / "a_file").write_text("not a folder")
+    paths = {"file": str(tmp_path / "a_file"), "missing": str(tmp_path / "missing.weights.h5")}
+    flags, message = [f.format(**paths) for f in flags], message.format(**paths)
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path / "run"), "--smoke", "--verbose", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.run_paper(recipes.by_script(script), argv + flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_whole_recipe_is_validated_before_smoke_cuts_it_down():
+    from tiny_keras import reproduce
+    from tiny_keras.recipes import paper1
+
+    parser = reproduce.build_parser("x", ["resnet"])
+    broken = paper1.recipe(later_batch_size=0)  # what a recipe function may be given without the flag's check
+    with pytest.raises(ValueError, match=r"stage '48px': batch_size must be positive. Received: self.batch_size=0"):
+        reproduce.apply_flags(broken, parser.parse_args(["--smoke"]))
+    with pytest.raises(ValueError, match=r"stage '32px': the learning rate must be above 0. Received: -1"):
+        reproduce.apply_flags(paper1.recipe(first_lr=-1), parser.parse_args(["--smoke"]))
+    with pytest.raises(ValueError, match=r"seed must be a whole number from 0 to 2\*\*32 - 1. Received: self.seed=-1"):
+        paper1.recipe().replace(seed=-1).validate()

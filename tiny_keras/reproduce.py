@@ -21,16 +21,17 @@ with ``EXIT_TIME_LIMIT`` (75); the same command continues.
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
 
 import keras
 
-from tiny_keras import download, evaluate, models, runs
+from tiny_keras import download, evaluate, files, models, runs
 from tiny_keras.engine.session import STRATEGIES, Session, UnsupportedSession
 from tiny_keras.engine.time_limit import EXIT_TIME_LIMIT, TimeLimitReached, parse_duration
-from tiny_keras.recipe import PRECISIONS, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
+from tiny_keras.recipe import PRECISIONS, SEED_MAX, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
 
 
 def input_errors():
@@ -43,7 +44,7 @@ def input_errors():
     from tiny_keras.engine.model import BatchTooLarge
 
     return (download.DownloadError, DatasetError, runs.RunFolderError, runs.ModelLoadError, BatchTooLarge,
-            UnsupportedSession, PermissionError, NotADirectoryError)
+            UnsupportedSession, PermissionError, NotADirectoryError, files.CorruptFile)
 
 
 def describe_input_error(error, data):
@@ -64,6 +65,46 @@ def positive_int(text):
         value = 0
     if value < 1 or str(value) != text.strip().lstrip("+"):
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1. Received: {text!r}")
+    return value
+
+
+def whole_number(low, high=None, note=""):
+    """An argparse type: a whole number from ``low`` (to ``high``, if given)."""
+    expected = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {expected}{note}. Received: {text!r}")
+        return value
+
+    return parse
+
+
+def _float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def positive_number(text):
+    """An argparse type: a number above 0 (a learning rate, a loss weight)."""
+    value = _float(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0. Received: {text!r}")
+    return value
+
+
+def rate(text):
+    """An argparse type: a number from 0 up to, not including, 1 (a dropout rate)."""
+    value = _float(text)
+    if value is None or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 up to (not including) 1. Received: {text!r}")
     return value
 
 
@@ -105,7 +146,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                         help="2 training and 1 validation image of each class, 2 steps per stage: checks the whole "
                              "script in seconds")
     parser.add_argument("--overwrite", action="store_true", help="replace runs already in --workdir")
-    parser.add_argument("--seed", type=int, default=None, help="seed for weights, shuffling, augmentation")
+    parser.add_argument("--seed", type=whole_number(0, SEED_MAX), default=None,
+                        help="seed for weights, shuffling, augmentation (0 to 2**32 - 1)")
     parser.add_argument("--precision", choices=("auto",) + PRECISIONS, default=None,
                         help="compute dtype policy (default auto: mixed_bfloat16 on a GPU of compute capability "
                              "8.0 and up, mixed_float16 on an older one; on a CPU mixed_bfloat16 where it has "
@@ -140,8 +182,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (a failed download, bad data, a batch too "
                              "large) instead of its one line")
-    parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",
-                        help="also write TensorBoard weight/activation histograms every N epochs")
+    parser.add_argument("--tensorboard-histograms", type=whole_number(0, note=" (0: off)"), default=None,
+                        metavar="N", help="also write TensorBoard weight/activation histograms every N epochs (0: off)")
     parser.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
                         help="stop at the end of the last epoch that finishes within DURATION of the start "
                              "(5400, 90m, 1.5h, 1h30m), judged by the mean epoch and checkpoint write, with "
@@ -184,7 +226,8 @@ def join_processes(parser, args):
 
 
 def apply_flags(recipe, args):
-    """The recipe with the command line's overrides of what it computes."""
+    """The recipe with the command line's overrides of what it computes, validated before
+    ``--smoke`` cuts it down (``ValueError``)."""
     if args.epochs is not None:
         recipe = recipe.with_stage_changes(epochs=args.epochs)
     if args.batch_size is not None:
@@ -198,6 +241,7 @@ def apply_flags(recipe, args):
         changes["precision"] = args.precision or "mixed_float16"
     if changes:
         recipe = recipe.replace(**changes)
+    recipe.validate()  # the whole recipe, as the real run trains it: --smoke checks it too
     if args.smoke:
         smoke = smoke_recipe(recipe)
         if smoke.model_options != recipe.model_options:
@@ -254,6 +298,8 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     run_names = list(recipes)
     parser = build_parser(description, run_names, default_runs, extra)
     args = parser.parse_args(argv)
+    if args.precision and args.mixed_precision and args.precision != "mixed_float16":
+        parser.error(f"--mixed-precision means --precision mixed_float16, not {args.precision}")
     if args.strategy == "multi_worker":
         from tiny_keras.engine.strategy import MULTI_WORKER_REFUSED
 
@@ -264,9 +310,18 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     if configure is not None:
         recipes = configure(dict(recipes), args)
     selected = getattr(args, "model", None) or default_runs or run_names
-    recipes = {name: apply_flags(recipes[name], args) for name in selected}
+    applied = {}
+    for name in selected:
+        try:
+            applied[name] = apply_flags(recipes[name], args)
+        except ValueError as error:  # a recipe the flags make invalid
+            parser.error(f"the recipe of {name}: {error}")
+    recipes = applied
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         parser.error(f"--workdir {workdir}: exists and is not a folder; name a folder (new or a run's)")
+    problem = files.output_problem(workdir, overwrite=True, folder=True)
+    if problem is not None:
+        parser.error(f"--workdir {workdir}: {problem}")
     if args.data is not None and not os.path.exists(args.data):
         parser.error(f"--data {args.data}: no such file or folder; expected tiny-imagenet-200.zip or its folder")
     try:
