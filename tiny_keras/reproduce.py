@@ -266,6 +266,49 @@ def session_from_flags(args, stop_by=None):
     return Session(**options)
 
 
+def earlier_results(parser, workdir, paper, args):
+    """The ``results.json`` already in ``workdir`` that this command adds to (None: none, or
+    ``--overwrite`` replacing another's): one of ``paper`` and of the same kind (``--smoke``
+    or not). Another paper's or study's, or a file that is not a workdir's, is refused
+    (status 2) unless ``--overwrite``, before anything trains."""
+    path = os.path.join(workdir, runs.RESULTS)
+    if runs.is_run_folder(workdir):
+        parser.error(f"--workdir {workdir} is a run folder (it holds {runs.RECIPE}); name a folder for the runs, "
+                     "new or a reproduction's")
+    earlier = files.read_json(path, None)
+    if earlier is None:
+        return None
+    if not (isinstance(earlier, dict) and isinstance(earlier.get("runs"), list)
+            and isinstance(earlier.get("recipe"), dict)):
+        found = f"a {runs.RESULTS} that is not a reproduction's (no runs and recipe)"
+    elif earlier.get("paper") != paper:
+        found = f"the results of {earlier.get('paper')} ({runs.RESULTS}), not of {paper}"
+    elif bool(earlier.get("smoke")) != bool(args.smoke):
+        kind = "--smoke" if earlier.get("smoke") else "full"
+        found = f"the results of {kind} runs of {paper} ({runs.RESULTS}); this command's runs are " + (
+            "--smoke" if args.smoke else "full")
+    else:
+        return earlier
+    if args.overwrite:
+        print(f"--overwrite: {path} ({found.split(' (')[0]}) is replaced")
+        return None
+    parser.error(f"--workdir {workdir} holds {found}; choose another --workdir, or pass --overwrite to replace them")
+
+
+def merge_results(earlier, results, order):
+    """``results`` with what ``earlier`` (the workdir's results of the same paper) holds of
+    the runs and ensembles it did not compute: rows of the same name are replaced, the
+    others kept; rows and recipes in ``order`` (the paper's runs, then its ensembles)."""
+    if not earlier:
+        return results
+    rank = {name: i for i, name in enumerate(order)}
+    computed = {r["model"] for r in results["runs"]} | set(results["recipe"])
+    rows = [r for r in earlier["runs"] if r.get("model") not in computed] + results["runs"]
+    recipes = {**{k: v for k, v in earlier["recipe"].items() if k not in results["recipe"]}, **results["recipe"]}
+    return dict(results, runs=sorted(rows, key=lambda r: rank.get(r.get("model"), len(rank))),
+                recipe={k: recipes[k] for k in sorted(recipes, key=lambda k: rank.get(k, len(rank)))})
+
+
 def evaluate_ensemble(ensemble, recipes, workdir, data):
     """Rows for the ensemble: the members' probabilities averaged on the validation set
     (``tiny_keras.evaluate``, as ``tools/evaluate.py --ensemble`` does)."""
@@ -325,8 +368,14 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     if args.data is not None and not os.path.exists(args.data):
         parser.error(f"--data {args.data}: no such file or folder; expected tiny-imagenet-200.zip or its folder")
     try:
+        earlier = earlier_results(parser, workdir, paper, args)
+        if args.data is not None:  # its layout (wnids.txt, the splits' files), before any run folder is made
+            from tiny_keras.data.layout import TinyImageNet
+
+            TinyImageNet(args.data)
         os.makedirs(workdir, exist_ok=True)
-        return _run(paper, recipes, ensembles, workdir, args, session_from_flags(args, stop_by))
+        order = run_names + [e.name for e in ensembles]
+        return _run(paper, recipes, ensembles, workdir, args, session_from_flags(args, stop_by), earlier, order)
     except input_errors() as error:
         if args.debug:
             raise
@@ -339,7 +388,7 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
         raise SystemExit(EXIT_TIME_LIMIT) from None
 
 
-def _run(paper, recipes, ensembles, workdir, args, session):
+def _run(paper, recipes, ensembles, workdir, args, session, earlier=None, order=()):
     # the engine brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
     from tiny_keras import engine
     from tiny_keras.engine import task as engine_task
@@ -355,14 +404,16 @@ def _run(paper, recipes, ensembles, workdir, args, session):
             raise TimeLimitReached(f"{name} ({os.path.join(workdir, name)}): {stopped}") from None
         rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
     chief = processes()[1] == 0  # with several processes, the chief evaluates ensembles and writes results
-    for ensemble in ensembles:
-        if chief and all(m in recipes for m in ensemble.members):
+    members = {**_finished_earlier(earlier, workdir), **recipes}
+    for ensemble in ensembles:  # those with a member trained now, and every member here
+        if chief and any(m in recipes for m in ensemble.members) and all(m in members for m in ensemble.members):
             print(f"\n=== {paper}: ensemble {ensemble.name} ===")
-            rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
+            rows.append(evaluate_ensemble(ensemble, members, workdir, args.data))
     results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
+    results = merge_results(earlier, results, order)
     task = engine_task.get(next(iter(recipes.values())))
-    table = task.format_table(rows)
+    table = task.format_table(results["runs"])
     if not chief:
         print(f"\n{paper}: trained as process {processes()[1]}; the chief (process 0) writes the results")
         return results
@@ -370,6 +421,21 @@ def _run(paper, recipes, ensembles, workdir, args, session):
     print(f"\n{paper} results ({task.title})\n{table}")
     print(f"\nwrote {path}")
     return results
+
+
+def _finished_earlier(earlier, workdir):
+    """The recipes (run name -> Recipe) of ``earlier``'s runs whose models are in ``workdir``:
+    members of an ensemble beside the runs trained now."""
+    from tiny_keras.recipe import Recipe
+
+    found = {}
+    for name, recipe in (earlier or {}).get("recipe", {}).items():
+        if os.path.isfile(os.path.join(workdir, name, runs.MODEL)):
+            try:
+                found[name] = Recipe.from_dict(recipe)
+            except (TypeError, ValueError):  # a newer version's recipe: not a member here
+                pass
+    return found
 
 
 def run_paper(name, argv=None):
