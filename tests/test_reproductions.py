@@ -590,7 +590,7 @@ def test_a_start_that_failed_on_bad_input_does_not_block_the_corrected_command(f
 
     code, line = script("--data", str(tmp_path / "empty"))
     assert code == 1 and line.startswith(f"error: --data {tmp_path / 'empty'}: no wnids.txt")
-    assert not workdir.exists()
+    assert not (workdir / "model2").exists()
     code, line = script("--data", str(fixture_zip), "--batch-size", "100000")
     assert code == 1 and "pass a smaller --batch-size" in line
     assert sorted(os.listdir(workdir / "model2")) == ["recipe.json", "run.json", "stages", "train.log"]

@@ -369,10 +369,6 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
         parser.error(f"--data {args.data}: no such file or folder; expected tiny-imagenet-200.zip or its folder")
     try:
         earlier = earlier_results(parser, workdir, paper, args)
-        if args.data is not None:  # its layout (wnids.txt, the splits' files), before any run folder is made
-            from tiny_keras.data.layout import TinyImageNet
-
-            TinyImageNet(args.data)
         os.makedirs(workdir, exist_ok=True)
         order = run_names + [e.name for e in ensembles]
         return _run(paper, recipes, ensembles, workdir, args, session_from_flags(args, stop_by), earlier, order)

@@ -11,6 +11,7 @@ from typing import Optional
 import keras
 
 from tiny_keras import backend, files, provenance, runs
+from tiny_keras.data.layout import TinyImageNet
 from tiny_keras.engine import log, precision, task as task_lib
 from tiny_keras.engine.resume import Position, read_position
 from tiny_keras.engine.session import Session
@@ -75,6 +76,8 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     session = session.resolve(capability)
     task.check_session(session)
     check_strategy(session.strategy)
+    if isinstance(data, (str, os.PathLike)):  # its layout (wnids.txt, words.txt), before the run folder is made
+        TinyImageNet(data)
     replaced = runs.prepare_folder(workdir, recipe, overwrite)
     finished = files.read_json(os.path.join(workdir, runs.RESULTS), None)
     if finished is not None:
