@@ -601,3 +601,20 @@ def test_a_start_that_failed_on_bad_input_does_not_block_the_corrected_command(f
     assert (f"{workdir / 'model2'} held a run that never trained (recipe differs in ['seed', 'stages']): replaced by "
             "this one") in log
     assert log.count(" Precision ") == 1  # the failed start's lines went with its folder
+
+
+@pytest.mark.slow
+def test_an_ensemble_is_evaluated_when_its_last_member_is_trained_by_a_later_command(fixture_zip, tmp_path):
+    """Paper 3's three VGGs trained by two commands: the second evaluates the ensemble, its
+    row naming the first command's models too, and results.json lists every run."""
+    from tiny_keras import reproduce
+
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--smoke", "--verbose", "0"]
+    first = reproduce.run_paper("paper3", argv + ["--model", "vgg_z", "--model", "vgg_f"])
+    assert [r["model"] for r in first["runs"]] == ["vgg_z", "vgg_f"]  # no ensemble: vgg_y is missing
+    second = reproduce.run_paper("paper3", argv + ["--model", "vgg_y"])
+    assert [(r["model"], r["stage"]) for r in second["runs"]] == [
+        ("vgg_z", "train"), ("vgg_f", "train"), ("vgg_y", "train"), ("ensemble of 3 VGGs", "ensemble")]
+    assert second["runs"][:2] == first["runs"] and list(second["recipe"]) == ["vgg_z", "vgg_f", "vgg_y"]
+    assert second["runs"][-1]["members"] == [os.path.join(name, "model.keras") for name in ("vgg_z", "vgg_f", "vgg_y")]
+    assert json.loads((tmp_path / "results.json").read_text()) == second
