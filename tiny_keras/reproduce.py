@@ -6,7 +6,8 @@ reports them, its ensembles. Each script is that one call, and so is
 ``python -m tiny_keras.reproduce PAPER [flags]`` (an installed package, no checkout
 needed). :func:`main` parses the common flags, trains every recipe with
 ``tiny_keras.engine``, evaluates the ensembles, and writes ``WORKDIR/results.json`` with
-a table beside it (``results.txt``)::
+a table beside it (``results.txt``), keeping the rows of the runs an earlier command
+trained there (:func:`merge_results`; another paper's are refused, :func:`earlier_results`)::
 
     {"paper": ..., "runs": [{"model", "stage", "epochs", "val_top1", "val_top5",
                              "paper_val_top1", "seconds", ...}, ...],

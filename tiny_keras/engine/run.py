@@ -1,7 +1,8 @@
 """``train(recipe, workdir, data)``: a whole run, stage after stage, in its run folder
 (``tiny_keras.runs`` names its files). Started again, a run continues from its last
 checkpointed epoch under any session; a folder holding another run, or a finished one, is
-never overwritten unless ``overwrite=True``.
+never overwritten unless ``overwrite=True`` (another run that never trained is replaced:
+``runs.prepare_folder``).
 """
 import dataclasses
 import json
