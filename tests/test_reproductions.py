@@ -449,3 +449,172 @@ def test_activation_bytes_count_every_layer_output_for_the_batch():
         train.check_batch_fits(classifier, stage, available=2**30)
     train.check_batch_fits(classifier, stage, available=5 * 2**30)
     train.check_batch_fits(classifier, stage, available=None)  # unknown memory: no check
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("paper4_cnn_transfer", ["--seed", "-1"], "argument --seed: expected a whole number from 0 to 4294967295. "
+                                              "Received: '-1'"),
+    ("paper4_cnn_transfer", ["--seed", str(2**32)], "argument --seed: expected a whole number from 0 to 4294967295"),
+    ("paper4_cnn_transfer", ["--tensorboard-histograms", "-1"],
+     "argument --tensorboard-histograms: expected a whole number of at least 0 (0: off). Received: '-1'"),
+    ("paper4_cnn_transfer", ["--precision", "float32", "--mixed-precision"],
+     "error: --mixed-precision means --precision mixed_float16, not float32"),
+    ("paper4_cnn_transfer", ["--model", "model5", "--weights", "{missing}"],
+     'argument --weights: expected "imagenet", "none" or a weights file; {missing}: no such file'),
+    ("paper1_progressive_resnet", ["--first-lr", "-1"], "argument --first-lr: expected a number above 0. "
+                                                        "Received: '-1'"),
+    ("paper1_progressive_resnet", ["--dropout", "2"],
+     "argument --dropout: expected a number from 0 up to (not including) 1. Received: '2'"),
+    ("paper1_progressive_resnet", ["--later-batch-size", "0"],
+     "argument --later-batch-size: expected a whole number of at least 1. Received: '0'"),
+    ("paper2_localization", ["--alpha", "-1"], "argument --alpha: expected a number above 0. Received: '-1'"),
+    ("paper2_localization", ["--lr", "nan"], "argument --lr: expected a number above 0. Received: 'nan'"),
+    ("paper2_localization", ["--encoder", "bogus"],
+     "argument --encoder: expected 'small' or a registered model, one of paper1_resnet, paper2_resnet18, "),
+    ("paper4_cnn_transfer", ["--workdir", "{file}/sub"],
+     "error: --workdir {file}/sub: {file} is a file, not a folder: the output cannot be written under it"),
+])
+def test_bad_recipe_flags_are_one_line_with_status_2_before_anything_is_written(script, flags, message, fixture_zip,
+                                                                                tmp_path, capsys):
+    """Flags that would make the run crash are refused before anything is written, also with
+    --smoke (which would cut down the recipe they break)."""
+    from tiny_keras import recipes, reproduce
+
+    (tmp_path / "a_file").write_text("not a folder")
+    paths = {"file": str(tmp_path / "a_file"), "missing": str(tmp_path / "missing.weights.h5")}
+    flags, message = [f.format(**paths) for f in flags], message.format(**paths)
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path / "run"), "--smoke", "--verbose", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.run_paper(recipes.by_script(script), argv + flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_whole_recipe_is_validated_before_smoke_cuts_it_down():
+    from tiny_keras import reproduce
+    from tiny_keras.recipes import paper1
+
+    parser = reproduce.build_parser("x", ["resnet"])
+    broken = paper1.recipe(later_batch_size=0)  # what a recipe function may be given without the flag's check
+    with pytest.raises(ValueError, match=r"stage '48px': batch_size must be positive. Received: self.batch_size=0"):
+        reproduce.apply_flags(broken, parser.parse_args(["--smoke"]))
+    with pytest.raises(ValueError, match=r"stage '32px': the learning rate must be above 0. Received: -1"):
+        reproduce.apply_flags(paper1.recipe(first_lr=-1), parser.parse_args(["--smoke"]))
+    with pytest.raises(ValueError, match=r"seed must be a whole number from 0 to 2\*\*32 - 1. Received: self.seed=-1"):
+        paper1.recipe().replace(seed=-1).validate()
+
+
+def test_workdir_results_keep_the_runs_not_trained_now_and_another_paper_s_are_refused(fixture_zip, tmp_path,
+                                                                                       capsys):
+    """WORKDIR/results.json gains this command's runs: rows of models trained before stay
+    (in the paper's order), a model's own earlier rows are replaced. Another paper's results,
+    or full runs' results under --smoke, are refused before anything trains."""
+    from tiny_keras import reproduce
+
+    paper4 = _script("paper4_cnn_transfer")
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--smoke", "--model", "model2", "--verbose", "0"]
+
+    def script(*flags):
+        return reproduce.main("paper4", paper4.RECIPES, paper4.__doc__, argv=argv + list(flags),
+                              extra=paper4.extra_flags, configure=paper4.configure)
+
+    recipe = {name: json.loads(paper4.RECIPES[name].to_json()) for name in ("model1", "model2")}
+    row = dict(stage="train", epochs=1, val_top1=1.0, val_top5=2.0, paper_val_top1=None, seconds=1.0)
+    earlier = {"paper": "paper4", "runs": [dict(row, model="model2"), dict(row, model="model1", val_top1=12.5)],
+               "recipe": {"model2": recipe["model2"], "model1": recipe["model1"]}, "smoke": True, "data": "x.zip"}
+    for other, found in ((dict(earlier, paper="paper5"), "the results of paper5 (results.json), not of paper4"),
+                         (dict(earlier, smoke=False), "the results of full runs of paper4 (results.json); this "
+                                                      "command's runs are --smoke")):
+        (tmp_path / "results.json").write_text(json.dumps(other))
+        with pytest.raises(SystemExit) as exit_info:
+            script()
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+            f"error: --workdir {tmp_path} holds {found}; choose another --workdir, or pass --overwrite to replace them")
+        assert json.loads((tmp_path / "results.json").read_text()) == other and not (tmp_path / "model2").exists()
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    results = script()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == results and [(r["model"], r["val_top1"]) for r in saved["runs"]][0] == ("model1", 12.5)
+    assert [r["model"] for r in saved["runs"]] == ["model1", "model2"] and saved["runs"][1]["val_top1"] != 1.0
+    assert saved["runs"][1]["architecture"] == "paper4_model2"  # this command's row
+    assert list(saved["recipe"]) == ["model1", "model2"] and saved["recipe"]["model1"] == recipe["model1"]
+    assert saved["recipe"]["model2"]["per_class"] == 2  # this command's (--smoke) recipe
+    (tmp_path / "results.json").write_text(json.dumps(dict(earlier, paper="paper5")))
+    results = script("--overwrite")  # another paper's results replaced (and model2 trained again)
+    assert "--overwrite: " + str(tmp_path / "results.json") + " (the results of paper5) is replaced" in \
+        capsys.readouterr().out
+    assert [r["model"] for r in json.loads((tmp_path / "results.json").read_text())["runs"]] == ["model2"]
+
+
+@pytest.mark.parametrize("record", ["results.json", "model2/recipe.json", "model2/progress.json",
+                                    "model2/state.json", "model2/run.json"])
+def test_a_corrupt_record_is_one_line_naming_the_file_with_status_1(record, fixture_zip, tmp_path, capsys):
+    from tiny_keras import reproduce, runs
+    from tiny_keras.recipe import Recipe
+
+    paper4 = _script("paper4_cnn_transfer")
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--smoke", "--model", "model2", "--verbose", "0",
+            "--precision", "float32"]
+    recipe = reproduce.smoke_recipe(paper4.RECIPES["model2"]).replace(precision="float32")
+    runs.prepare_folder(str(tmp_path / "model2"), Recipe.from_dict(json.loads(recipe.to_json())), overwrite=False)
+    (tmp_path / "model2" / "progress.json").write_text('{"runs": []}')  # it trained: kept, and read
+    (tmp_path / record).write_text('{"runs": [\n')
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main("paper4", paper4.RECIPES, paper4.__doc__, argv=argv, extra=paper4.extra_flags,
+                       configure=paper4.configure)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (f"error: {tmp_path / record}: not valid JSON (Expecting value: line 2 "
+                                            "column 1 (char 11))") and "Traceback" not in err, err
+
+
+def test_a_start_that_failed_on_bad_input_does_not_block_the_corrected_command(fixture_zip, tmp_path, capsys):
+    """Bad --data is refused before a run folder is made; a start that fails later (a batch
+    beyond memory) leaves a run that never trained, which the corrected command replaces
+    (here stopped at once by --time-limit 0), saying so in train.log."""
+    from tiny_keras import reproduce
+
+    paper4 = _script("paper4_cnn_transfer")
+    (tmp_path / "empty").mkdir()
+    workdir = tmp_path / "run"
+    argv = ["--workdir", str(workdir), "--model", "model2", "--verbose", "0"]
+
+    def script(*flags):
+        with pytest.raises(SystemExit) as exit_info:
+            reproduce.main("paper4", paper4.RECIPES, paper4.__doc__, argv=argv + list(flags),
+                           extra=paper4.extra_flags, configure=paper4.configure)
+        return exit_info.value.code, capsys.readouterr().err.strip().splitlines()[-1]
+
+    code, line = script("--data", str(tmp_path / "empty"))
+    assert code == 1 and line.startswith(f"error: --data {tmp_path / 'empty'}: no wnids.txt")
+    assert not (workdir / "model2").exists()
+    code, line = script("--data", str(fixture_zip), "--batch-size", "100000")
+    assert code == 1 and "pass a smaller --batch-size" in line
+    assert sorted(os.listdir(workdir / "model2")) == ["recipe.json", "run.json", "stages", "train.log"]
+    code, line = script("--data", str(fixture_zip), "--seed", "5", "--time-limit", "0")
+    assert code == reproduce.EXIT_TIME_LIMIT, line
+    assert json.loads((workdir / "model2" / "recipe.json").read_text())["seed"] == 5
+    log = (workdir / "model2" / "train.log").read_text()
+    assert (f"{workdir / 'model2'} held a run that never trained (recipe differs in ['seed', 'stages']): replaced by "
+            "this one") in log
+    assert log.count(" Precision ") == 1  # the failed start's lines went with its folder
+
+
+@pytest.mark.slow
+def test_an_ensemble_is_evaluated_when_its_last_member_is_trained_by_a_later_command(fixture_zip, tmp_path):
+    """Paper 3's three VGGs trained by two commands: the second evaluates the ensemble, its
+    row naming the first command's models too, and results.json lists every run."""
+    from tiny_keras import reproduce
+
+    argv = ["--data", str(fixture_zip), "--workdir", str(tmp_path), "--smoke", "--verbose", "0"]
+    first = reproduce.run_paper("paper3", argv + ["--model", "vgg_z", "--model", "vgg_f"])
+    assert [r["model"] for r in first["runs"]] == ["vgg_z", "vgg_f"]  # no ensemble: vgg_y is missing
+    second = reproduce.run_paper("paper3", argv + ["--model", "vgg_y"])
+    assert [(r["model"], r["stage"]) for r in second["runs"]] == [
+        ("vgg_z", "train"), ("vgg_f", "train"), ("vgg_y", "train"), ("ensemble of 3 VGGs", "ensemble")]
+    assert second["runs"][:2] == first["runs"] and list(second["recipe"]) == ["vgg_z", "vgg_f", "vgg_y"]
+    assert second["runs"][-1]["members"] == [os.path.join(name, "model.keras") for name in ("vgg_z", "vgg_f", "vgg_y")]
+    assert json.loads((tmp_path / "results.json").read_text()) == second

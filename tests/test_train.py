@@ -447,6 +447,7 @@ def test_recipes_written_before_precision_still_read(tmp_path):
     recipe = tiny_recipe(precision="float32")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "recipe.json").write_text(json.dumps(old))
+    (tmp_path / "run" / "state.json").write_text("{}")  # it trained: an epoch's resume point
     assert runs.saved_recipe(tmp_path / "run") == json.loads(recipe.to_json())
     runs.prepare_folder(tmp_path / "run", recipe, overwrite=False)
     with pytest.raises(runs.RunFolderError, match=r"recipe differs in \['seed'\]"):
@@ -456,6 +457,65 @@ def test_recipes_written_before_precision_still_read(tmp_path):
     assert runs.saved_recipe(tmp_path / "run") == newer
     with pytest.raises(runs.RunFolderError, match="field_of_a_newer_version"):
         runs.prepare_folder(tmp_path / "run", recipe, overwrite=False)
+
+
+def test_a_folder_whose_run_never_trained_is_replaced_and_one_holding_other_files_refused(tmp_path):
+    """A start that failed before its first epoch (bad data, a model that cannot be built)
+    leaves recipe.json, run.json and train.log: a different recipe replaces that, in one
+    line, where a run that trained is refused. A folder another tool wrote (a SavedModel)
+    is never a run folder, --overwrite or not."""
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    assert runs.prepare_folder(run, recipe, overwrite=False) is None
+    (run / "run.json").write_text("{}")
+    (run / "train.log").write_text("a start that failed on its data\n")
+    assert runs.prepare_folder(run, recipe.replace(seed=5), overwrite=False) == (
+        f"{run} held a run that never trained (recipe differs in ['seed']): replaced by this one")
+    assert sorted(os.listdir(run)) == ["recipe.json"] and json.loads((run / "recipe.json").read_text())["seed"] == 5
+    for trained in ("progress.json", "state.json", "checkpoint-0-0001.keras", "model.keras",
+                    "stages/train/model.keras", "stages/train/snapshots/snapshot-e001.keras"):
+        (run / trained).parent.mkdir(parents=True, exist_ok=True)
+        (run / trained).write_text("{}")
+        with pytest.raises(runs.RunFolderError, match=re.escape(f"{run} holds a different run (recipe differs in "
+                                                                "['seed']); choose another workdir")):
+            runs.prepare_folder(run, recipe, overwrite=False)
+        (run / trained).unlink()
+    saved_model = tmp_path / "exported"
+    (saved_model / "variables").mkdir(parents=True)
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(runs.RunFolderError) as refused:
+        runs.prepare_folder(saved_model, recipe, overwrite=True)
+    assert str(refused.value) == (f"{saved_model} is not a run folder: it holds a SavedModel (saved_model.pb): "
+                                  "saved_model.pb, variables; choose another workdir (a new folder, or a run's)")
+    assert sorted(os.listdir(saved_model)) == ["saved_model.pb", "variables"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    with pytest.raises(runs.RunFolderError, match=re.escape(f"{tmp_path / 'notes'} is not a run folder: it holds "
+                                                            "files no run writes: notes.txt; choose another")):
+        runs.prepare_folder(tmp_path / "notes", recipe, overwrite=False)
+    (tmp_path / "empty").mkdir()
+    for fresh in (tmp_path / "empty", tmp_path / "new" / "run"):
+        assert runs.prepare_folder(fresh, recipe, overwrite=False) is None
+        assert json.loads((fresh / "recipe.json").read_text()) == json.loads(recipe.to_json())
+
+
+def test_an_unfinished_run_names_how_to_finish_it_and_its_stage_model(tmp_path):
+    recipe, run = tiny_recipe(stage={"name": "train"}), tmp_path / "run"
+    runs.prepare_folder(run, recipe.replace(stages=[*recipe.stages, Stage(name="fine_tune")]), overwrite=False)
+    (run / "run.json").write_text(json.dumps({"sessions": [{"command": "python train.py --workdir run"}]}))
+    (run / "checkpoint-0-0001.keras").write_text("")
+    with pytest.raises(runs.ModelLoadError) as error:
+        runs.member_paths(run)
+    assert str(error.value) == (f"{run}: an unfinished run with no model yet (no model.keras, no finished stage): "
+                                "run its command again to continue it (python train.py --workdir run)")
+    (run / "stages" / "train").mkdir(parents=True)
+    (run / "stages" / "train" / "model.keras").write_text("")
+    with pytest.raises(runs.ModelLoadError) as error:
+        runs.member_paths(run)
+    assert str(error.value) == (f"{run}: an unfinished run (no model.keras yet): run its command again to continue "
+                                f"it (python train.py --workdir run), or pass its last finished stage's model, "
+                                f"{run / 'stages' / 'train' / 'model.keras'}")
+    (run / "model.keras").write_text("")
+    assert runs.member_paths(run) == [str(run / "model.keras")]
 
 
 def test_a_run_records_what_it_chose_and_trains_several_steps_per_execution(fixture_zip, tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from tiny_keras import models
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed's range
 # Fields of recipes written before ``engine.Session`` held them: read and dropped.
 SESSION_FIELDS = ("jit_compile", "steps_per_execution", "checkpoint_every", "strategy", "run_eagerly", "tensorboard",
                   "tensorboard_histograms", "activation_samples")
@@ -84,6 +85,9 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: optimizer name must be one of {OPTIMIZERS}. Received: {name=}")
         if "learning_rate" not in self.optimizer:
             raise ValueError(f"stage {self.name!r}: the optimizer needs a learning_rate. Received: {self.optimizer=}")
+        lr = self.optimizer["learning_rate"]
+        if isinstance(lr, (int, float)) and not lr > 0:
+            raise ValueError(f"stage {self.name!r}: the learning rate must be above 0. Received: {lr}")
         if self.schedule and self.reduce_lr_on_plateau:
             raise ValueError(
                 f"stage {self.name!r}: a schedule and ReduceLROnPlateau would both set the learning rate; "
@@ -153,6 +157,8 @@ class Recipe:
             raise ValueError(f"task must be one of {models.TASKS}. Received: {self.task=}")
         if entry.task != self.task:
             raise ValueError(f"{self.model} is a {entry.task} model; the recipe's task is {self.task!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be a whole number from 0 to 2**32 - 1. Received: {self.seed=}")
         if self.precision not in PRECISIONS + ("auto",):
             raise ValueError(f"precision must be one of {PRECISIONS + ('auto',)}. Received: {self.precision=}")
         return self

@@ -6,7 +6,8 @@ reports them, its ensembles. Each script is that one call, and so is
 ``python -m tiny_keras.reproduce PAPER [flags]`` (an installed package, no checkout
 needed). :func:`main` parses the common flags, trains every recipe with
 ``tiny_keras.engine``, evaluates the ensembles, and writes ``WORKDIR/results.json`` with
-a table beside it (``results.txt``)::
+a table beside it (``results.txt``), keeping the rows of the runs an earlier command
+trained there (:func:`merge_results`; another paper's are refused, :func:`earlier_results`)::
 
     {"paper": ..., "runs": [{"model", "stage", "epochs", "val_top1", "val_top5",
                              "paper_val_top1", "seconds", ...}, ...],
@@ -21,16 +22,17 @@ with ``EXIT_TIME_LIMIT`` (75); the same command continues.
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
 
 import keras
 
-from tiny_keras import download, evaluate, models, runs
+from tiny_keras import download, evaluate, files, models, runs
 from tiny_keras.engine.session import STRATEGIES, Session, UnsupportedSession
 from tiny_keras.engine.time_limit import EXIT_TIME_LIMIT, TimeLimitReached, parse_duration
-from tiny_keras.recipe import PRECISIONS, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
+from tiny_keras.recipe import PRECISIONS, SEED_MAX, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
 
 
 def input_errors():
@@ -43,7 +45,7 @@ def input_errors():
     from tiny_keras.engine.model import BatchTooLarge
 
     return (download.DownloadError, DatasetError, runs.RunFolderError, runs.ModelLoadError, BatchTooLarge,
-            UnsupportedSession, PermissionError, NotADirectoryError)
+            UnsupportedSession, PermissionError, NotADirectoryError, files.CorruptFile)
 
 
 def describe_input_error(error, data):
@@ -64,6 +66,46 @@ def positive_int(text):
         value = 0
     if value < 1 or str(value) != text.strip().lstrip("+"):
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1. Received: {text!r}")
+    return value
+
+
+def whole_number(low, high=None, note=""):
+    """An argparse type: a whole number from ``low`` (to ``high``, if given)."""
+    expected = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {expected}{note}. Received: {text!r}")
+        return value
+
+    return parse
+
+
+def _float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def positive_number(text):
+    """An argparse type: a number above 0 (a learning rate, a loss weight)."""
+    value = _float(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0. Received: {text!r}")
+    return value
+
+
+def rate(text):
+    """An argparse type: a number from 0 up to, not including, 1 (a dropout rate)."""
+    value = _float(text)
+    if value is None or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 up to (not including) 1. Received: {text!r}")
     return value
 
 
@@ -105,7 +147,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
                         help="2 training and 1 validation image of each class, 2 steps per stage: checks the whole "
                              "script in seconds")
     parser.add_argument("--overwrite", action="store_true", help="replace runs already in --workdir")
-    parser.add_argument("--seed", type=int, default=None, help="seed for weights, shuffling, augmentation")
+    parser.add_argument("--seed", type=whole_number(0, SEED_MAX), default=None,
+                        help="seed for weights, shuffling, augmentation (0 to 2**32 - 1)")
     parser.add_argument("--precision", choices=("auto",) + PRECISIONS, default=None,
                         help="compute dtype policy (default auto: mixed_bfloat16 on a GPU of compute capability "
                              "8.0 and up, mixed_float16 on an older one; on a CPU mixed_bfloat16 where it has "
@@ -140,8 +183,8 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (a failed download, bad data, a batch too "
                              "large) instead of its one line")
-    parser.add_argument("--tensorboard-histograms", type=int, default=None, metavar="N",
-                        help="also write TensorBoard weight/activation histograms every N epochs")
+    parser.add_argument("--tensorboard-histograms", type=whole_number(0, note=" (0: off)"), default=None,
+                        metavar="N", help="also write TensorBoard weight/activation histograms every N epochs (0: off)")
     parser.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
                         help="stop at the end of the last epoch that finishes within DURATION of the start "
                              "(5400, 90m, 1.5h, 1h30m), judged by the mean epoch and checkpoint write, with "
@@ -184,7 +227,8 @@ def join_processes(parser, args):
 
 
 def apply_flags(recipe, args):
-    """The recipe with the command line's overrides of what it computes."""
+    """The recipe with the command line's overrides of what it computes, validated before
+    ``--smoke`` cuts it down (``ValueError``)."""
     if args.epochs is not None:
         recipe = recipe.with_stage_changes(epochs=args.epochs)
     if args.batch_size is not None:
@@ -198,6 +242,7 @@ def apply_flags(recipe, args):
         changes["precision"] = args.precision or "mixed_float16"
     if changes:
         recipe = recipe.replace(**changes)
+    recipe.validate()  # the whole recipe, as the real run trains it: --smoke checks it too
     if args.smoke:
         smoke = smoke_recipe(recipe)
         if smoke.model_options != recipe.model_options:
@@ -220,6 +265,49 @@ def session_from_flags(args, stop_by=None):
         options["steps_per_execution"] = args.steps_per_execution
     options["run_eagerly"] = bool(args.smoke) and not args.xla and options["strategy"] == "default"
     return Session(**options)
+
+
+def earlier_results(parser, workdir, paper, args):
+    """The ``results.json`` already in ``workdir`` that this command adds to (None: none, or
+    ``--overwrite`` replacing another's): one of ``paper`` and of the same kind (``--smoke``
+    or not). Another paper's or study's, or a file that is not a workdir's, is refused
+    (status 2) unless ``--overwrite``, before anything trains."""
+    path = os.path.join(workdir, runs.RESULTS)
+    if runs.is_run_folder(workdir):
+        parser.error(f"--workdir {workdir} is a run folder (it holds {runs.RECIPE}); name a folder for the runs, "
+                     "new or a reproduction's")
+    earlier = files.read_json(path, None)
+    if earlier is None:
+        return None
+    if not (isinstance(earlier, dict) and isinstance(earlier.get("runs"), list)
+            and isinstance(earlier.get("recipe"), dict)):
+        found = f"a {runs.RESULTS} that is not a reproduction's (no runs and recipe)"
+    elif earlier.get("paper") != paper:
+        found = f"the results of {earlier.get('paper')} ({runs.RESULTS}), not of {paper}"
+    elif bool(earlier.get("smoke")) != bool(args.smoke):
+        kind = "--smoke" if earlier.get("smoke") else "full"
+        found = f"the results of {kind} runs of {paper} ({runs.RESULTS}); this command's runs are " + (
+            "--smoke" if args.smoke else "full")
+    else:
+        return earlier
+    if args.overwrite:
+        print(f"--overwrite: {path} ({found.split(' (')[0]}) is replaced")
+        return None
+    parser.error(f"--workdir {workdir} holds {found}; choose another --workdir, or pass --overwrite to replace them")
+
+
+def merge_results(earlier, results, order):
+    """``results`` with what ``earlier`` (the workdir's results of the same paper) holds of
+    the runs and ensembles it did not compute: rows of the same name are replaced, the
+    others kept; rows and recipes in ``order`` (the paper's runs, then its ensembles)."""
+    if not earlier:
+        return results
+    rank = {name: i for i, name in enumerate(order)}
+    computed = {r["model"] for r in results["runs"]} | set(results["recipe"])
+    rows = [r for r in earlier["runs"] if r.get("model") not in computed] + results["runs"]
+    recipes = {**{k: v for k, v in earlier["recipe"].items() if k not in results["recipe"]}, **results["recipe"]}
+    return dict(results, runs=sorted(rows, key=lambda r: rank.get(r.get("model"), len(rank))),
+                recipe={k: recipes[k] for k in sorted(recipes, key=lambda k: rank.get(k, len(rank)))})
 
 
 def evaluate_ensemble(ensemble, recipes, workdir, data):
@@ -254,6 +342,8 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     run_names = list(recipes)
     parser = build_parser(description, run_names, default_runs, extra)
     args = parser.parse_args(argv)
+    if args.precision and args.mixed_precision and args.precision != "mixed_float16":
+        parser.error(f"--mixed-precision means --precision mixed_float16, not {args.precision}")
     if args.strategy == "multi_worker":
         from tiny_keras.engine.strategy import MULTI_WORKER_REFUSED
 
@@ -264,14 +354,25 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
     if configure is not None:
         recipes = configure(dict(recipes), args)
     selected = getattr(args, "model", None) or default_runs or run_names
-    recipes = {name: apply_flags(recipes[name], args) for name in selected}
+    applied = {}
+    for name in selected:
+        try:
+            applied[name] = apply_flags(recipes[name], args)
+        except ValueError as error:  # a recipe the flags make invalid
+            parser.error(f"the recipe of {name}: {error}")
+    recipes = applied
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         parser.error(f"--workdir {workdir}: exists and is not a folder; name a folder (new or a run's)")
+    problem = files.output_problem(workdir, overwrite=True, folder=True)
+    if problem is not None:
+        parser.error(f"--workdir {workdir}: {problem}")
     if args.data is not None and not os.path.exists(args.data):
         parser.error(f"--data {args.data}: no such file or folder; expected tiny-imagenet-200.zip or its folder")
     try:
+        earlier = earlier_results(parser, workdir, paper, args)
         os.makedirs(workdir, exist_ok=True)
-        return _run(paper, recipes, ensembles, workdir, args, session_from_flags(args, stop_by))
+        order = run_names + [e.name for e in ensembles]
+        return _run(paper, recipes, ensembles, workdir, args, session_from_flags(args, stop_by), earlier, order)
     except input_errors() as error:
         if args.debug:
             raise
@@ -284,7 +385,7 @@ def main(paper, recipes, description, default_runs=None, ensembles=(), argv=None
         raise SystemExit(EXIT_TIME_LIMIT) from None
 
 
-def _run(paper, recipes, ensembles, workdir, args, session):
+def _run(paper, recipes, ensembles, workdir, args, session, earlier=None, order=()):
     # the engine brings tiny_keras.data and tensorflow_datasets (~0.4 s): loaded only to train
     from tiny_keras import engine
     from tiny_keras.engine import task as engine_task
@@ -300,14 +401,16 @@ def _run(paper, recipes, ensembles, workdir, args, session):
             raise TimeLimitReached(f"{name} ({os.path.join(workdir, name)}): {stopped}") from None
         rows += [dict(r, model=name, architecture=r["model"]) for r in result["runs"]]
     chief = processes()[1] == 0  # with several processes, the chief evaluates ensembles and writes results
-    for ensemble in ensembles:
-        if chief and all(m in recipes for m in ensemble.members):
+    members = {**_finished_earlier(earlier, workdir), **recipes}
+    for ensemble in ensembles:  # those with a member trained now, and every member here
+        if chief and any(m in recipes for m in ensemble.members) and all(m in members for m in ensemble.members):
             print(f"\n=== {paper}: ensemble {ensemble.name} ===")
-            rows.append(evaluate_ensemble(ensemble, recipes, workdir, args.data))
+            rows.append(evaluate_ensemble(ensemble, members, workdir, args.data))
     results = {"paper": paper, "runs": rows, "recipe": {name: json.loads(r.to_json()) for name, r in recipes.items()},
                "smoke": bool(args.smoke), "data": args.data or "tfds:tiny_imagenet"}
+    results = merge_results(earlier, results, order)
     task = engine_task.get(next(iter(recipes.values())))
-    table = task.format_table(rows)
+    table = task.format_table(results["runs"])
     if not chief:
         print(f"\n{paper}: trained as process {processes()[1]}; the chief (process 0) writes the results")
         return results
@@ -315,6 +418,21 @@ def _run(paper, recipes, ensembles, workdir, args, session):
     print(f"\n{paper} results ({task.title})\n{table}")
     print(f"\nwrote {path}")
     return results
+
+
+def _finished_earlier(earlier, workdir):
+    """The recipes (run name -> Recipe) of ``earlier``'s runs whose models are in ``workdir``:
+    members of an ensemble beside the runs trained now."""
+    from tiny_keras.recipe import Recipe
+
+    found = {}
+    for name, recipe in (earlier or {}).get("recipe", {}).items():
+        if os.path.isfile(os.path.join(workdir, name, runs.MODEL)):
+            try:
+                found[name] = Recipe.from_dict(recipe)
+            except (TypeError, ValueError):  # a newer version's recipe: not a member here
+                pass
+    return found
 
 
 def run_paper(name, argv=None):

@@ -168,19 +168,38 @@ def model_path(path):
 
 def member_paths(path):
     """The model files or SavedModel folders that ``path`` stands for: a file; a SavedModel
-    folder; a run folder's ``model.keras``; else every ``*.keras`` in the folder (a
-    snapshot folder), sorted."""
+    folder; a run folder's ``model.keras`` (an unfinished run is refused, naming its last
+    finished stage's model); else every ``*.keras`` in the folder (a snapshot folder), sorted."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelLoadError(f"{path}: no such file or folder")
     single = _single_model(path)
     if single is not None:
         return [single]
+    if is_run_folder(path):
+        raise ModelLoadError(_unfinished(path))
     found = sorted(p for p in glob.glob(os.path.join(path, "*.keras")) if not os.path.basename(p).startswith("."))
     if found:
         return found
     raise ModelLoadError(f"{path}: a folder with no model: expected {SAVED_MODEL} (a SavedModel), {MODEL} "
                          "(a run folder) or *.keras files (a snapshot folder)")
+
+
+def _unfinished(run):
+    """The line for a run folder with no ``model.keras``: how to finish it, and its last
+    finished stage's model."""
+    try:
+        sessions = files.read_json(os.path.join(run, RUN_INFO), {}).get("sessions") or [{}]
+        command = sessions[-1].get("command")
+    except (ValueError, AttributeError):  # a corrupt run.json: the command is only a hint
+        command = None
+    again = f"run its command again to continue it ({command})" if command else "run its command again to continue it"
+    stages = [name for name in stage_names(run) if os.path.isfile(os.path.join(stage_folder(run, name), MODEL))]
+    if stages:
+        stage_model = os.path.join(stage_folder(run, stages[-1]), MODEL)
+        return (f"{run}: an unfinished run (no {MODEL} yet): {again}, or pass its last finished stage's model, "
+                f"{stage_model}")
+    return f"{run}: an unfinished run with no model yet (no {MODEL}, no finished stage): {again}"
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -319,11 +338,50 @@ def saved_recipe(workdir):
         return saved
 
 
+# What a run folder may hold before its recipe.json (a start that failed early; an older version's run)
+RUN_FILES = (RECIPE, STATE, PROGRESS, RESULTS, RESULTS_TABLE, RUN_INFO, LOG, MODEL, STAGES, TENSORBOARD, SPLIT, CONFIG)
+
+
+def has_trained(workdir):
+    """Whether ``workdir`` holds anything a run's training made: its results or position
+    (``progress.json``, ``state.json``), a checkpoint, a model (the final one or a stage's)
+    or a snapshot. A folder where a start failed before its first epoch holds none of these."""
+    if not os.path.isdir(workdir):
+        return False
+    names = os.listdir(workdir)
+    if {RESULTS, PROGRESS, STATE, MODEL} & set(names) or any(n.startswith(CHECKPOINT_PREFIX) for n in names):
+        return True
+    return bool(glob.glob(os.path.join(workdir, STAGES, "*", MODEL)) or snapshot_paths(workdir))
+
+
+def _foreign_files(workdir):
+    """The names in ``workdir`` that no run writes (hidden files aside)."""
+    return sorted(n for n in os.listdir(workdir) if not n.startswith(".") and n not in RUN_FILES
+                  and not n.startswith(CHECKPOINT_PREFIX))
+
+
+def _empty(workdir):
+    for name in os.listdir(workdir):
+        path = os.path.join(workdir, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
 def prepare_folder(workdir, recipe, overwrite):
     """Make ``workdir`` the run folder of ``recipe`` (a ``tiny_keras.recipe.Recipe``): write
     its ``recipe.json``; a folder holding another recipe's run is an error
-    (:class:`RunFolderError`) unless ``overwrite``, which empties it first. A folder an
-    older version wrote is read as this version reads recipes (:func:`saved_recipe`)."""
+    (:class:`RunFolderError`) unless ``overwrite``, which empties it first, or unless that
+    run never trained (:func:`has_trained`), which is replaced. A folder holding files no
+    run writes (a SavedModel) is always refused. A folder an older version wrote is read as
+    this version reads recipes (:func:`saved_recipe`).
+
+    Returns a line saying what was replaced, or None."""
+    if os.path.isdir(workdir) and not os.path.exists(os.path.join(workdir, RECIPE)):
+        foreign = _foreign_files(workdir)
+        if foreign:
+            what = f"a SavedModel ({SAVED_MODEL})" if SAVED_MODEL in foreign else "files no run writes"
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise RunFolderError(f"{workdir} is not a run folder: it holds {what}: {shown}; choose another workdir "
+                                 "(a new folder, or a run's)")
     os.makedirs(workdir, exist_ok=True)
     recipe_path = os.path.join(workdir, RECIPE)
     saved = saved_recipe(workdir)
@@ -334,12 +392,15 @@ def prepare_folder(workdir, recipe, overwrite):
                              "which trained outside the engine and cannot resume); choose another workdir or pass "
                              "overwrite=True (--overwrite) to replace it")
     if (saved is not None or older) and overwrite:
-        for name in os.listdir(workdir):
-            path = os.path.join(workdir, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        _empty(workdir)
         saved = None
     changed = [] if saved is None else sorted(
         k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    replaced = None
+    if changed and not has_trained(workdir):
+        _empty(workdir)
+        replaced = f"{workdir} held a run that never trained (recipe differs in {changed}): replaced by this one"
+        saved, changed = None, []
     if changed:
         raise RunFolderError(
             f"{workdir} holds a different run (recipe differs in {changed}); choose another workdir "
@@ -347,6 +408,7 @@ def prepare_folder(workdir, recipe, overwrite):
         )
     if saved is None or not os.path.exists(os.path.join(workdir, RESULTS)):  # a finished run's stays as it ran
         files.write_json(ours, recipe_path)
+    return replaced
 
 
 def worker_copy(workdir):

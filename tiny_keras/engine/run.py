@@ -1,7 +1,8 @@
 """``train(recipe, workdir, data)``: a whole run, stage after stage, in its run folder
 (``tiny_keras.runs`` names its files). Started again, a run continues from its last
 checkpointed epoch under any session; a folder holding another run, or a finished one, is
-never overwritten unless ``overwrite=True``.
+never overwritten unless ``overwrite=True`` (another run that never trained is replaced:
+``runs.prepare_folder``).
 """
 import dataclasses
 import json
@@ -11,6 +12,7 @@ from typing import Optional
 import keras
 
 from tiny_keras import backend, files, provenance, runs
+from tiny_keras.data.layout import TinyImageNet
 from tiny_keras.engine import log, precision, task as task_lib
 from tiny_keras.engine.resume import Position, read_position
 from tiny_keras.engine.session import Session
@@ -65,7 +67,9 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
                          "would judge it by its own clock")
     if index > 0:
         workdir = runs.worker_copy(workdir)
-    started = None if overwrite else (runs.saved_recipe(workdir) or {}).get("precision")
+    started = None  # the precision the run started in; a folder whose run never trained starts afresh
+    if not overwrite and runs.has_trained(workdir):
+        started = (runs.saved_recipe(workdir) or {}).get("precision")
     capability = backend.gpu_compute_capability()
     settled, why = precision.settle(recipe.precision, started, capability, backend.cpu_flags())
     recipe = recipe.replace(precision=settled)
@@ -73,13 +77,17 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     session = session.resolve(capability)
     task.check_session(session)
     check_strategy(session.strategy)
-    runs.prepare_folder(workdir, recipe, overwrite)
+    if isinstance(data, (str, os.PathLike)):  # its layout (wnids.txt, words.txt), before the run folder is made
+        TinyImageNet(data)
+    replaced = runs.prepare_folder(workdir, recipe, overwrite)
     finished = files.read_json(os.path.join(workdir, runs.RESULTS), None)
     if finished is not None:
         with log.run_log(None, session.verbose):
             log.info(f"{workdir}: this run is finished; its results:\n{task.format_table(finished['runs'])}")
         return finished
     with log.run_log(os.path.join(workdir, runs.LOG), session.verbose):
+        if replaced:
+            log.info(replaced)
         if task.no_xla and session.jit_compile:
             log.info(f"XLA off: {task.no_xla}")
             session = dataclasses.replace(session, jit_compile=False)

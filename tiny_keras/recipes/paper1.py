@@ -81,10 +81,13 @@ def recipe(first_lr=0.1, horizontal_flip=False, dropout=0.0, later_batch_size=70
 
 
 def extra_flags(parser):
-    parser.add_argument("--first-lr", type=float, default=0.1, help='lr of the 32px stage (the text says "1.0")')
+    from tiny_keras import reproduce
+
+    parser.add_argument("--first-lr", type=reproduce.positive_number, default=0.1,
+                        help='lr of the 32px stage (the text says "1.0")')
     parser.add_argument("--horizontal-flip", action="store_true", help="add random horizontal flips")
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier")
-    parser.add_argument("--later-batch-size", type=int, default=70,
+    parser.add_argument("--dropout", type=reproduce.rate, default=0.0, help="dropout before the classifier (0 to <1)")
+    parser.add_argument("--later-batch-size", type=reproduce.positive_int, default=70,
                         help="batch of the 48/54/64px stages (the text: the 40px stage's 70)")
     parser.add_argument("--keep-last-weights", action="store_true",
                         help="end the 48/54/64px stages with their last weights, not their best")

@@ -59,12 +59,27 @@ def recipe(classes=(GOLDFISH,), encoder="paper2_resnet18", encoder_options=None,
                                 optimizer={"name": "adam", "learning_rate": lr}, schedule={"name": "cosine"})])
 
 
+def encoder_name(text):
+    """An argparse type: ``small`` or a registered classifier."""
+    import argparse
+
+    from tiny_keras import models
+
+    if text != "small" and text not in models.names():
+        raise argparse.ArgumentTypeError(f"expected 'small' or a registered model, one of {', '.join(models.names())}. "
+                                         f"Received: {text!r}")
+    return text
+
+
 def extra_flags(parser):
-    parser.add_argument("--encoder", default="paper2_resnet18",
+    from tiny_keras import reproduce
+
+    parser.add_argument("--encoder", type=encoder_name, default="paper2_resnet18",
                         help="'small' (trains on a CPU) or a registered model whose feature maps encode the image "
                              "(default paper2_resnet18; --smoke: small)")
-    parser.add_argument("--lr", type=float, default=LR, help=f"Adam's initial learning rate (default {LR})")
-    parser.add_argument("--alpha", type=float, default=OPTIONS["alpha"],
+    parser.add_argument("--lr", type=reproduce.positive_number, default=LR,
+                        help=f"Adam's initial learning rate (default {LR})")
+    parser.add_argument("--alpha", type=reproduce.positive_number, default=OPTIONS["alpha"],
                         help=f"box loss weight of Eq. 1 (default {OPTIONS['alpha']})")
     parser.add_argument("--max-boxes", type=int, default=MAX_BOXES, help=f"decoder steps (default {MAX_BOXES})")
 

@@ -114,8 +114,19 @@ def recipes(weights="imagenet", freeze_backbone=False, model1_l2=0.001):
     }
 
 
+def weights_source(text):
+    """An argparse type: "imagenet", "none", or an existing weights file."""
+    import argparse
+    import os
+
+    if text == "imagenet" or text.lower() == "none" or os.path.isfile(text):
+        return text
+    found = "a folder" if os.path.isdir(text) else "no such file"
+    raise argparse.ArgumentTypeError(f'expected "imagenet", "none" or a weights file; {text}: {found}')
+
+
 def extra_flags(parser):
-    parser.add_argument("--weights", default="imagenet",
+    parser.add_argument("--weights", type=weights_source, default="imagenet",
                         help='model5 backbone: "imagenet" (downloaded), "none", or a local weights file')
     parser.add_argument("--freeze-backbone", action="store_true", help="model5: train only the new head")
     parser.add_argument("--model1-l2", type=float, default=0.001, metavar="FACTOR",
