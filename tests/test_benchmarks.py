@@ -105,6 +105,56 @@ def last_error_line(capsys):
     return err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["data", "--data", "d.zip", "--batch-size", "0"],
+     "argument --batch-size: expected a whole number of at least 1. Received: '0'"),
+    (["data", "--data", "d.zip", "--per-class", "-1"],
+     "argument --per-class: expected a whole number of at least 1. Received: '-1'"),
+    (["data", "--data", "d.zip", "--epochs", "0"],
+     "argument --epochs: expected a whole number of at least 1. Received: '0'"),
+    (["generator", "--data", "d.zip", "--images", "0"],
+     "argument --images: expected a whole number of at least 1. Received: '0'"),
+    (["generator", "--data", "d.zip", "--rounds", "abc"],
+     "argument --rounds: expected a whole number of at least 1. Received: 'abc'"),
+    (["generator", "--data", "d.zip", "--min-seconds", "0"],
+     "argument --min-seconds: expected a number above 0. Received: '0'"),
+    (["generator", "--data", "d.zip", "--seed", "-1"], "--seed must be at least 0. Received: -1"),
+    (["augment", "--rounds", "0"], "argument --rounds: expected a whole number of at least 1. Received: '0'"),
+    (["augment", "--steps", "1"],
+     "--steps must be at least 2 (a timed epoch runs from its first step to its last). Received: 1"),
+    (["augment", "--epochs", "1"], "--epochs must be at least 2 (the first is warm-up). Received: 1"),
+    (["train", "--rounds", "0"], "argument --rounds: expected a whole number of at least 1. Received: '0'"),
+    (["train", "--batch-size", "-5"], "argument --batch-size: expected a whole number of at least 1. Received: '-5'"),
+    (["train", "--steps-per-execution", "1", "0"],
+     "argument --steps-per-execution: expected a whole number of at least 1. Received: '0'"),
+    (["train", "--epochs", "1"], "--epochs must be at least 2 (the first is warm-up). Received: 1"),
+    (["train", "--steps", "4", "--steps-per-execution", "2", "4"],
+     "--steps-per-execution 4: expected less than --steps (4); an epoch is timed from its first execution to its last"),
+    (["evaluate", "--images", "0"], "argument --images: expected a whole number of at least 1. Received: '0'"),
+    (["evaluate", "--batch-size", "0"], "argument --batch-size: expected a whole number of at least 1. Received: '0'"),
+    (["evaluate", "--rounds", "1"], "--rounds must be at least 2 (the first compiles). Received: 1"),
+    (["pipeline", "--images", "0"], "argument --images: expected a whole number of at least 1. Received: '0'"),
+    (["pipeline", "--seconds", "-1"], "argument --seconds: expected a number above 0. Received: '-1'"),
+])
+def test_a_bad_number_is_one_line_naming_its_flag_and_exit_status_2(argv, message, capsys):
+    assert benchmark(*argv) == 2
+    line = last_error_line(capsys)
+    assert line.endswith(f" {argv[0]}: error: {message}"), line  # the usage's program name, then the subcommand
+
+
+def test_an_unknown_model_is_one_line_listing_the_models_train_takes(capsys):
+    from tiny_keras import models
+
+    assert benchmark("train", "--model", "bogus") == 2
+    line = last_error_line(capsys)
+    assert line.endswith(f" train: error: --model bogus: expected a model a paper's recipe trains "
+                         f"({', '.join(models.names())}) or 'main'"), line
+    assert benchmark("train", "--model", "main", "--model", "paper4_model2") == 2
+    assert last_error_line(capsys).endswith("--model main: expected a model a paper's recipe trains ("
+                                            f"{', '.join(models.names())}) or 'main'; 'main' (every paper's main "
+                                            "model) goes alone")
+
+
 @pytest.mark.parametrize("command", ["data", "generator", "pipeline"])
 def test_bad_data_is_one_line_naming_data_and_exit_status_1(command, tmp_path, capsys):
     """A missing path, a file that is not a zip, an empty folder; the traceback with --debug."""
