@@ -82,5 +82,6 @@ def describe_input_error(error, data):
         return text
     return f"--data {text}" if text.startswith(str(data)) else f"--data {data}: {text}"
 
+
 if __name__ == "__main__":
     sys.exit(main())
