@@ -1,5 +1,6 @@
 """tools/benchmark.py's train and pipeline benchmarks run end to end and write their numbers
-(small settings; the numbers themselves are measured, not asserted: tests never time)."""
+(small settings; the numbers themselves are measured, not asserted: tests never time), and
+its bad flags, data and output paths are one line each, found before anything is measured."""
 import importlib.util
 import json
 
