@@ -9,6 +9,7 @@
     python tools/benchmark.py evaluate [--paper P ...] [--json OUT]
 
 Each subcommand prints a table and, with ``--json OUT``, writes its numbers as JSON.
+Bad flags exit with status 2, bad data with 1, each with one line (``--debug``: the traceback).
 """
 import argparse
 import importlib
@@ -39,17 +40,47 @@ def main(argv=None):
             module = importlib.import_module(module_name)
             p.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
             p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+            p.add_argument("--debug", action="store_true",
+                           help="show the full traceback of an error (bad data) instead of its one line")
             module.add_arguments(p)
     args = parser.parse_args(argv)
-    if args.json and os.path.exists(args.json) and not args.overwrite:
-        parser.error(f"--json: {args.json} exists; pass --overwrite to replace it")
-    result = module.run(args)
-    if args.json:
-        from tiny_keras import files
+    subparser = sub.choices[args.command]
+    if hasattr(module, "check_arguments"):
+        module.check_arguments(subparser, args)
+    from tiny_keras import files
 
+    if args.json and (problem := files.output_problem(args.json, overwrite=args.overwrite)):
+        subparser.error(f"--json: {problem}")
+    try:
+        result = module.run(args)
+    except input_errors() as error:
+        if args.debug:
+            raise
+        print(f"error: {describe_input_error(error, getattr(args, 'data', None))}", file=sys.stderr)
+        return 1
+    if args.json:
         files.write_json(result, args.json)
         print(f"wrote {args.json}")
     return 0
+
+
+def input_errors():
+    """What bad data raises once a benchmark reads it: printed as one line, exit status 1."""
+    from tiny_keras.benchmarks import InputError
+    from tiny_keras.data.layout import DatasetError
+    from tiny_keras.download import DownloadError
+
+    return DatasetError, DownloadError, InputError
+
+
+def describe_input_error(error, data):
+    """``error`` as its one line, naming ``--data`` where the data is at fault."""
+    from tiny_keras.benchmarks import InputError
+
+    text = str(error)
+    if isinstance(error, InputError) or data is None:
+        return text
+    return f"--data {text}" if text.startswith(str(data)) else f"--data {data}: {text}"
 
 
 if __name__ == "__main__":

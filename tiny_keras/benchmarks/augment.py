@@ -11,14 +11,21 @@ run all five; a smaller network makes the augmentation's share larger, not small
 import dataclasses
 
 from tiny_keras import provenance
+from tiny_keras.benchmarks import at_least
 from tiny_keras.benchmarks.train import add_paper_arguments, bare_fit, main_recipes, print_table, synthetic_split
+from tiny_keras.reproduce import positive_int
 
 
 def add_arguments(parser):
     add_paper_arguments(parser)
-    parser.add_argument("--steps", type=int, default=20, help="training steps per timed epoch")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (the best is reported)")
+    parser.add_argument("--steps", type=positive_int, default=20, help="training steps per timed epoch")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per measurement (the first is warm-up)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="alternating rounds (the best is reported)")
+
+
+def check_arguments(parser, args):
+    at_least(parser, args, "--steps", 2, " (a timed epoch runs from its first step to its last)")
+    at_least(parser, args, "--epochs", 2, " (the first is warm-up)")
 
 
 def run(args):

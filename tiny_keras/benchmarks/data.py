@@ -4,13 +4,15 @@ import tempfile
 import time
 
 from tiny_keras import data
+from tiny_keras.benchmarks import InputError
+from tiny_keras.reproduce import positive_int
 
 
 def add_arguments(parser):
     parser.add_argument("--data", required=True, help="tiny-imagenet-200.zip or its folder")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2, help="cached epochs to time (the best is reported)")
-    parser.add_argument("--per-class", type=int, default=None, help="limit images per class (quick runs)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--epochs", type=positive_int, default=2, help="cached epochs to time (the best is reported)")
+    parser.add_argument("--per-class", type=positive_int, default=None, help="limit images per class (quick runs)")
 
 
 def run(args):
@@ -19,6 +21,10 @@ def run(args):
         start = time.perf_counter()
         split = data.load_split(args.data, "train", per_class=args.per_class, cache_dir=cache_dir)
         decode_seconds = time.perf_counter() - start
+        if len(split) < args.batch_size:
+            limit = f" at --per-class {args.per_class}" if args.per_class else ""
+            raise InputError(f"--batch-size {args.batch_size}: the training split of --data has {len(split)} images"
+                             f"{limit}, fewer than one batch; pass a smaller --batch-size")
         ds = data.make_dataset(split, batch_size=args.batch_size)
         rates = []
         for epoch in range(args.epochs):

@@ -12,19 +12,25 @@ import time
 
 from tiny_keras import evaluate, provenance
 from tiny_keras.engine.model import stage_model
+from tiny_keras.benchmarks import at_least
 from tiny_keras.benchmarks.train import add_paper_arguments, main_recipes, print_table, synthetic_split
+from tiny_keras.reproduce import positive_int
 
 
 def add_arguments(parser):
     add_paper_arguments(parser)
-    parser.add_argument("--images", type=int, default=512, help="images scored per round")
-    parser.add_argument("--batch-size", type=int, default=256, help="network inputs per step (evaluate's default)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per mode (the first compiles and is left out)")
+    parser.add_argument("--images", type=positive_int, default=512, help="images scored per round")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="network inputs per step (evaluate's default)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="rounds per mode (the first compiles and is left out)")
+
+
+def check_arguments(parser, args):
+    at_least(parser, args, "--rounds", 2, " (the first compiles)")
 
 
 def run(args):
-    if args.rounds < 2:
-        raise SystemExit(f"--rounds must be at least 2 (the first compiles). Received: {args.rounds}")
     environment = provenance.environment()
     results = {"backend": environment["backend"], "machine": environment["machine"], "full_width": args.full_width,
                "images": args.images, "batch_size": args.batch_size, "papers": {}}

@@ -31,10 +31,12 @@ import time
 import numpy as np
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-from tiny_keras import data
+from tiny_keras import data, files
 from tiny_keras.backend import tf
 from tiny_keras.augment import Augmenter
+from tiny_keras.benchmarks import at_least, positive_float
 from tiny_keras.data.layout import select
+from tiny_keras.reproduce import positive_int
 
 PAPER1 = dict(
     rotation_range=35,             # paper 1 "rotation=35%", read as degrees
@@ -49,14 +51,24 @@ PAPER1 = dict(
 
 def add_arguments(parser):
     parser.add_argument("--data", required=True, help="tiny-imagenet-200.zip or its extracted folder")
-    parser.add_argument("--images", type=int, default=5000, help="training images to use (spread over the classes)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each pipeline (best reported)")
-    parser.add_argument("--min-seconds", type=float, default=2.0,
+    parser.add_argument("--images", type=positive_int, default=5000,
+                        help="training images to use (spread over the classes)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--rounds", type=positive_int, default=3, help="timed rounds of each pipeline (best reported)")
+    parser.add_argument("--min-seconds", type=positive_float, default=2.0,
                         help="each timed round repeats epochs until it has run at least this long")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-xla", action="store_true", help="ours without XLA-compiled resampling")
     parser.add_argument("--tmp", default=None, help="folder for the extracted JPEGs (default: a new temp folder)")
+
+
+def check_arguments(parser, args):
+    at_least(parser, args, "--seed", 0)
+    if args.tmp is not None:
+        problem = (f"{args.tmp} is a file" if os.path.isfile(args.tmp)
+                   else files.output_problem(args.tmp, overwrite=True, folder=True))
+        if problem:
+            parser.error(f"--tmp: {problem}; name a folder for the extracted JPEGs")
 
 
 def _select(path, n, cache_dir):

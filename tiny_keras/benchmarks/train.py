@@ -38,12 +38,14 @@ import keras
 import numpy as np
 
 from tiny_keras import backend, engine, models, provenance, recipes
+from tiny_keras.benchmarks import at_least
 from tiny_keras.engine import precision as precision_lib
 from tiny_keras.engine.model import compile_model, stage_model
 from tiny_keras.recipe import PRECISIONS
 from tiny_keras.backend import tf
 from tiny_keras.data import official_classes
 from tiny_keras.data.arrays import DecodedSplit
+from tiny_keras.reproduce import positive_int
 
 DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
 XLA = {"on": True, "off": False}
@@ -53,12 +55,12 @@ def add_arguments(parser):
     parser.add_argument("--model", action="append", default=None,
                         help=f"registered model (repeatable; default: {', '.join(DEFAULT_MODELS)}; "
                              "'main': every paper's main model)")
-    parser.add_argument("--steps", type=int, default=60, help="training steps per timed epoch")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (the best is reported)")
-    parser.add_argument("--steps-per-execution", type=int, nargs="+", default=[1, 4],
-                        help="engine runs with each of these (default: 1 4)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--steps", type=positive_int, default=60, help="training steps per timed epoch")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per measurement (the first is warm-up)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="alternating rounds (the best is reported)")
+    parser.add_argument("--steps-per-execution", type=positive_int, nargs="+", default=[1, 4],
+                        help="engine runs with each of these, each below --steps (default: 1 4)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: the recipe's")
     parser.add_argument("--full-width", action="store_true",
                         help="paper 2's ResNet-18 at its full width (default: the registry's narrow variant)")
     parser.add_argument("--precision", nargs="+", choices=("auto",) + PRECISIONS, default=["auto"],
@@ -67,6 +69,28 @@ def add_arguments(parser):
     parser.add_argument("--xla", nargs="+", choices=("auto",) + tuple(XLA), default=["auto"],
                         help="XLA for the train step, each measured in turn like the precisions (default: auto, "
                              "what a run picks here: on a GPU with TensorFlow, always with JAX, never with PyTorch)")
+
+
+def check_arguments(parser, args):
+    names = args.model or []
+    known = trained_models()
+    for name in names:
+        if name not in known and not (name == "main" and names == ["main"]):
+            alone = "; 'main' (every paper's main model) goes alone" if "main" in names else ""
+            parser.error(f"--model {name}: expected a model a paper's recipe trains ({', '.join(known)}) or "
+                         f"'main'{alone}")
+    at_least(parser, args, "--steps", 2, " (a timed epoch runs from its first step to its last)")
+    at_least(parser, args, "--epochs", 2, " (the first is warm-up)")
+    too_many = [n for n in args.steps_per_execution if n >= args.steps]
+    if too_many:
+        parser.error(f"--steps-per-execution {too_many[0]}: expected less than --steps ({args.steps}); an epoch "
+                     "is timed from its first execution to its last")
+
+
+def trained_models():
+    """The registered models a paper's recipe trains: what ``--model`` takes besides 'main'."""
+    return [name for name in models.names()
+            if any(r.model == name for r in recipes.get(models.get_entry(name).paper).RECIPES.values())]
 
 
 class StepTimer(keras.callbacks.Callback):
