@@ -56,6 +56,8 @@ def main(argv=None):
     except input_errors() as error:
         if args.debug:
             raise
+        from tiny_keras.reproduce import describe_input_error  # the scripts' one line for bad data
+
         print(f"error: {describe_input_error(error, getattr(args, 'data', None))}", file=sys.stderr)
         return 1
     if args.json:
@@ -71,16 +73,6 @@ def input_errors():
     from tiny_keras.download import DownloadError
 
     return DatasetError, DownloadError, InputError
-
-
-def describe_input_error(error, data):
-    """``error`` as its one line, naming ``--data`` where the data is at fault."""
-    from tiny_keras.benchmarks import InputError
-
-    text = str(error)
-    if isinstance(error, InputError) or data is None:
-        return text
-    return f"--data {text}" if text.startswith(str(data)) else f"--data {data}: {text}"
 
 
 if __name__ == "__main__":
