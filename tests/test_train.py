@@ -777,6 +777,27 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
     assert finished["runs"][0]["epochs"] == 3 and not (run / "state.json").exists()
 
 
+def test_a_damaged_resume_checkpoint_is_one_line_that_says_what_to_do(fixture_zip, tmp_path):
+    """A checkpoint damaged outside the engine (a disk, a hand): the run refuses to resume in
+    one line naming it and what to do; removing state.json as it says trains the stage again."""
+    recipe = tiny_recipe()
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, extra_callbacks=[KillAt(epoch=1)])
+    checkpoint = run / json.loads((run / "state.json").read_text())["checkpoint"]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(runs.RunFolderError) as error:
+        fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0)
+    message = str(error.value)
+    assert message.startswith(f"{checkpoint}: the resume checkpoint cannot be read (")
+    assert message.endswith(f"); remove {run / 'state.json'} to train stage 'train' again from its first epoch, or "
+                            "pass --overwrite to start the run again")
+    (run / "state.json").unlink()
+    finished = fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0)
+    assert finished["runs"][0]["epochs"] == 3
+    assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1, 2]
+
+
 def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
     """The stop rule on a fake clock, judged from a real ``RunCheckpoint``'s record of 100 s
     epochs whose checkpoints take ``write_seconds`` (written every ``every`` epochs and at the

@@ -55,11 +55,24 @@ def _start(run, stage, index, model, point, steps, per_execution):
         model = run.task.stage_model(stage, index, model, run.train_split)
         run.task.compile(model, stage, steps, run.session, per_execution)
         return model, 0, time.perf_counter()
-    model = keras.models.load_model(os.path.join(run.workdir, point["checkpoint"]))
+    model = _load_checkpoint(run.workdir, point, stage.name)
     recompile_resumed(model, stage, run.session, per_execution)
     done = int(point["epochs_done"])
     runs.truncate_history(os.path.join(runs.stage_folder(run.workdir, stage.name), runs.HISTORY), done)
     return model, done, time.perf_counter() - float(point.get("seconds", 0.0))
+
+
+def _load_checkpoint(workdir, point, stage):
+    """The model of the resume point ``point`` (``state.json``); where its file cannot be
+    read (damaged outside the engine, which writes it whole), one line saying what to do."""
+    path = os.path.join(workdir, point["checkpoint"])
+    try:
+        return keras.models.load_model(path)
+    except Exception as err:  # noqa: BLE001 - any failure means the same thing here
+        raise runs.RunFolderError(
+            f"{path}: the resume checkpoint cannot be read ({type(err).__name__}: {str(err)[:160]}); remove "
+            f"{os.path.join(workdir, runs.STATE)} to train stage '{stage}' again from its first epoch, or pass "
+            "--overwrite to start the run again") from None
 
 
 def _callbacks(run, stage, index, steps, initial_epoch, point, start):
