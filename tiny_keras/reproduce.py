@@ -22,7 +22,6 @@ with ``EXIT_TIME_LIMIT`` (75); the same command continues.
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ import keras
 from tiny_keras import download, evaluate, files, models, runs
 from tiny_keras.engine.session import STRATEGIES, Session, UnsupportedSession
 from tiny_keras.engine.time_limit import EXIT_TIME_LIMIT, TimeLimitReached, parse_duration
+from tiny_keras.flags import positive_int, whole_number
 from tiny_keras.recipe import PRECISIONS, SEED_MAX, Ensemble  # noqa: F401 (Ensemble: the scripts' ensembles)
 
 
@@ -56,57 +56,6 @@ def describe_input_error(error, data):
     if not isinstance(error, DatasetError) or data is None:
         return text
     return f"--data {text}" if text.startswith(str(data)) else f"--data {data}: {text}"
-
-
-def positive_int(text):
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1 or str(value) != text.strip().lstrip("+"):
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1. Received: {text!r}")
-    return value
-
-
-def whole_number(low, high=None, note=""):
-    """An argparse type: a whole number from ``low`` (to ``high``, if given)."""
-    expected = f"from {low} to {high}" if high is not None else f"of at least {low}"
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected a whole number {expected}{note}. Received: {text!r}")
-        return value
-
-    return parse
-
-
-def _float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def positive_number(text):
-    """An argparse type: a number above 0 (a learning rate, a loss weight)."""
-    value = _float(text)
-    if value is None or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0. Received: {text!r}")
-    return value
-
-
-def rate(text):
-    """An argparse type: a number from 0 up to, not including, 1 (a dropout rate)."""
-    value = _float(text)
-    if value is None or not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 up to (not including) 1. Received: {text!r}")
-    return value
 
 
 SMOKE = dict(per_class=2, val_per_class=1, epochs=1, steps_per_epoch=2, batch_size=4)

@@ -1,7 +1,6 @@
 """Benchmarks behind ``tools/benchmark.py``: each module has ``add_arguments(parser)``
 and ``run(args) -> dict`` and prints its own numbers; ``check_arguments(parser, args)``,
 where a module has one, refuses values no type can judge alone, before anything runs."""
-import argparse
 
 
 class InputError(ValueError):
@@ -15,14 +14,3 @@ def at_least(parser, args, flag, minimum, why=""):
     value = getattr(args, flag[2:].replace("-", "_"))
     if value is not None and not value >= minimum:
         parser.error(f"{flag} must be at least {minimum}{why}. Received: {value}")
-
-
-def positive_float(text):
-    """An argparse type: a finite number above 0 (seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number above 0. Received: {text!r}")
-    return value

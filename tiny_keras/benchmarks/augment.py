@@ -13,7 +13,7 @@ import dataclasses
 from tiny_keras import provenance
 from tiny_keras.benchmarks import at_least
 from tiny_keras.benchmarks.train import add_paper_arguments, bare_fit, main_recipes, print_table, synthetic_split
-from tiny_keras.reproduce import positive_int
+from tiny_keras.flags import positive_int
 
 
 def add_arguments(parser):

@@ -5,7 +5,7 @@ import time
 
 from tiny_keras import data
 from tiny_keras.benchmarks import InputError
-from tiny_keras.reproduce import positive_int
+from tiny_keras.flags import positive_int
 
 
 def add_arguments(parser):

@@ -14,7 +14,7 @@ from tiny_keras import evaluate, provenance
 from tiny_keras.engine.model import stage_model
 from tiny_keras.benchmarks import at_least
 from tiny_keras.benchmarks.train import add_paper_arguments, main_recipes, print_table, synthetic_split
-from tiny_keras.reproduce import positive_int
+from tiny_keras.flags import positive_int
 
 
 def add_arguments(parser):

@@ -34,9 +34,9 @@ from keras.src.legacy.preprocessing.image import ImageDataGenerator
 from tiny_keras import data, files
 from tiny_keras.backend import tf
 from tiny_keras.augment import Augmenter
-from tiny_keras.benchmarks import at_least, positive_float
+from tiny_keras.benchmarks import at_least
 from tiny_keras.data.layout import select
-from tiny_keras.reproduce import positive_int
+from tiny_keras.flags import positive_int, positive_number
 
 PAPER1 = dict(
     rotation_range=35,             # paper 1 "rotation=35%", read as degrees
@@ -55,7 +55,7 @@ def add_arguments(parser):
                         help="training images to use (spread over the classes)")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--rounds", type=positive_int, default=3, help="timed rounds of each pipeline (best reported)")
-    parser.add_argument("--min-seconds", type=positive_float, default=2.0,
+    parser.add_argument("--min-seconds", type=positive_number, default=2.0,
                         help="each timed round repeats epochs until it has run at least this long")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-xla", action="store_true", help="ours without XLA-compiled resampling")

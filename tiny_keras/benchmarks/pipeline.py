@@ -16,15 +16,14 @@ import os
 import time
 
 from tiny_keras import augment, data, provenance
-from tiny_keras.benchmarks import positive_float
 from tiny_keras.benchmarks.train import add_paper_arguments, main_recipes, print_table, synthetic_split
-from tiny_keras.reproduce import positive_int
+from tiny_keras.flags import positive_int, positive_number
 
 
 def add_arguments(parser):
     parser.add_argument("--data", default=None, help="tiny-imagenet-200.zip or its folder (default: synthetic)")
     parser.add_argument("--images", type=positive_int, default=20000, help="synthetic images (without --data)")
-    parser.add_argument("--seconds", type=positive_float, default=3.0, help="time each pipeline at least this long")
+    parser.add_argument("--seconds", type=positive_number, default=3.0, help="time each pipeline at least this long")
     add_paper_arguments(parser, widths=False)
 
 

@@ -45,7 +45,7 @@ from tiny_keras.recipe import PRECISIONS
 from tiny_keras.backend import tf
 from tiny_keras.data import official_classes
 from tiny_keras.data.arrays import DecodedSplit
-from tiny_keras.reproduce import positive_int
+from tiny_keras.flags import positive_int
 
 DEFAULT_MODELS = ("paper4_model2", "paper2_resnet18")
 XLA = {"on": True, "off": False}

@@ -39,7 +39,7 @@ Readings of ambiguous text (PAPERS.md):
 - "Dropouts at a later stage": the figure with the network is lost, and the text gives no
   rate or stage, so no dropout is added (``--dropout RATE`` builds the head with one).
 """
-from tiny_keras import augment
+from tiny_keras import augment, flags
 from tiny_keras.recipe import Recipe, Stage
 
 PAPER_TOP1 = {"32px": 43.91, "40px": 48.58, "48px": 54.03, "54px": 56.81, "64px": 59.6, "clr": 62.57}
@@ -81,13 +81,11 @@ def recipe(first_lr=0.1, horizontal_flip=False, dropout=0.0, later_batch_size=70
 
 
 def extra_flags(parser):
-    from tiny_keras import reproduce
-
-    parser.add_argument("--first-lr", type=reproduce.positive_number, default=0.1,
+    parser.add_argument("--first-lr", type=flags.positive_number, default=0.1,
                         help='lr of the 32px stage (the text says "1.0")')
     parser.add_argument("--horizontal-flip", action="store_true", help="add random horizontal flips")
-    parser.add_argument("--dropout", type=reproduce.rate, default=0.0, help="dropout before the classifier (0 to <1)")
-    parser.add_argument("--later-batch-size", type=reproduce.positive_int, default=70,
+    parser.add_argument("--dropout", type=flags.rate, default=0.0, help="dropout before the classifier (0 to <1)")
+    parser.add_argument("--later-batch-size", type=flags.positive_int, default=70,
                         help="batch of the 48/54/64px stages (the text: the 40px stage's 70)")
     parser.add_argument("--keep-last-weights", action="store_true",
                         help="end the 48/54/64px stages with their last weights, not their best")

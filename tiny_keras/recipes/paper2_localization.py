@@ -36,6 +36,7 @@ most confident box, CorLoc, AP at IoU 0.5), recipe.json, split.json (the held-ou
 images), stages/train/history.csv, model.keras, train.log and run.json. Figure 15:
 ``python tools/plot.py boxes WORKDIR/goldfish --data tiny-imagenet-200.zip --out boxes.png``.
 """
+from tiny_keras import flags
 from tiny_keras.localization.task import GOLDFISH, OPTIONS
 from tiny_keras.recipe import Recipe, Stage
 
@@ -72,14 +73,12 @@ def encoder_name(text):
 
 
 def extra_flags(parser):
-    from tiny_keras import reproduce
-
     parser.add_argument("--encoder", type=encoder_name, default="paper2_resnet18",
                         help="'small' (trains on a CPU) or a registered model whose feature maps encode the image "
                              "(default paper2_resnet18; --smoke: small)")
-    parser.add_argument("--lr", type=reproduce.positive_number, default=LR,
+    parser.add_argument("--lr", type=flags.positive_number, default=LR,
                         help=f"Adam's initial learning rate (default {LR})")
-    parser.add_argument("--alpha", type=reproduce.positive_number, default=OPTIONS["alpha"],
+    parser.add_argument("--alpha", type=flags.positive_number, default=OPTIONS["alpha"],
                         help=f"box loss weight of Eq. 1 (default {OPTIONS['alpha']})")
     parser.add_argument("--max-boxes", type=int, default=MAX_BOXES, help=f"decoder steps (default {MAX_BOXES})")
 
