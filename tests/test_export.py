@@ -304,7 +304,9 @@ def test_cli_checks_out_before_loading_the_model(tmp_path, capsys):
          f"{afile} is a file; expected a folder, which is what --format onnx writes"),
         (["--out", str(tmp_path / "folder.keras"), "--format", "keras", "--overwrite"],
          f"{tmp_path / 'folder.keras'} is a folder; name a file"),
-        (["--out", str(afile), "--format", "litert"], f"{afile} exists; pass --overwrite to replace it"),
+        # A file where a folder is written: --overwrite would not help, so it is not offered.
+        (["--out", str(afile), "--format", "litert"], f"{afile} is a file; expected a folder, which is what "
+         "--format litert writes"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:

@@ -26,6 +26,7 @@ def test_output_problem_says_what_is_wrong_before_anything_is_written(tmp_path):
         f"{tmp_path} is a folder; name a file")
     assert files.output_problem(tmp_path, folder=True) == f"{tmp_path} exists; pass --overwrite to replace it"
     assert files.output_problem(tmp_path, overwrite=True, folder=True) is None
+    assert files.output_problem(a_file, overwrite=True, folder=True) == f"{a_file} is a file"
     assert files.output_problem(a_file / "sub" / "out.json") == (
         f"{a_file} is a file, not a folder: the output cannot be written under it")
     assert files.output_problem(tmp_path / "new" / "deeper" / "out.json") is None

@@ -72,12 +72,15 @@ def read_json(path, default=_REQUIRED):
 
 def output_problem(path, overwrite=False, folder=False):
     """What is wrong with writing a tool's output to ``path``, as the end of one line (the
-    caller names its flag), or None: it exists and ``overwrite`` is False; it is a folder
-    where a file is expected (``folder=False``); a part of its parent is a file. Checked
-    before the work that makes the output, so that a mistake costs nothing."""
+    caller names its flag and may add what it expected), or None: it exists and
+    ``overwrite`` is False; it is a folder where a file is expected, or a file where a
+    folder is (``folder=True``); a part of its parent is a file. Checked before the work
+    that makes the output, so that a mistake costs nothing."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path) and not folder:
         return f"{path} is a folder; name a file"
+    if folder and os.path.lexists(path) and not os.path.isdir(path):
+        return f"{path} is a file"
     if os.path.lexists(path) and not overwrite:
         return f"{path} exists; pass --overwrite to replace it"
     parent = os.path.dirname(path)

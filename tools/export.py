@@ -47,8 +47,6 @@ def parse_args(argv):
     if problem:
         parser.error(f"--out: {problem}")
     problem = files.output_problem(out, overwrite=args.overwrite, folder=folder)
-    if problem is None and folder and os.path.isfile(out):
-        problem = f"{os.path.abspath(out)} is a file"
     if problem and problem.endswith(("is a file", "cannot be written under it")):
         problem += (f"; expected a folder, which is what --format {args.format} writes" if folder
                     else "; expected a folder, or a file name ending in .keras")

@@ -65,9 +65,7 @@ def add_arguments(parser):
 def check_arguments(parser, args):
     at_least(parser, args, "--seed", 0)
     if args.tmp is not None:
-        problem = (f"{args.tmp} is a file" if os.path.isfile(args.tmp)
-                   else files.output_problem(args.tmp, overwrite=True, folder=True))
-        if problem:
+        if problem := files.output_problem(args.tmp, overwrite=True, folder=True):
             parser.error(f"--tmp: {problem}; name a folder for the extracted JPEGs")
 
 
