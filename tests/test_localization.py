@@ -454,7 +454,7 @@ def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
     with pytest.raises(DatasetError):
         reproduce.run_paper("paper2_localization", [*argv, "--overwrite", "--debug"])
     for flags, message in ((["--batch-size", "0"], "--batch-size: expected a whole number of at least 1"),
-                           (["--max-boxes", "0"], "--max-boxes must be at least 1. Received: 0"),
+                           (["--max-boxes", "0"], "--max-boxes: expected a whole number of at least 1. Received: '0'"),
                            (["--strategy", "mirrored"],
                             "error: strategy 'mirrored': the localiser trains on one device")):
         with pytest.raises(SystemExit) as exit_info:

@@ -322,8 +322,9 @@ def test_paper4_model1_l2_flag_gives_the_other_reading():
     assert network.get_layer("fc1").kernel_regularizer.l2 == pytest.approx(0.001)
     # The registry's default is the recipe's reading, so models.build("paper4_model1") trains the same model.
     assert models.build("paper4_model1").get_layer("conv1").kernel_regularizer.l2 == pytest.approx(0.001)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own line, status 2
         paper4.configure(None, parser.parse_args(["--model1-l2", "-1"]))
+    assert exit_info.value.code == 2
 
 
 def test_time_limit_flag_reads_durations_and_names_what_it_expects(capsys):
@@ -468,6 +469,10 @@ def test_activation_bytes_count_every_layer_output_for_the_batch():
     ("paper1_progressive_resnet", ["--later-batch-size", "0"],
      "argument --later-batch-size: expected a whole number of at least 1. Received: '0'"),
     ("paper2_localization", ["--alpha", "-1"], "argument --alpha: expected a number above 0. Received: '-1'"),
+    ("paper2_localization", ["--max-boxes", "0"],
+     "argument --max-boxes: expected a whole number of at least 1. Received: '0'"),
+    ("paper4_cnn_transfer", ["--model1-l2", "-1"],
+     "argument --model1-l2: expected a number of at least 0. Received: '-1'"),
     ("paper2_localization", ["--lr", "nan"], "argument --lr: expected a number above 0. Received: 'nan'"),
     ("paper2_localization", ["--encoder", "bogus"],
      "argument --encoder: expected 'small' or a registered model, one of paper1_resnet, paper2_resnet18, "),

@@ -47,6 +47,14 @@ def positive_number(text):
     return value
 
 
+def non_negative_number(text):
+    """An argparse type: a number of at least 0 (a regularisation factor)."""
+    value = _float(text)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0. Received: {text!r}")
+    return value
+
+
 def rate(text):
     """An argparse type: a number from 0 up to, not including, 1 (a dropout rate)."""
     value = _float(text)

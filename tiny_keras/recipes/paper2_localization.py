@@ -80,7 +80,7 @@ def extra_flags(parser):
                         help=f"Adam's initial learning rate (default {LR})")
     parser.add_argument("--alpha", type=flags.positive_number, default=OPTIONS["alpha"],
                         help=f"box loss weight of Eq. 1 (default {OPTIONS['alpha']})")
-    parser.add_argument("--max-boxes", type=int, default=MAX_BOXES, help=f"decoder steps (default {MAX_BOXES})")
+    parser.add_argument("--max-boxes", type=flags.positive_int, default=MAX_BOXES, help=f"decoder steps (default {MAX_BOXES})")
 
 
 def configure(_, args):
@@ -88,8 +88,6 @@ def configure(_, args):
 
     from tiny_keras import runs
 
-    if args.max_boxes < 1:
-        raise SystemExit(f"error: --max-boxes must be at least 1. Received: {args.max_boxes}")
     workdir = args.workdir  # the run folder's parent, default runs/paper2_localization
     if os.path.exists(os.path.join(workdir, runs.CONFIG)):  # the localiser's run before it trained on the engine
         raise SystemExit(f"error: --workdir {workdir} holds a localisation run written by an older version (its "

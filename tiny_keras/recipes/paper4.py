@@ -82,7 +82,7 @@ how it validated; its figure is what ours gives validated through the training
 augmentation, or with statistics that fit clean images. The recipe is kept as the paper
 states it and ours is published as measured, with this finding.
 """
-from tiny_keras import augment
+from tiny_keras import augment, flags
 from tiny_keras.recipe import Recipe, Stage
 
 AUGMENT = augment.serialize(augment.Augmenter(shear_range=0.2, zoom_range=0.2, rotation_range=20,
@@ -129,15 +129,13 @@ def extra_flags(parser):
     parser.add_argument("--weights", type=weights_source, default="imagenet",
                         help='model5 backbone: "imagenet" (downloaded), "none", or a local weights file')
     parser.add_argument("--freeze-backbone", action="store_true", help="model5: train only the new head")
-    parser.add_argument("--model1-l2", type=float, default=0.001, metavar="FACTOR",
+    parser.add_argument("--model1-l2", type=flags.non_negative_number, default=0.001, metavar="FACTOR",
                         help="model1: L2 factor on every kernel (unstated in the paper; default 0.001, "
                              "0.01 is Keras's L2() default; see the docstring)")
 
 
 def configure(_, args):
     weights = None if args.weights.lower() == "none" else args.weights
-    if args.model1_l2 < 0:
-        raise SystemExit(f"--model1-l2 must be >= 0. Received: {args.model1_l2}")
     return recipes(weights, args.freeze_backbone, args.model1_l2)
 
 
