@@ -10,6 +10,8 @@ import time
 
 import keras
 
+from tiny_keras.status import format_duration  # noqa: F401 (the engine's modules take it from here)
+
 LOGGER = logging.getLogger("tiny_keras.engine")
 LOGGER.setLevel(logging.DEBUG)
 LOGGER.propagate = False
@@ -55,13 +57,6 @@ def info(text):
 
 def epoch(text):
     LOGGER.log(EPOCH, text)
-
-
-def format_duration(seconds):
-    """``"45 s"``, ``"12 min"``, ``"3.1 h"``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 PERCENT_METRICS = ("top1", "top5", "mean_iou", "corloc")  # fractions shown as percent in the epoch lines

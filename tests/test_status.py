@@ -1,0 +1,119 @@
+"""Where a run stands (``tiny_keras.status``, ``tools/status.py``): read from a real run
+folder at each point of its life: killed inside a stage, stopped at a time limit, finished."""
+import csv
+import json
+import time
+
+import pytest
+
+from conftest import REPO, run_python
+from killed_runs import Interrupt, KillAt
+from tiny_keras import status, train
+from tiny_keras.engine import Session, TimeLimitReached
+from tiny_keras.engine import log as engine_log
+from tiny_keras.recipe import Recipe, Stage
+
+EAGER = Session(tensorboard=False, checkpoint_every=1, run_eagerly=True, verbose=0)
+
+
+def two_stage_recipe():
+    stage = dict(batch_size=4, steps_per_epoch=2, image_size=32,
+                 optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9})
+    return Recipe(paper="paper1", model="paper1_resnet", model_options={"filters": (4, 8, 8, 8)},
+                  stages=[Stage(name="first", epochs=3, **stage), Stage(name="second", epochs=2, **stage)])
+
+
+def val_top1(run, stage):
+    with open(run / "stages" / stage / "history.csv", newline="") as f:
+        return [100.0 * float(r["val_top1"]) for r in csv.DictReader(f)]
+
+
+def test_epoch_line_reads_what_the_engine_writes():
+    line = engine_log.format_epoch("64px", 3, 15, {"loss": 4.2, "top1": 0.1, "val_loss": 4.3, "val_top1": 0.09},
+                                   2041.4, 190.2)
+    match = status.EPOCH_LINE.search(f"2026-12-06 19:51:54 {line} | 12 epochs left, about 38 min")
+    assert (match["stage"], match["epoch"], match["rate"], match["seconds"]) == ("64px", "3", "2,041", "190")
+
+
+def test_status_follows_a_run_from_a_kill_to_its_end(fixture_zip, tmp_path):
+    run = tmp_path / "workdir" / "resnet"
+    recipe = two_stage_recipe()
+    with pytest.raises(Interrupt):  # killed in the first stage's third epoch: two are checkpointed
+        train.train(recipe, run, data=fixture_zip, session=EAGER, extra_callbacks=[KillAt(epoch=2)])
+    state = json.loads((run / "state.json").read_text())
+    found = status.read_status(run)
+    first, second = found["stages"]
+    assert found["state"] == "in progress" and found["stage"] == "first"
+    assert (found["paper"], found["model"], found["precision"]) == ("paper1", "paper1_resnet", "float32")
+    # The history counts the epochs that ended; the killed one ended none.
+    assert (first["epochs_done"], first["epochs"], first["finished"], found["checkpointed"]) == (2, 3, False, 2)
+    assert first["last"] == pytest.approx(val_top1(run, "first")[-1])
+    assert first["best"] == pytest.approx(max(val_top1(run, "first")))
+    assert (second["epochs_done"], second["last"], second["finished"]) == (0, None, False)
+    assert found["epoch_seconds"] == pytest.approx(state["epoch_seconds"])
+    assert found["epochs_left"] == 1 and found["left_seconds"] == pytest.approx(state["epoch_seconds"], abs=0.1)
+    assert found["train_seconds"] == pytest.approx(state["seconds"], abs=0.1)
+    assert found["images_per_second"] > 0
+    session = json.loads((run / "run.json").read_text())["sessions"][-1]
+    assert (found["command"], found["cwd"], found["sessions"]) == (session["command"], session["cwd"], 1)
+    text = status.format_status(found)
+    assert text.splitlines()[:2] == [
+        f"{run}: paper1_resnet (paper1, float32), in progress",
+        f"  stage 1/2 'first': epoch 2/3; last epoch val top-1 {first['last']:.2f}%, best {first['best']:.2f}% at "
+        f"epoch {first['best_epoch']}"]
+    assert "  stage 2/2 'second': epoch 0/2" in text
+    assert "; 1 epoch of 'first' left, about " in text and ", then 2 epochs of later stages" in text
+    assert text.endswith(f"  continue: cd {session['cwd']} && {session['command']}")
+    assert "checkpoint" not in text  # epoch 2 is checkpointed
+    # Checkpoints every k epochs: the epochs trained after the last one are trained again on a restart.
+    assert "epoch 2/3; last epoch" in status.format_status(dict(found, checkpointed=1))
+    assert "(checkpointed after epoch 1: a restart continues from there)" in status.format_status(
+        dict(found, checkpointed=1))
+    assert "(no checkpoint yet: a restart begins the stage again)" in status.format_status(dict(found, checkpointed=0))
+
+    with pytest.raises(TimeLimitReached):  # a session that starts nothing: its stop is the last
+        train.train(recipe, run, data=fixture_zip, session=EAGER, stop_by=time.time() - 1.0)
+    found = status.read_status(run)
+    assert found["sessions"] == 2 and found["stop_reason"].startswith("Stage 'first': not started, at the time limit (")
+    assert found["stop_reason"].endswith("epoch 3/3 is next")
+    assert len(found["commits"]) == 1
+    assert f"over 2 sessions (commit {found['commits'][0]})" in status.format_status(found)
+    assert f"; the last stopped at {found['last_stopped']}: Stage 'first': not started" in status.format_status(found)
+
+    results = train.train(recipe, run, data=fixture_zip, session=EAGER)
+    found = status.read_status(run)
+    assert found["state"] == "finished" and found["stage"] is None and found["command"] is None
+    assert [(s["epochs_done"], s["finished"]) for s in found["stages"]] == [(3, True), (2, True)]
+    assert [s["result"] for s in found["stages"]] == [r["val_top1"] for r in results["runs"]]
+    assert found["train_seconds"] == pytest.approx(sum(r["seconds"] for r in results["runs"]), abs=0.2)
+    text = status.format_status(found)
+    assert f"  stage 2/2 'second': epoch 2/2, finished: val top-1 {results['runs'][1]['val_top1']:.2f}%" in text
+    assert "continue:" not in text and "pace:" not in text
+
+    # The command line: a workdir stands for its run folders; --json keeps the same records.
+    out = tmp_path / "status.json"
+    done = run_python(REPO / "tools" / "status.py", run.parent, "--json", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{run}: paper1_resnet (paper1, float32), finished\n")
+    written = json.loads(out.read_text())
+    assert [{k: v for k, v in s.items() if k != "log_written"} for s in written] == [
+        {k: v for k, v in json.loads(json.dumps(found)).items() if k != "log_written"}]
+    done = run_python(REPO / "tools" / "status.py", run, "--json", out)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(f"--json: {out} exists; pass --overwrite to replace it")
+
+
+def test_bad_paths_are_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "recipe.json").write_text('{"paper": "paper1"')
+    for path, code, line in [
+            (tmp_path / "none", 2, f"{tmp_path / 'none'}: no such file or folder; expected a run folder or a "
+                                   "reproduction's --workdir"),
+            (tmp_path / "empty", 2, f"{tmp_path / 'empty'}: no run folder here (none holds recipe.json); expected a "
+                                    "run folder or a reproduction's --workdir"),
+            (broken, 1, f"error: {broken / 'recipe.json'}: not valid JSON (")]:
+        done = run_python(REPO / "tools" / "status.py", path)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == code and line in last and "Traceback" not in done.stderr, done.stderr

@@ -1,0 +1,195 @@
+"""Where a run stands, read from its folder: :func:`read_status` and :func:`format_status`
+(``tools/status.py``).
+
+A long run is trained over several sessions (``--time-limit``, or a stop of any kind),
+and its folder holds all that says where it is: the stage and epoch reached
+(``state.json``, ``progress.json``), each epoch's scores (``stages/<name>/history.csv``),
+its speed (``train.log``'s epoch lines) and each session's command, folder and commit
+(``run.json``). It only reads them, so it can watch a run that trains in the background.
+"""
+import csv
+import os
+import re
+import time
+
+from tiny_keras import files, runs
+
+# An epoch line of train.log (``engine.log.format_epoch``), after its time stamp.
+EPOCH_LINE = re.compile(r"stage '(?P<stage>.+)' epoch (?P<epoch>\d+)/\d+: .* \| (?P<rate>[\d,]+) images/s \| "
+                        r"(?P<seconds>\d+) s")
+
+
+def run_folders(path):
+    """The run folders ``path`` stands for: itself (a run folder), or the run folders in it
+    (a reproduction's workdir, ``--workdir``), sorted by name; [] for neither."""
+    path = os.fspath(path)
+    if runs.is_run_folder(path):
+        return [path]
+    if not os.path.isdir(path):
+        return []
+    return [os.path.join(path, name) for name in sorted(os.listdir(path))
+            if runs.is_run_folder(os.path.join(path, name))]
+
+
+def _stage_history(run, stage):
+    """The rows of a stage's ``history.csv`` (dicts of strings), in epoch order."""
+    path = os.path.join(runs.stage_folder(run, stage), runs.HISTORY)
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("epoch", "") != ""]
+    return sorted(rows, key=lambda r: int(r["epoch"]))
+
+
+def _score_column(rows):
+    """The held-out score the rows hold: ``val_top1``, else the first other ``val_`` column."""
+    names = [k for k in (rows[0] if rows else {}) if k.startswith("val_") and k != "val_loss"]
+    return "val_top1" if "val_top1" in names else (names[0] if names else None)
+
+
+def _last_epoch_line(run, stage):
+    """``(images/s, seconds)`` of the stage's last epoch line in ``train.log``, or None."""
+    found = None
+    try:
+        with open(os.path.join(run, runs.LOG), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                match = EPOCH_LINE.search(line)
+                if match and match["stage"] == stage:
+                    found = match
+    except OSError:
+        return None
+    return None if found is None else (float(found["rate"].replace(",", "")), float(found["seconds"]))
+
+
+def _stage_status(run, stage, done_rows):
+    """One stage's record: epochs done and its scores, in percent."""
+    rows = _stage_history(run, stage["name"])
+    column = _score_column(rows)
+    scores = [100.0 * float(r[column]) for r in rows if column and r.get(column) not in (None, "")]
+    record = dict(name=stage["name"], epochs=stage["epochs"], epochs_done=len(rows), score=column,
+                  last=scores[-1] if scores else None, best=max(scores) if scores else None,
+                  best_epoch=scores.index(max(scores)) + 1 if scores else None)
+    row = done_rows.get(stage["name"])
+    if row is not None:  # a finished stage: its reported scores (best weights restored, or a last evaluation)
+        record.update(finished=True, epochs_done=row.get("epochs") or len(rows), result=row.get("val_top1"))
+    else:
+        record.update(finished=False, result=None)
+    return record
+
+
+def read_status(run):
+    """Where the run in folder ``run`` stands, as a dict (JSON-ready): ``state`` ("finished",
+    "in progress" or "not started"), its ``stages`` (epochs done, last and best score), the
+    current ``stage`` with its speed and the time its epochs left take at that pace, the
+    ``sessions`` that trained it, and, for a run not finished, the command and folder that
+    continue it (the last session's: the same command continues a run)."""
+    recipe = runs.read_recipe(run)
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list):
+        raise runs.RunRecordError(f"{os.path.join(run, runs.RECIPE)}: no list of stages; not a recipe this version "
+                                  "reads")
+    progress = files.read_json(os.path.join(run, runs.PROGRESS), {"runs": []})
+    state = files.read_json(os.path.join(run, runs.STATE), None)
+    info = files.read_json(os.path.join(run, runs.RUN_INFO), {})
+    finished = os.path.isfile(os.path.join(run, runs.RESULTS))
+    if finished:
+        progress = files.read_json(os.path.join(run, runs.RESULTS))
+    done_rows = {r["stage"]: r for r in progress.get("runs", [])}
+    stages = [_stage_status(run, s, done_rows) for s in recipe["stages"]]
+    current = None if finished else next((s for s in stages if not s["finished"]), None)
+    status = dict(run=os.fspath(run), paper=recipe.get("paper"), model=recipe.get("model"),
+                  precision=recipe.get("precision"), stages=stages,
+                  state="finished" if finished else "in progress" if any(s["epochs_done"] for s in stages)
+                  else "not started", stage=None if current is None else current["name"])
+    status.update(_pace(run, current, state))
+    seconds = sum(r.get("seconds") or 0.0 for r in done_rows.values())
+    if not finished and state and state.get("stage") == status["stage"]:
+        seconds += state.get("seconds") or 0.0
+    status["train_seconds"] = round(seconds, 1)
+    log = os.path.join(run, runs.LOG)
+    status["log_written"] = round(time.time() - os.path.getmtime(log), 1) if os.path.isfile(log) else None
+    status.update(_sessions(info, finished))
+    return status
+
+
+def _pace(run, current, state):
+    """The current stage's speed (``train.log``'s last epoch line, ``state.json``'s mean
+    epoch of the last session) and its epochs left at that pace."""
+    if current is None:
+        return dict(images_per_second=None, epoch_seconds=None, checkpointed=None, epochs_left=None, left_seconds=None)
+    line = _last_epoch_line(run, current["name"])
+    here = state if (state or {}).get("stage") == current["name"] else {}
+    epoch_seconds = here.get("epoch_seconds") or (None if line is None else line[1])
+    # A restart continues from the last checkpointed epoch, which may come before the last epoch trained.
+    checkpointed = int(here.get("epochs_done", 0))
+    left = current["epochs"] - checkpointed
+    return dict(images_per_second=None if line is None else line[0], epoch_seconds=epoch_seconds,
+                checkpointed=checkpointed, epochs_left=left,
+                left_seconds=None if epoch_seconds is None else round(left * epoch_seconds, 1))
+
+
+def _sessions(info, finished):
+    sessions = info.get("sessions") or []
+    commits = []
+    for session in sessions:
+        commit = ((session.get("environment") or {}).get("source") or {}).get("commit")
+        if commit and commit[:7] not in commits:
+            commits.append(commit[:7])
+    last = sessions[-1] if sessions else {}
+    record = dict(sessions=len(sessions), commits=commits, last_started=last.get("started"),
+                  last_stopped=last.get("stopped"), stop_reason=last.get("stop_reason"), command=None, cwd=None)
+    if not finished:
+        record.update(command=last.get("command"), cwd=last.get("cwd"))
+    return record
+
+
+def format_duration(seconds):
+    """``"45 s"``, ``"12 min"``, ``"3.1 h"`` (here and in the engine's log)."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _score(stage, value):
+    """``"val top-1 36.62%"`` (or the stage's other held-out score)."""
+    name = (stage["score"] or "score").replace("val_", "val ").replace("top1", "top-1").replace("_", " ")
+    return f"{name} {value:.2f}%"
+
+
+def format_status(status):
+    """The status as a few lines: what the run is, where it stands, how to continue it."""
+    head = f"{status['run']}: {status['model']} ({status['paper']}, {status['precision']}), {status['state']}"
+    lines = []
+    for i, stage in enumerate(status["stages"], 1):
+        where = f"  stage {i}/{len(status['stages'])} '{stage['name']}': epoch {stage['epochs_done']}/{stage['epochs']}"
+        if stage["finished"]:
+            where += ", finished" + (f": val top-1 {stage['result']:.2f}%" if stage["result"] is not None else "")
+        elif stage["last"] is not None:
+            where += (f"; last epoch {_score(stage, stage['last'])}, best {stage['best']:.2f}% at epoch "
+                      f"{stage['best_epoch']}")
+        if stage["name"] == status["stage"] and status["checkpointed"] != stage["epochs_done"]:
+            where += (f" (checkpointed after epoch {status['checkpointed']}: a restart continues from there)"
+                      if status["checkpointed"] else " (no checkpoint yet: a restart begins the stage again)")
+        lines.append(where)
+    if status["stage"] is not None and status["epoch_seconds"] is not None:
+        pace = f"  pace: {format_duration(status['epoch_seconds'])} an epoch"
+        if status["images_per_second"] is not None:
+            pace += f", {status['images_per_second']:,.0f} images/s in training"
+        later = sum(s["epochs"] for s in status["stages"] if not s["finished"] and s["name"] != status["stage"])
+        left = status["epochs_left"]
+        pace += (f"; {left} epoch{'s' * (left != 1)} of '{status['stage']}' left, about "
+                 f"{format_duration(status['left_seconds'])}" + (f", then {later} epochs of later stages" if later
+                                                                   else ""))
+        lines.append(pace)
+    commits = f" (commit {', '.join(status['commits'])})" if status["commits"] else ""
+    count = status["sessions"]
+    trained = f"  trained {format_duration(status['train_seconds'])} over {count} session{'s' * (count != 1)}{commits}"
+    if status["stop_reason"] and status["state"] != "finished":
+        trained += f"; the last stopped at {status['last_stopped']}: {status['stop_reason']}"
+    lines.append(trained)
+    if status["log_written"] is not None and status["state"] != "finished":
+        lines.append(f"  {runs.LOG} last written {format_duration(status['log_written'])} ago"
+                     + (" (it is written at least every 2 minutes while the run trains)"
+                        if status["log_written"] > 300 else ""))
+    if status["command"]:
+        lines.append(f"  continue: cd {status['cwd']} && {status['command']}")
+    return "\n".join([head] + lines)
