@@ -80,7 +80,8 @@ def extra_flags(parser):
                         help=f"Adam's initial learning rate (default {LR})")
     parser.add_argument("--alpha", type=flags.positive_number, default=OPTIONS["alpha"],
                         help=f"box loss weight of Eq. 1 (default {OPTIONS['alpha']})")
-    parser.add_argument("--max-boxes", type=flags.positive_int, default=MAX_BOXES, help=f"decoder steps (default {MAX_BOXES})")
+    parser.add_argument("--max-boxes", type=flags.positive_int, default=MAX_BOXES,
+                        help=f"decoder steps (default {MAX_BOXES})")
 
 
 def configure(_, args):
