@@ -545,6 +545,9 @@ def test_workdir_results_keep_the_runs_not_trained_now_and_another_paper_s_are_r
     assert saved == results and [(r["model"], r["val_top1"]) for r in saved["runs"]][0] == ("model1", 12.5)
     assert [r["model"] for r in saved["runs"]] == ["model1", "model2"] and saved["runs"][1]["val_top1"] != 1.0
     assert saved["runs"][1]["architecture"] == "paper4_model2"  # this command's row
+    # The data each row was measured on: model1's earlier, model2's this command's (the top level).
+    assert saved["runs"][0]["data"] == "x.zip" and "data" not in saved["runs"][1]
+    assert saved["data"] == str(fixture_zip)
     assert list(saved["recipe"]) == ["model1", "model2"] and saved["recipe"]["model1"] == recipe["model1"]
     assert saved["recipe"]["model2"]["per_class"] == 2  # this command's (--smoke) recipe
     (tmp_path / "results.json").write_text(json.dumps(dict(earlier, paper="paper5")))

@@ -248,12 +248,15 @@ def earlier_results(parser, workdir, paper, args):
 def merge_results(earlier, results, order):
     """``results`` with what ``earlier`` (the workdir's results of the same paper) holds of
     the runs and ensembles it did not compute: rows of the same name are replaced, the
-    others kept; rows and recipes in ``order`` (the paper's runs, then its ensembles)."""
+    others kept (with their ``data`` where it is not this command's); rows and recipes in
+    ``order`` (the paper's runs, then its ensembles)."""
     if not earlier:
         return results
     rank = {name: i for i, name in enumerate(order)}
     computed = {r["model"] for r in results["runs"]} | set(results["recipe"])
-    rows = [r for r in earlier["runs"] if r.get("model") not in computed] + results["runs"]
+    kept = [r if "data" in r or earlier.get("data") in (None, results["data"]) else {**r, "data": earlier["data"]}
+            for r in earlier["runs"] if r.get("model") not in computed]
+    rows = kept + results["runs"]
     recipes = {**{k: v for k, v in earlier["recipe"].items() if k not in results["recipe"]}, **results["recipe"]}
     return dict(results, runs=sorted(rows, key=lambda r: rank.get(r.get("model"), len(rank))),
                 recipe={k: recipes[k] for k in sorted(recipes, key=lambda k: rank.get(k, len(rank)))})
