@@ -394,6 +394,13 @@ def test_smoke_run_and_boxes_plot(fixture_zip, tmp_path):
     assert set(history[0]) == {"epoch", "loss", "learning_rate", "val_loss", "val_mean_iou", "val_corloc"}
     assert 0 <= float(history[0]["val_mean_iou"]) <= 1 and float(history[0]["learning_rate"]) > 0
     assert "val_mean_iou" in (workdir / "train.log").read_text()  # the epoch line
+    from tiny_keras import status
+
+    found, row = status.read_status(workdir), results["runs"][0]
+    assert found["state"] == "finished" and found["stages"][0]["score"] == "val_mean_iou"
+    assert found["stages"][0]["result"] == {k: 100.0 * row[k] for k in ("mean_iou", "corloc", "ap50")}
+    assert f"finished: mean IoU {100 * row['mean_iou']:.2f}%, CorLoc {100 * row['corloc']:.2f}%, AP50 " in \
+        status.format_status(found)
     from tiny_keras import published
 
     with pytest.raises(published.PublishError, match="smoke"):

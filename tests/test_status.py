@@ -84,10 +84,13 @@ def test_status_follows_a_run_from_a_kill_to_its_end(fixture_zip, tmp_path):
     found = status.read_status(run)
     assert found["state"] == "finished" and found["stage"] is None and found["command"] is None
     assert [(s["epochs_done"], s["finished"]) for s in found["stages"]] == [(3, True), (2, True)]
-    assert [s["result"] for s in found["stages"]] == [r["val_top1"] for r in results["runs"]]
+    assert [s["result"] for s in found["stages"]] == [{"val_top1": r["val_top1"], "val_top5": r["val_top5"]}
+                                                      for r in results["runs"]]
     assert found["train_seconds"] == pytest.approx(sum(r["seconds"] for r in results["runs"]), abs=0.2)
     text = status.format_status(found)
-    assert f"  stage 2/2 'second': epoch 2/2, finished: val top-1 {results['runs'][1]['val_top1']:.2f}%" in text
+    row = results["runs"][1]
+    assert f"  stage 2/2 'second': epoch 2/2, finished: val top-1 {row['val_top1']:.2f}%, val top-5 " \
+           f"{row['val_top5']:.2f}%\n" in text
     assert "continue:" not in text and "pace:" not in text
 
     # The command line: a workdir stands for its run folders; --json keeps the same records.

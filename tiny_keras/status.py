@@ -42,9 +42,10 @@ def _stage_history(run, stage):
 
 
 def _score_column(rows):
-    """The held-out score the rows hold: ``val_top1``, else the first other ``val_`` column."""
+    """The held-out score the rows hold, the one a stage's best weights are chosen by: a
+    classifier's ``val_top1``, a localiser's ``val_mean_iou`` (else the first ``val_`` one)."""
     names = [k for k in (rows[0] if rows else {}) if k.startswith("val_") and k != "val_loss"]
-    return "val_top1" if "val_top1" in names else (names[0] if names else None)
+    return next((k for k in ("val_top1", "val_mean_iou") if k in names), names[0] if names else None)
 
 
 def _last_epoch_line(run, stage):
@@ -71,10 +72,18 @@ def _stage_status(run, stage, done_rows):
                   best_epoch=scores.index(max(scores)) + 1 if scores else None)
     row = done_rows.get(stage["name"])
     if row is not None:  # a finished stage: its reported scores (best weights restored, or a last evaluation)
-        record.update(finished=True, epochs_done=row.get("epochs") or len(rows), result=row.get("val_top1"))
+        record.update(finished=True, epochs_done=row.get("epochs") or len(rows), result=_result(row))
     else:
         record.update(finished=False, result=None)
     return record
+
+
+def _result(row):
+    """A finished stage's scores in percent: a classifier's ``val_top1`` (and top-5), or a
+    localiser's mean IoU, CorLoc and AP50 (fractions in its rows)."""
+    if row.get("val_top1") is not None:
+        return {k: row[k] for k in ("val_top1", "val_top5") if row.get(k) is not None}
+    return {k: 100.0 * row[k] for k in ("mean_iou", "corloc", "ap50") if isinstance(row.get(k), (int, float))}
 
 
 def read_status(run):
@@ -149,10 +158,13 @@ def format_duration(seconds):
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def _score(stage, value):
-    """``"val top-1 36.62%"`` (or the stage's other held-out score)."""
-    name = (stage["score"] or "score").replace("val_", "val ").replace("top1", "top-1").replace("_", " ")
-    return f"{name} {value:.2f}%"
+LABELS = {"top1": "top-1", "top5": "top-5", "mean_iou": "mean IoU", "corloc": "CorLoc", "ap50": "AP50"}
+
+
+def _score(name, value):
+    """``"val top-1 36.62%"`` for the score named ``val_top1`` (``val_mean_iou``: ``"val mean IoU"``)."""
+    prefix, base = ("val ", name[4:]) if name and name.startswith("val_") else ("", name or "score")
+    return f"{prefix}{LABELS.get(base, base.replace('_', ' '))} {value:.2f}%"
 
 
 def format_status(status):
@@ -162,9 +174,10 @@ def format_status(status):
     for i, stage in enumerate(status["stages"], 1):
         where = f"  stage {i}/{len(status['stages'])} '{stage['name']}': epoch {stage['epochs_done']}/{stage['epochs']}"
         if stage["finished"]:
-            where += ", finished" + (f": val top-1 {stage['result']:.2f}%" if stage["result"] is not None else "")
+            where += ", finished" + (": " + ", ".join(_score(k, v) for k, v in stage["result"].items())
+                                     if stage["result"] else "")
         elif stage["last"] is not None:
-            where += (f"; last epoch {_score(stage, stage['last'])}, best {stage['best']:.2f}% at epoch "
+            where += (f"; last epoch {_score(stage['score'], stage['last'])}, best {stage['best']:.2f}% at epoch "
                       f"{stage['best_epoch']}")
         if stage["name"] == status["stage"] and status["checkpointed"] != stage["epochs_done"]:
             where += (f" (checkpointed after epoch {status['checkpointed']}: a restart continues from there)"
