@@ -229,6 +229,9 @@ class TinyImageNet:
         self.classes = ClassNames(self._read_wnids(), self._read_words())
         self._records = {}
 
+    def __str__(self):
+        return self.path  # as given: messages that name the data read as they would with the path
+
     # -- files ----------------------------------------------------------------------------
     def describe(self, rel):
         """A user-facing name for a file inside the dataset (path, or archive:member)."""

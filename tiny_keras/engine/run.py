@@ -77,8 +77,8 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     session = session.resolve(capability)
     task.check_session(session)
     check_strategy(session.strategy)
-    if isinstance(data, (str, os.PathLike)):  # its layout (wnids.txt, words.txt), before the run folder is made
-        TinyImageNet(data)
+    if isinstance(data, (str, os.PathLike)):  # its layout (wnids.txt, words.txt), read once, before the folder is made
+        data = TinyImageNet(data)
     replaced = runs.prepare_folder(workdir, recipe, overwrite)
     finished = files.read_json(os.path.join(workdir, runs.RESULTS), None)
     if finished is not None:
