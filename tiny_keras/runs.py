@@ -247,6 +247,17 @@ def _stage_sizes(run):
     return {s["name"]: s.get("image_size") for s in read_recipe(run)["stages"]}
 
 
+def read_stage_history(run, stage):
+    """The rows of stage ``stage``'s ``history.csv`` in ``run`` (dicts of strings, as
+    CSVLogger wrote them), in epoch order; [] where the stage has none yet."""
+    path = os.path.join(stage_folder(run, stage), HISTORY)
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("epoch", "") != ""]
+    return sorted(rows, key=lambda r: int(r["epoch"]))
+
+
 def read_history(run):
     """The :class:`History` of a run folder: its stages' ``history.csv`` files, in stage order.
 
@@ -256,15 +267,10 @@ def read_history(run):
     sizes = _stage_sizes(run)
     rows, boundaries, offset = [], [], 0
     for name in names:
-        path = os.path.join(stage_folder(run, name), HISTORY)
-        if not os.path.isfile(path):
-            break
-        with open(path, newline="") as f:
-            stage_rows = [r for r in csv.DictReader(f) if r.get("epoch", "") != ""]
+        stage_rows = read_stage_history(run, name)
         if not stage_rows:
             break
         boundaries.append(Boundary(offset, name, sizes.get(name)))
-        stage_rows.sort(key=lambda r: int(r["epoch"]))
         for r in stage_rows:
             rows.append({**r, "_x": offset + int(r["epoch"]) + 1})
         offset += int(stage_rows[-1]["epoch"]) + 1

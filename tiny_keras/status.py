@@ -7,7 +7,6 @@ and its folder holds all that says where it is: the stage and epoch reached
 its speed (``train.log``'s epoch lines) and each session's command, folder and commit
 (``run.json``). It only reads them, so it can watch a run that trains in the background.
 """
-import csv
 import os
 import re
 import time
@@ -29,16 +28,6 @@ def run_folders(path):
         return []
     return [os.path.join(path, name) for name in sorted(os.listdir(path))
             if runs.is_run_folder(os.path.join(path, name))]
-
-
-def _stage_history(run, stage):
-    """The rows of a stage's ``history.csv`` (dicts of strings), in epoch order."""
-    path = os.path.join(runs.stage_folder(run, stage), runs.HISTORY)
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("epoch", "") != ""]
-    return sorted(rows, key=lambda r: int(r["epoch"]))
 
 
 def _score_column(rows):
@@ -64,7 +53,7 @@ def _last_epoch_line(run, stage):
 
 def _stage_status(run, stage, done_rows):
     """One stage's record: epochs done and its scores, in percent."""
-    rows = _stage_history(run, stage["name"])
+    rows = runs.read_stage_history(run, stage["name"])
     column = _score_column(rows)
     scores = [100.0 * float(r[column]) for r in rows if column and r.get(column) not in (None, "")]
     record = dict(name=stage["name"], epochs=stage["epochs"], epochs_done=len(rows), score=column,
