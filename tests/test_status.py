@@ -33,6 +33,36 @@ def test_epoch_line_reads_what_the_engine_writes():
                                    2041.4, 190.2)
     match = status.EPOCH_LINE.search(f"2026-12-06 19:51:54 {line} | 12 epochs left, about 38 min")
     assert (match["stage"], match["epoch"], match["rate"], match["seconds"]) == ("64px", "3", "2,041", "190")
+    line = engine_log.format_progress("64px", 4, 15, 1_200, 3_125, 1_987.6, 700.0)
+    match = status.STEP_LINE.search(f"2026-12-06 19:53:54 {line}")
+    assert (match["stage"], match["epoch"], match["step"], match["steps"], match["rate"]) == (
+        "64px", "4", "1,200", "3,125", "1,988")
+    assert status.EPOCH_LINE.search(line) is None
+
+
+def test_a_run_killed_in_its_first_epoch_is_in_progress(fixture_zip, tmp_path, monkeypatch):
+    """``train.log``'s progress lines (here after every step) tell a run inside its first
+    epoch from one that never trained."""
+    monkeypatch.setattr(engine_log, "PROGRESS_SECONDS", 0)
+    run = tmp_path / "resnet"
+    with pytest.raises(Interrupt):  # after the first of the first epoch's two steps
+        train.train(two_stage_recipe(), run, data=fixture_zip, session=EAGER, extra_callbacks=[KillAt(epoch=0)])
+    found = status.read_status(run)
+    assert (found["state"], found["stage"], found["in_epoch"]) == ("in progress", "first",
+                                                                 {"epoch": 1, "step": 1, "steps": 2})
+    assert (found["stages"][0]["epochs_done"], found["checkpointed"], found["epoch_seconds"]) == (0, 0, None)
+    assert found["images_per_second"] > 0
+    text = status.format_status(found).splitlines()
+    assert text[:3] == [
+        f"{run}: paper1_resnet (paper1, float32), in progress",
+        "  stage 1/2 'first': epoch 0/3; train.log's last line: epoch 1, step 1/2 (50%)",
+        "  stage 2/2 'second': epoch 0/2"]
+    assert text[3] == f"  pace: {found['images_per_second']:,.0f} images/s in training; no epoch of 'first' has ended"
+    log = run / "train.log"
+    log.write_text("".join(line for line in log.read_text().splitlines(True) if ": step " not in line))
+    found = status.read_status(run)
+    assert (found["state"], found["in_epoch"], found["images_per_second"]) == ("not started", None, None)
+    assert "pace:" not in status.format_status(found)
 
 
 def test_status_follows_a_run_from_a_kill_to_its_end(fixture_zip, tmp_path):

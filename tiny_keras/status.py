@@ -16,6 +16,9 @@ from tiny_keras import files, runs
 # An epoch line of train.log (``engine.log.format_epoch``), after its time stamp.
 EPOCH_LINE = re.compile(r"stage '(?P<stage>.+)' epoch (?P<epoch>\d+)/\d+: .* \| (?P<rate>[\d,]+) images/s \| "
                         r"(?P<seconds>\d+) s")
+# A progress line inside an epoch (``engine.log.format_progress``).
+STEP_LINE = re.compile(r"stage '(?P<stage>.+)' epoch (?P<epoch>\d+)/\d+: step (?P<step>[\d,]+)/(?P<steps>[\d,]+) "
+                       r"\(\d+%\) \| (?P<rate>[\d,]+) images/s \| ")
 
 
 def run_folders(path):
@@ -37,18 +40,27 @@ def _score_column(rows):
     return next((k for k in ("val_top1", "val_mean_iou") if k in names), names[0] if names else None)
 
 
-def _last_epoch_line(run, stage):
-    """``(images/s, seconds)`` of the stage's last epoch line in ``train.log``, or None."""
-    found = None
+def _last_lines(run, stage):
+    """The stage's last epoch line in ``train.log`` and the last progress line after it (an
+    epoch in training, or cut short by a stop), as matches: None where there is none."""
+    epoch_line = step_line = None
     try:
         with open(os.path.join(run, runs.LOG), encoding="utf-8", errors="replace") as f:
             for line in f:
                 match = EPOCH_LINE.search(line)
                 if match and match["stage"] == stage:
-                    found = match
+                    epoch_line, step_line = match, None
+                    continue
+                match = STEP_LINE.search(line)
+                if match and match["stage"] == stage:
+                    step_line = match
     except OSError:
-        return None
-    return None if found is None else (float(found["rate"].replace(",", "")), float(found["seconds"]))
+        pass
+    return epoch_line, step_line
+
+
+def _number(text):
+    return int(text.replace(",", ""))
 
 
 def _stage_status(run, stage, done_rows):
@@ -94,11 +106,12 @@ def read_status(run):
     done_rows = {r["stage"]: r for r in progress.get("runs", [])}
     stages = [_stage_status(run, s, done_rows) for s in recipe["stages"]]
     current = None if finished else next((s for s in stages if not s["finished"]), None)
+    pace = _pace(run, current, state)
+    started = any(s["epochs_done"] for s in stages) or pace["in_epoch"] is not None
     status = dict(run=os.fspath(run), paper=recipe.get("paper"), model=recipe.get("model"),
                   precision=recipe.get("precision"), stages=stages,
-                  state="finished" if finished else "in progress" if any(s["epochs_done"] for s in stages)
-                  else "not started", stage=None if current is None else current["name"])
-    status.update(_pace(run, current, state))
+                  state="finished" if finished else "in progress" if started else "not started",
+                  stage=None if current is None else current["name"], **pace)
     seconds = sum(r.get("seconds") or 0.0 for r in done_rows.values())
     if not finished and state and state.get("stage") == status["stage"]:
         seconds += state.get("seconds") or 0.0
@@ -110,19 +123,24 @@ def read_status(run):
 
 
 def _pace(run, current, state):
-    """The current stage's speed (``train.log``'s last epoch line, ``state.json``'s mean
-    epoch of the last session) and its epochs left at that pace."""
+    """The current stage's speed (``train.log``'s last epoch or progress line, ``state.json``'s
+    mean epoch of the last session), its epochs left at that pace, and where ``train.log``
+    last saw an epoch that has not ended (``in_epoch``: its number, step and steps)."""
     if current is None:
-        return dict(images_per_second=None, epoch_seconds=None, checkpointed=None, epochs_left=None, left_seconds=None)
-    line = _last_epoch_line(run, current["name"])
+        return dict(images_per_second=None, epoch_seconds=None, checkpointed=None, epochs_left=None, left_seconds=None,
+                    in_epoch=None)
+    line, step = _last_lines(run, current["name"])
     here = state if (state or {}).get("stage") == current["name"] else {}
-    epoch_seconds = here.get("epoch_seconds") or (None if line is None else line[1])
+    epoch_seconds = here.get("epoch_seconds") or (None if line is None else float(line["seconds"]))
     # A restart continues from the last checkpointed epoch, which may come before the last epoch trained.
     checkpointed = int(here.get("epochs_done", 0))
     left = current["epochs"] - checkpointed
-    return dict(images_per_second=None if line is None else line[0], epoch_seconds=epoch_seconds,
-                checkpointed=checkpointed, epochs_left=left,
-                left_seconds=None if epoch_seconds is None else round(left * epoch_seconds, 1))
+    newest = step or line
+    return dict(images_per_second=None if newest is None else float(_number(newest["rate"])),
+                epoch_seconds=epoch_seconds, checkpointed=checkpointed, epochs_left=left,
+                left_seconds=None if epoch_seconds is None else round(left * epoch_seconds, 1),
+                in_epoch=None if step is None else dict(epoch=int(step["epoch"]), step=_number(step["step"]),
+                                                        steps=_number(step["steps"])))
 
 
 def _sessions(info, finished):
@@ -168,6 +186,10 @@ def format_status(status):
         elif stage["last"] is not None:
             where += (f"; last epoch {_score(stage['score'], stage['last'])}, best {stage['best']:.2f}% at epoch "
                       f"{stage['best_epoch']}")
+        if stage["name"] == status["stage"] and status["in_epoch"]:
+            at = status["in_epoch"]
+            where += (f"; {runs.LOG}'s last line: epoch {at['epoch']}, step {at['step']:,}/{at['steps']:,} "
+                      f"({100 * at['step'] / at['steps']:.0f}%)")
         if stage["name"] == status["stage"] and status["checkpointed"] != stage["epochs_done"]:
             where += (f" (checkpointed after epoch {status['checkpointed']}: a restart continues from there)"
                       if status["checkpointed"] else " (no checkpoint yet: a restart begins the stage again)")
@@ -182,6 +204,9 @@ def format_status(status):
                  f"{format_duration(status['left_seconds'])}" + (f", then {later} epochs of later stages" if later
                                                                    else ""))
         lines.append(pace)
+    elif status["stage"] is not None and status["images_per_second"] is not None:
+        lines.append(f"  pace: {status['images_per_second']:,.0f} images/s in training; no epoch of "
+                     f"'{status['stage']}' has ended")
     commits = f" (commit {', '.join(status['commits'])})" if status["commits"] else ""
     count = status["sessions"]
     trained = f"  trained {format_duration(status['train_seconds'])} over {count} session{'s' * (count != 1)}{commits}"

@@ -76,6 +76,12 @@ def format_epoch(stage, number, epochs, logs, images_per_second, seconds):
             + f"{lr} | {images_per_second:,.0f} images/s | {seconds:.0f} s")
 
 
+def format_progress(stage, number, epochs, step, steps, images_per_second, seconds_left):
+    """``stage 'train' epoch 1/60: step 90/781 (12%) | 96 images/s | training steps end in about 15 min``."""
+    return (f"stage '{stage}' epoch {number}/{epochs}: step {step:,}/{steps:,} ({100 * step / steps:.0f}%) | "
+            f"{images_per_second:,.0f} images/s | training steps end in about {format_duration(seconds_left)}")
+
+
 def format_table(rows):
     """The per-stage results with the paper's figure beside ours."""
     header = f"{'model':<26}{'stage':<12}{'epochs':>7}{'val top-1':>11}{'val top-5':>11}{'paper top-1':>13}{'seconds':>10}"
@@ -122,10 +128,8 @@ class EpochLog(keras.callbacks.Callback):
         self._last_progress = now
         done, total = batch + 1, self.steps_per_epoch  # Keras passes the index of the execution's last step
         rate = self.images_per_epoch / total * done / max(now - self._start, 1e-9)
-        left = (total - done) * (now - self._start) / done
-        epoch(f"stage '{self.stage}' epoch {self._epoch + 1}/{self.epochs}: step {done:,}/{total:,} "
-              f"({100 * done / total:.0f}%) | {rate:,.0f} images/s | training steps end in about "
-              f"{format_duration(left)}")
+        epoch(format_progress(self.stage, self._epoch + 1, self.epochs, done, total, rate,
+                              (total - done) * (now - self._start) / done))
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train_end is None:  # validation inside fit
