@@ -4,8 +4,8 @@
 A long run is trained over several sessions (``--time-limit``, or a stop of any kind),
 and its folder holds all that says where it is: the stage and epoch reached
 (``state.json``, ``progress.json``), each epoch's scores (``stages/<name>/history.csv``),
-its speed (``train.log``'s epoch lines) and each session's command, folder and commit
-(``run.json``). It only reads them, so it can watch a run that trains in the background.
+its speed and the epoch in training (``train.log``'s epoch and progress lines) and each
+session's command, folder and commit (``run.json``). It only reads them, so it can watch a run that trains in the background.
 """
 import os
 import re
