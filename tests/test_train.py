@@ -139,6 +139,26 @@ def test_resume_after_kill_continues_from_epoch_2_with_the_right_lr(fixture_zip,
     assert len(json.loads((tmp_path / "whole" / "run.json").read_text())["sessions"]) == 1
 
 
+def test_a_stopped_run_moved_to_another_folder_continues_there(fixture_zip, tmp_path):
+    """A run folder carried elsewhere (another machine, another path) resumes where it is
+    now: nothing it reads on resuming names the folder it was written in."""
+    recipe = tiny_recipe()
+    fit(recipe, tmp_path / "whole", data=fixture_zip, verbose=0, session=EAGER)
+    first = tmp_path / "machine_a" / "run"
+    with pytest.raises(Interrupt):
+        fit(recipe, first, data=fixture_zip, verbose=0, session=EAGER, extra_callbacks=[KillAt(epoch=2)])
+    moved = tmp_path / "machine_b" / "runs" / "run"
+    moved.parent.mkdir(parents=True)
+    first.rename(moved)
+    (tmp_path / "machine_a").rmdir()  # nothing left behind to read from
+    fit(recipe, moved, data=fixture_zip, verbose=0, session=EAGER)
+    assert [int(r["epoch"]) for r in read_history(moved / "stages" / "train" / "history.csv")] == [0, 1, 2]
+    assert len(json.loads((moved / "run.json").read_text())["sessions"]) == 2
+    for a, b in zip(network_weights(keras.models.load_model(moved / "model.keras")),
+                    network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_finished_and_different_runs_are_not_overwritten(fixture_zip, tmp_path):
     recipe = tiny_recipe(stage={"epochs": 1})
     first = fit(recipe, tmp_path / "run", data=fixture_zip, verbose=0)
