@@ -2,6 +2,7 @@
 folder at each point of its life: killed inside a stage, stopped at a time limit, finished."""
 import csv
 import json
+import shlex
 import time
 
 import pytest
@@ -63,6 +64,42 @@ def test_a_run_killed_in_its_first_epoch_is_in_progress(fixture_zip, tmp_path, m
     found = status.read_status(run)
     assert (found["state"], found["in_epoch"], found["images_per_second"]) == ("not started", None, None)
     assert "pace:" not in status.format_status(found)
+
+
+def test_a_moved_run_s_command_names_the_folder_it_is_in_now(fixture_zip, tmp_path):
+    """A run folder copied to another path: the command that continues it names its new
+    parent as --workdir; where the last session's checkout is gone, the line says so."""
+    run = tmp_path / "machine_a" / "runs" / "resnet"
+    with pytest.raises(Interrupt):  # after the first epoch's first step
+        train.train(two_stage_recipe(), run, data=fixture_zip, session=EAGER, extra_callbacks=[KillAt(epoch=0)])
+    # The session record a reproduction script writes (``provenance``): its command and folder.
+    checkout = tmp_path / "machine_a" / "tiny_keras"
+    checkout.mkdir()
+    info = json.loads((run / "run.json").read_text())
+    command = ("python reproductions/paper1_progressive_resnet.py --data tiny-imagenet-200.zip --workdir ../runs "
+               "--model resnet")
+    info["sessions"][-1].update(command=command, cwd=str(checkout))
+    (run / "run.json").write_text(json.dumps(info))
+    found = status.read_status(run)
+    assert (found["command"], found["moved_from"]) == (command, None)
+    assert status.format_status(found).endswith(f"  continue: cd {checkout} && {command}")
+
+    moved = tmp_path / "machine b" / "resnet"
+    moved.parent.mkdir()
+    run.rename(moved)
+    found = status.read_status(moved)
+    now = command.replace("--workdir ../runs", f"--workdir '{tmp_path / 'machine b'}'")
+    assert (found["command"], found["moved_from"]) == (now, str(run))
+    assert status.format_status(found).endswith(
+        f"  moved: its last session trained it in {run}; the command below names the folder it is in now\n"
+        f"  continue: cd {checkout} && {now}")
+    checkout.rmdir()  # another machine: the last session's checkout is not here
+    assert status.format_status(status.read_status(moved)).endswith(
+        f"  continue, from a checkout of tiny_keras ({checkout}, where the last session ran, is not here): {now}")
+    here = "--workdir=" + shlex.quote(str(tmp_path / "machine b"))
+    info["sessions"][-1]["command"] = command.replace("--workdir ../runs", here)
+    (moved / "run.json").write_text(json.dumps(info))
+    assert status.read_status(moved)["moved_from"] is None  # a command naming where the folder is
 
 
 def test_status_follows_a_run_from_a_kill_to_its_end(fixture_zip, tmp_path):

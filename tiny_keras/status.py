@@ -5,10 +5,13 @@ A long run is trained over several sessions (``--time-limit``, or a stop of any 
 and its folder holds all that says where it is: the stage and epoch reached
 (``state.json``, ``progress.json``), each epoch's scores (``stages/<name>/history.csv``),
 its speed and the epoch in training (``train.log``'s epoch and progress lines) and each
-session's command, folder and commit (``run.json``). It only reads them, so it can watch a run that trains in the background.
+session's command, folder and commit (``run.json``). It only reads them, so it can watch
+a run that trains in the background. A folder copied elsewhere is continued where it is
+now (``--workdir`` made its parent).
 """
 import os
 import re
+import shlex
 import time
 
 from tiny_keras import files, runs
@@ -92,7 +95,9 @@ def read_status(run):
     "in progress" or "not started"), its ``stages`` (epochs done, last and best score), the
     current ``stage`` with its speed and the time its epochs left take at that pace, the
     ``sessions`` that trained it, and, for a run not finished, the command and folder that
-    continue it (the last session's: the same command continues a run)."""
+    continue it (the last session's: the same command continues a run; its ``--workdir``
+    made the folder's parent where the folder has moved since, ``moved_from`` then naming
+    where it was)."""
     recipe = runs.read_recipe(run)
     if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list):
         raise runs.RunRecordError(f"{os.path.join(run, runs.RECIPE)}: no list of stages; not a recipe this version "
@@ -119,6 +124,9 @@ def read_status(run):
     log = os.path.join(run, runs.LOG)
     status["log_written"] = round(time.time() - os.path.getmtime(log), 1) if os.path.isfile(log) else None
     status.update(_sessions(info, finished))
+    status["moved_from"] = None
+    if status["command"]:
+        status["command"], status["moved_from"] = _moved(run, status["command"], status["cwd"])
     return status
 
 
@@ -156,6 +164,30 @@ def _sessions(info, finished):
     if not finished:
         record.update(command=last.get("command"), cwd=last.get("cwd"))
     return record
+
+
+def _moved(run, command, cwd):
+    """The command that continues the run in folder ``run`` where the folder is now, and
+    the folder its last session trained it in where that was elsewhere (None: not moved):
+    a folder copied to another path or machine keeps its last session's ``--workdir``."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command, None
+    for i, word in enumerate(words):
+        if word.startswith("--workdir="):
+            at, workdir = i, word[len("--workdir="):]
+        elif word == "--workdir" and i + 1 < len(words):
+            at, workdir = i + 1, words[i + 1]
+        else:
+            continue
+        then = os.path.normpath(os.path.join(cwd or "", workdir, os.path.basename(os.path.abspath(run))))
+        now = os.path.abspath(run)
+        if os.path.realpath(then) == os.path.realpath(now):
+            return command, None
+        words[at] = os.path.dirname(now) if at == i + 1 else f"--workdir={os.path.dirname(now)}"
+        return shlex.join(words), then
+    return command, None
 
 
 def format_duration(seconds):
@@ -217,6 +249,12 @@ def format_status(status):
         lines.append(f"  {runs.LOG} last written {format_duration(status['log_written'])} ago"
                      + (" (it is written at least every 2 minutes while the run trains)"
                         if status["log_written"] > 300 else ""))
-    if status["command"]:
+    if status.get("moved_from"):
+        lines.append(f"  moved: its last session trained it in {status['moved_from']}; the command below names "
+                     "the folder it is in now")
+    if status["command"] and status["cwd"] and not os.path.isdir(status["cwd"]):  # another machine's folder
+        lines.append(f"  continue, from a checkout of tiny_keras ({status['cwd']}, where the last session ran, is "
+                     f"not here): {status['command']}")
+    elif status["command"]:
         lines.append(f"  continue: cd {status['cwd']} && {status['command']}")
     return "\n".join([head] + lines)
