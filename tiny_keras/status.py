@@ -97,7 +97,7 @@ def read_status(run):
     ``sessions`` that trained it, and, for a run not finished, the command and folder that
     continue it (the last session's: the same command continues a run; its ``--workdir``
     made the folder's parent where the folder has moved since, ``moved_from`` then naming
-    where it was)."""
+    where it was; ``cwd_here``: whether its folder is on this machine)."""
     recipe = runs.read_recipe(run)
     if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list):
         raise runs.RunRecordError(f"{os.path.join(run, runs.RECIPE)}: no list of stages; not a recipe this version "
@@ -123,10 +123,7 @@ def read_status(run):
     status["train_seconds"] = round(seconds, 1)
     log = os.path.join(run, runs.LOG)
     status["log_written"] = round(time.time() - os.path.getmtime(log), 1) if os.path.isfile(log) else None
-    status.update(_sessions(info, finished))
-    status["moved_from"] = None
-    if status["command"]:
-        status["command"], status["moved_from"] = _moved(run, status["command"], status["cwd"])
+    status.update(_sessions(run, info, finished))
     return status
 
 
@@ -151,7 +148,7 @@ def _pace(run, current, state):
                                                         steps=_number(step["steps"])))
 
 
-def _sessions(info, finished):
+def _sessions(run, info, finished):
     sessions = info.get("sessions") or []
     commits = []
     for session in sessions:
@@ -160,9 +157,14 @@ def _sessions(info, finished):
             commits.append(commit[:7])
     last = sessions[-1] if sessions else {}
     record = dict(sessions=len(sessions), commits=commits, last_started=last.get("started"),
-                  last_stopped=last.get("stopped"), stop_reason=last.get("stop_reason"), command=None, cwd=None)
+                  last_stopped=last.get("stopped"), stop_reason=last.get("stop_reason"), command=None, cwd=None,
+                  cwd_here=None, moved_from=None)
     if not finished:
         record.update(command=last.get("command"), cwd=last.get("cwd"))
+    if record["command"]:
+        record["command"], record["moved_from"] = _moved(run, record["command"], record["cwd"])
+    if record["cwd"]:
+        record["cwd_here"] = os.path.isdir(record["cwd"])
     return record
 
 
@@ -181,8 +183,8 @@ def _moved(run, command, cwd):
             at, workdir = i + 1, words[i + 1]
         else:
             continue
-        then = os.path.normpath(os.path.join(cwd or "", workdir, os.path.basename(os.path.abspath(run))))
         now = os.path.abspath(run)
+        then = os.path.normpath(os.path.join(cwd or "", workdir, os.path.basename(now)))
         if os.path.realpath(then) == os.path.realpath(now):
             return command, None
         words[at] = os.path.dirname(now) if at == i + 1 else f"--workdir={os.path.dirname(now)}"
@@ -249,10 +251,10 @@ def format_status(status):
         lines.append(f"  {runs.LOG} last written {format_duration(status['log_written'])} ago"
                      + (" (it is written at least every 2 minutes while the run trains)"
                         if status["log_written"] > 300 else ""))
-    if status.get("moved_from"):
+    if status["moved_from"]:
         lines.append(f"  moved: its last session trained it in {status['moved_from']}; the command below names "
                      "the folder it is in now")
-    if status["command"] and status["cwd"] and not os.path.isdir(status["cwd"]):  # another machine's folder
+    if status["command"] and status["cwd_here"] is False:  # another machine's folder
         lines.append(f"  continue, from a checkout of tiny_keras ({status['cwd']}, where the last session ran, is "
                      f"not here): {status['command']}")
     elif status["command"]:
