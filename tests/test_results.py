@@ -28,7 +28,10 @@ def test_readme_tables_match_results_folder():
     # README.md's table is docs/results.md's without the notes, and links from the top folder.
     full, notes = blocks["papers-table-full"].split("\n\n", 1)
     assert re.sub(r" \(\d+\) \|", " |", full).replace("](../results/", "](results/") == blocks["papers-table"]
-    assert notes.startswith("1. paper4 model1: ") and "](results/paper4/model1) |" in blocks["papers-table"]
+    # The notes are numbered in the table's order: note 1 belongs to the first measured row.
+    first = re.search(r"\]\(results/([^/)]+)/([^/)]+)\) \|", blocks["papers-table"]).groups()
+    assert first == ("paper3", "vgg_y")
+    assert notes.startswith("1. paper3 vgg_y: ") and "\n2. paper4 model1: " in notes
     assert "[record](../results/paper2_localization/goldfish)" in blocks["localization-table"]
 
 
