@@ -28,10 +28,19 @@ def test_readme_tables_match_results_folder():
     # README.md's table is docs/results.md's without the notes, and links from the top folder.
     full, notes = blocks["papers-table-full"].split("\n\n", 1)
     assert re.sub(r" \(\d+\) \|", " |", full).replace("](../results/", "](results/") == blocks["papers-table"]
-    # The notes are numbered in the table's order: note 1 belongs to the first measured row.
-    first = re.search(r"\]\(results/([^/)]+)/([^/)]+)\) \|", blocks["papers-table"]).groups()
-    assert first == ("paper3", "vgg_y")
-    assert notes.startswith("1. paper3 vgg_y: ") and "\n2. paper4 model1: " in notes
+    # The notes are numbered in the table's order, each named by its row: note k belongs to
+    # the row whose "ours" cell ends in (k).
+    rows, paper = {}, None
+    for line in full.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        paper = cells[0].split(":")[0] if cells[0] else paper
+        marker = re.search(r"\]\(\.\./results/[^)]+\) \((\d+)\)$", cells[3])
+        if marker:
+            rows[int(marker.group(1))] = f"{paper} {cells[1]}"
+    labels = re.findall(r"^(\d+)\. ([^:]+): ", notes, flags=re.M)
+    assert [int(k) for k, _ in labels] == list(range(1, len(rows) + 1)) == sorted(rows)
+    assert {int(k): label for k, label in labels} == rows
+    assert {"paper3 vgg_y", "paper4 model1", "paper4 model2, bfloat16", "paper5 cnn8 (fine_tune)"} <= set(rows.values())
     assert "[record](../results/paper2_localization/goldfish)" in blocks["localization-table"]
 
 
