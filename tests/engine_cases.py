@@ -2,9 +2,11 @@
 
 ``KERAS_BACKEND=jax python tests/engine_cases.py DATA OUT [STRATEGY]`` trains a tiny
 recipe on DATA (the fixture zip) in OUT/whole, trains it again killed in epoch 2 and
-resumed in OUT/killed, and writes OUT/cases.json with what the test on the TensorFlow side
-checks (``tests/test_engine_backends.py``): the backend, the resumed run's largest weight
-difference from the uninterrupted one, the run's val top-1 beside ``tiny_keras.evaluate``'s
+resumed in OUT/killed, and again stopped by its time limit inside epoch 2 (after its
+first step) and resumed in OUT/stopped, and writes OUT/cases.json with what the test on
+the TensorFlow side checks (``tests/test_engine_backends.py``): the backend, the resumed
+runs' largest weight and history differences from the uninterrupted one, the run's val
+top-1 beside ``tiny_keras.evaluate``'s
 on the saved model, and OUT/logits.npy, the saved model's logits on the val images, which
 the TensorFlow side compares with its own reading of OUT/whole/model.keras, and
 OUT/weights.npz, the trained network's weights. STRATEGY is the recipe's (default
@@ -14,9 +16,11 @@ OUT/weights.npz, the trained network's weights. STRATEGY is the recipe's (defaul
 The process runs with TensorFlow (and TFDS) made unimportable, so everything it does
 proves to need neither.
 """
+import csv
 import json
 import pathlib
 import sys
+import time
 
 sys.modules["tensorflow"] = None  # import tensorflow now raises ImportError
 sys.modules["tensorflow_datasets"] = None
@@ -26,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from killed_runs import Interrupt, KillAt  # noqa: E402
 from tiny_keras import augment, data, evaluate, runs, train  # noqa: E402
-from tiny_keras.engine import Session  # noqa: E402
+from tiny_keras.engine import Session, time_limit  # noqa: E402
 from tiny_keras.recipe import Recipe, Stage  # noqa: E402
 
 
@@ -49,6 +53,29 @@ def tiny_recipe(random=True):
 
 def backbone_weights(folder):
     return keras.models.load_model(folder / runs.MODEL).network.get_weights()
+
+
+def history(folder):
+    with open(folder / runs.STAGES / "train" / runs.HISTORY) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def stop_inside_epoch_2(recipe, data_path, folder):
+    """Trains ``recipe`` in ``folder`` with a time limit that stops it inside epoch 2, after
+    its first step (where the limit's rule is told that no more fits), then to its end;
+    returns where it stopped, ``(epochs done, steps done)``."""
+    fits = time_limit.TimeLimit._fits
+    time_limit.TimeLimit._fits = lambda self, done: not (self.run_checkpoint.epoch == 1 and done == 1)
+    try:
+        train.train(recipe, folder, data=data_path, session=session(), stop_by=time.time() + 3600)
+        raise AssertionError("the run was not stopped")
+    except train.TimeLimitReached:
+        pass
+    finally:
+        time_limit.TimeLimit._fits = fits
+    state = json.loads((folder / runs.STATE).read_text())
+    train.train(recipe, folder, data=data_path, session=session())
+    return [state["epochs_done"], state.get("steps_done", 0)]
 
 
 def compare_strategies(data_path, out, strategy):
@@ -82,6 +109,13 @@ def main(data_path, out, strategy="default"):
     resumed = keras.models.load_model(out / "killed" / runs.MODEL)
     weight_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0
                       for a, b in zip(whole.network.get_weights(), resumed.network.get_weights()))
+    stopped_at = stop_inside_epoch_2(recipe, data_path, out / "stopped")
+    stopped = keras.models.load_model(out / "stopped" / runs.MODEL)
+    stopped_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0
+                       for a, b in zip(whole.network.get_weights(), stopped.network.get_weights()))
+    whole_history, stopped_history = history(out / "whole"), history(out / "stopped")
+    history_diff = (max(abs(a[k] - b[k]) / max(abs(a[k]), 1.0) for a, b in zip(whole_history, stopped_history)
+                        for k in a) if len(whole_history) == len(stopped_history) else float("inf"))
 
     val = data.load_split(data_path, "val")
     member = evaluate.load_member(out / "whole" / runs.MODEL)
@@ -95,6 +129,9 @@ def main(data_path, out, strategy="default"):
         "backend": keras.backend.backend(),
         "recorded_backend": run_info["sessions"][0]["environment"]["backend"],
         "resumed_max_weight_diff": weight_diff,
+        "stopped_at": stopped_at,
+        "stopped_max_weight_diff": stopped_diff,
+        "stopped_max_history_diff": history_diff,
         "run_val_top1": results["runs"][-1]["val_top1"],
         "evaluate_val_top1": evaluate_top1,
         "tensorflow_blocked": sys.modules.get("tensorflow", "") is None,

@@ -48,6 +48,10 @@ def test_run_resumes_exactly_without_tensorflow(engine):
     # and the batch stream all continue from the checkpoint).
     assert cases["resumed_max_weight_diff"] < 1e-5
     assert (out / "killed" / runs.RESULTS).exists() and not list((out / "killed").glob("checkpoint-*"))
+    # Stopped by the time limit inside epoch 2 and resumed there: the same weights, and the
+    # same history (epoch 2's training metrics over both sessions' steps).
+    assert cases["stopped_at"] == [1, 1]
+    assert cases["stopped_max_weight_diff"] < 1e-5 and cases["stopped_max_history_diff"] < 1e-5
 
 
 def test_run_scores_agree_with_evaluate(engine):

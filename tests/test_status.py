@@ -137,6 +137,16 @@ def test_status_follows_a_run_from_a_kill_to_its_end(fixture_zip, tmp_path):
     assert "(checkpointed after epoch 1: a restart continues from there)" in status.format_status(
         dict(found, checkpointed=1))
     assert "(no checkpoint yet: a restart begins the stage again)" in status.format_status(dict(found, checkpointed=0))
+    # A resume point inside an epoch (a time limit's): where a restart continues.
+    saved = (run / "state.json").read_text()
+    (run / "state.json").write_text(json.dumps(dict(state, steps_done=1)))
+    inside = status.read_status(run)
+    (run / "state.json").write_text(saved)
+    assert (inside["checkpointed"], inside["checkpointed_steps"]) == (2, 1)
+    assert ("  stage 1/2 'first': epoch 2/3; last epoch val top-1 " in status.format_status(inside)
+            and "(checkpointed inside epoch 3, after its step 1: a restart continues from there)"
+            in status.format_status(inside))
+    assert found["checkpointed_steps"] == 0
 
     with pytest.raises(TimeLimitReached):  # a session that starts nothing: its stop is the last
         train.train(recipe, run, data=fixture_zip, session=EAGER, stop_by=time.time() - 1.0)

@@ -618,8 +618,8 @@ def test_resume_checkpoints_thin_out_when_they_cost_more_than_5_percent_of_an_ep
             super().__init__(str(tmp_path), 0, "train", clock=clock, **kwargs)
             self.cost, self.saved = cost, []
 
-        def _save(self, epoch):
-            self.saved.append(epoch + 1)
+        def _save(self, epochs_done, steps_done):
+            self.saved.append(epochs_done)
             clock.now += self.cost
 
     cb = Recording(12.0, epochs=10)
@@ -714,60 +714,84 @@ class FakeClock:
         return self.now
 
 
-def test_time_limit_stops_at_the_last_epoch_that_fits_and_the_run_continues_exactly(fixture_zip, tmp_path,
-                                                                                   monkeypatch):
-    """``stop_by`` 250 s away, epochs of 100 s (on the limit's clock): the run stops after
-    epoch 2 of 4 (a third would end at 300 s) with epoch 2's checkpoint written although the
-    checkpoint schedule (every 3) would skip it; run again, it ends with the weights of the
-    run that was never stopped."""
-    recipe = tiny_recipe(stage={"epochs": 4})
+def test_time_limit_stops_at_the_last_step_that_fits_and_the_run_continues_exactly(fixture_zip, tmp_path,
+                                                                                  monkeypatch):
+    """On the limit's clock a step takes 10 s and validation 50 s: an epoch of 4 steps is 90 s.
+    With 150 s the run stops inside epoch 2 after its step 3 (the fourth and the validation
+    after it would end at 180 s), its resume point written although the checkpoint schedule
+    (every 3 epochs) would write none there; with 95 s it stops after epoch 1 (a step more
+    would end at 100 s). Run again, each ends with the uninterrupted run's weights, history
+    (epoch 2's training metrics over all its steps) and snapshots (every 2 steps: one falls
+    on the step after the stop)."""
+    recipe = tiny_recipe(stage={"epochs": 3, "steps_per_epoch": 4, "snapshot_every_steps": 2})
     every3 = Session(tensorboard=False, checkpoint_every=3, run_eagerly=True)  # eager: no tracing per run
     fit(recipe, tmp_path / "whole", data=fixture_zip, verbose=0, session=every3)
+    whole_history = read_history(tmp_path / "whole" / "stages" / "train" / "history.csv")
+    snapshots = sorted(p.name for p in (tmp_path / "whole" / "stages" / "train" / "snapshots").iterdir())
+    assert snapshots == [f"snapshot-s{s:06d}.keras" for s in (2, 4, 6, 8, 10, 12)]
 
-    clock = FakeClock()
+    for limit, stopped, message in (
+            (150.0, (1, 3), r"in epoch 2/3 after step 3/4 \(a step takes about 10 s, 30 s left\)"),
+            (95.0, (1, 0), r"after epoch 1/3 \(a step takes about 10 s, 5 s left\)")):
+        clock = FakeClock()
 
-    class HundredSecondEpochs(resume.RunCheckpoint):  # the epochs' record the limit judges by
-        def __init__(self, *args, **kwargs):
-            # The stage's start (``start``) stays on the real clock, where the fake one starts too.
-            super().__init__(*args, **kwargs, clock=clock)
+        class TimedSteps(resume.RunCheckpoint):  # the record the limit judges by
+            def __init__(self, *args, **kwargs):
+                # The stage's start (``start``) stays on the real clock, where the fake one starts too.
+                super().__init__(*args, **kwargs, clock=clock)
 
-        def on_epoch_end(self, epoch, logs=None):
-            clock.now += 100.0
-            super().on_epoch_end(epoch, logs)
+            def on_train_batch_end(self, batch, logs=None):
+                clock.now += 10.0
+                super().on_train_batch_end(batch, logs)
 
-    class LimitFromNow(time_limit.TimeLimit):
-        def __init__(self, deadline, *args, **kwargs):
-            super().__init__(deadline, *args, **kwargs)
-            clock.now = deadline - 250.0  # the limit's 250 s, whatever setting up the run took
+            def on_epoch_end(self, epoch, logs=None):
+                clock.now += 50.0
+                super().on_epoch_end(epoch, logs)
 
-    monkeypatch.setattr(resume, "RunCheckpoint", HundredSecondEpochs)
-    monkeypatch.setattr(time_limit, "TimeLimit", LimitFromNow)
-    run = tmp_path / "limited"
-    with pytest.raises(train.TimeLimitReached, match=r"^Stage 'train': stopped at the time limit after epoch 2/4 "
-                                                     r"\(an epoch takes about 2 min, 50 s left\), its checkpoint "
-                                                     r"written$"):
-        fit(recipe, run, data=fixture_zip, verbose=0, session=every3, stop_by=time.time() + 250.0)
-    state = json.loads((run / "state.json").read_text())
-    assert state["epochs_done"] == 2 and (run / state["checkpoint"]).exists()
-    assert state["epoch_seconds"] == pytest.approx(100.0)  # this session's mean, the next session's estimate
-    assert not (run / "results.json").exists() and not (run / "model.keras").exists()
-    assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1]
-    log = (run / "train.log").read_text()
-    assert "stopped at the time limit after epoch 2/4" in log and "continues from there when started again" in log
-    session = json.loads((run / "run.json").read_text())["sessions"][-1]
-    assert session["stop_reason"].startswith("Stage 'train': stopped at the time limit after epoch 2/4")
+        class LimitFromNow(time_limit.TimeLimit):
+            def __init__(self, deadline, *args, **kwargs):
+                super().__init__(deadline, *args, **kwargs)
+                clock.now = deadline - limit  # the limit's seconds, whatever setting up the run took
 
-    monkeypatch.undo()
-    fit(recipe, run, data=fixture_zip, verbose=0, session=every3)
-    assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1, 2, 3]
-    for a, b in zip(network_weights(keras.models.load_model(run / "model.keras")),
-                    network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        run = tmp_path / f"limited-{limit:.0f}"
+        with monkeypatch.context() as patch, pytest.raises(
+                train.TimeLimitReached, match=rf"^Stage 'train': stopped at the time limit {message}, its checkpoint "
+                                              r"written$"):
+            patch.setattr(resume, "RunCheckpoint", TimedSteps)
+            patch.setattr(time_limit, "TimeLimit", LimitFromNow)
+            fit(recipe, run, data=fixture_zip, verbose=0, session=every3, stop_by=time.time() + limit)
+        state = json.loads((run / "state.json").read_text())
+        assert (state["epochs_done"], state.get("steps_done", 0)) == stopped
+        assert state["checkpoint"] == runs.checkpoint_name(0, *stopped) and (run / state["checkpoint"]).exists()
+        assert [p.name for p in run.glob("checkpoint-*")] == [state["checkpoint"]]
+        assert state["step_seconds"] == pytest.approx(10.0) and state["tail_seconds"] == pytest.approx(50.0)
+        assert ("metrics" in state) == bool(stopped[1])  # the training metrics' totals so far in epoch 2
+        assert not (run / "results.json").exists() and not (run / "model.keras").exists()
+        assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0]
+        log = (run / "train.log").read_text()
+        assert "stopped at the time limit" in log and "continues from there when started again" in log
+        session = json.loads((run / "run.json").read_text())["sessions"][-1]
+        assert session["stop_reason"].startswith("Stage 'train': stopped at the time limit")
+
+        fit(recipe, run, data=fixture_zip, verbose=0, session=every3)
+        history = read_history(run / "stages" / "train" / "history.csv")
+        assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+        for resumed_row, whole_row in zip(history, whole_history):
+            assert resumed_row.keys() == whole_row.keys()
+            for key in whole_row:
+                assert float(resumed_row[key]) == pytest.approx(float(whole_row[key]), rel=1e-4, abs=1e-5), key
+        for a, b in zip(network_weights(keras.models.load_model(run / "model.keras")),
+                        network_weights(keras.models.load_model(tmp_path / "whole" / "model.keras"))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert sorted(p.name for p in (run / "stages" / "train" / "snapshots").iterdir()) == snapshots
+        if stopped[1]:
+            assert "(resumed in epoch 2 after step 3)" in (run / "train.log").read_text()
+            assert "| resumed after step 3/4" in (run / "train.log").read_text()
 
 
-def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
+def test_time_limit_starts_no_step_it_cannot_finish(fixture_zip, tmp_path):
     """A limit already passed starts nothing; a resumed stage whose previous session measured
-    epochs of 500 s and checkpoint writes of 200 s does not start one with 10 minutes left,
+    steps of 500 s and checkpoint writes of 200 s does not start one with 10 minutes left,
     and leaves its folder as it was."""
     recipe = tiny_recipe()
     run = tmp_path / "run"
@@ -780,10 +804,11 @@ def test_time_limit_starts_no_epoch_it_cannot_finish(fixture_zip, tmp_path):
         fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, extra_callbacks=[KillAt(epoch=1)])
     state = json.loads((run / "state.json").read_text())
     assert state["write_seconds"] > 0.0  # epoch 1's checkpoint, the one written before the kill
-    state.update(epoch_seconds=500.0, write_seconds=200.0)  # as a slower machine with a slow disk measured
+    assert state["step_seconds"] > 0.0 and state["tail_seconds"] > 0.0
+    state.update(step_seconds=500.0, write_seconds=200.0)  # as a slower machine with a slow disk measured
     (run / "state.json").write_text(json.dumps(state))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
-    with pytest.raises(train.TimeLimitReached, match=r"not started, at the time limit \(an epoch takes about 12 min, "
+    with pytest.raises(train.TimeLimitReached, match=r"not started, at the time limit \(a step takes about 8 min, "
                                                      r"10 min left\): epoch 2/3 is next$"):
         fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 600.0)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
@@ -818,18 +843,20 @@ def test_a_damaged_resume_checkpoint_is_one_line_that_says_what_to_do(fixture_zi
     assert [int(r["epoch"]) for r in read_history(run / "stages" / "train" / "history.csv")] == [0, 1, 2]
 
 
-def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
-    """The stop rule on a fake clock, judged from a real ``RunCheckpoint``'s record of 100 s
-    epochs whose checkpoints take ``write_seconds`` (written every ``every`` epochs and at the
-    stage's last): the next epoch and one checkpoint write must fit before the deadline."""
+def test_time_limit_stops_at_the_last_step_that_fits_and_leaves_early_stopping_alone():
+    """The stop rule on a fake clock, judged from a real ``RunCheckpoint``'s record: epochs of
+    4 steps of 20 s and 20 s of validation after them (100 s), checkpoints that take
+    ``write_seconds`` (written every ``every`` epochs and at the stage's last). The next step,
+    its validation where it ends an epoch, and one checkpoint write must fit."""
     class FakeWrites(resume.RunCheckpoint):
         def __init__(self, epochs, every, write_seconds, clock):
-            super().__init__(folder=None, stage_index=0, stage_name="train", epochs=epochs, every=every, clock=clock)
+            super().__init__(folder=None, stage_index=0, stage_name="train", epochs=epochs, every=every, clock=clock,
+                             steps_per_epoch=4)
             self.write_seconds, self.written = write_seconds, []
 
-        def _save(self, epoch):
+        def _save(self, epochs_done, steps_done):
             self.clock.now += self.write_seconds
-            self.written.append(epoch + 1)
+            self.written.append((epochs_done, steps_done))
 
     def run(epochs, deadline, stop_early_at=None, write_seconds=0.0, every=100):
         clock, model = FakeClock(), keras.Sequential()
@@ -839,28 +866,36 @@ def test_time_limit_leaves_a_stage_s_last_epoch_and_early_stopping_alone():
         for callback in (checkpoint, limit):
             callback.set_model(model)
         model.stop_training = False
-        for epoch in range(epochs):
-            checkpoint.on_epoch_begin(epoch)
-            clock.now += 100.0
-            model.stop_training = epoch == stop_early_at
-            checkpoint.on_epoch_end(epoch)
-            limit.on_epoch_end(epoch)
-            if model.stop_training:
-                break
-        return limit.stopped_after, checkpoint.written
+        try:
+            for epoch in range(epochs):
+                checkpoint.on_epoch_begin(epoch)
+                for step in range(4):
+                    clock.now += 20.0
+                    checkpoint.on_train_batch_end(step)
+                    limit.on_train_batch_end(step)
+                clock.now += 20.0  # validation
+                model.stop_training = epoch == stop_early_at
+                checkpoint.on_epoch_end(epoch)
+                limit.on_epoch_end(epoch)
+                if model.stop_training:
+                    break
+        except time_limit.StopInsideEpoch as stop:
+            assert str(stop) == limit.message("train")
+        return limit.stopped_at, checkpoint.written
 
-    assert run(10, 350.0) == (3, [3])  # a fourth epoch would end at 400 s; the stop writes epoch 3 off schedule
-    assert run(10, 400.0) == (4, [4])  # a fourth epoch ending at exactly 400 s runs
-    assert run(10, 405.0) == (4, [4])  # the fifth would end at 500 s
-    assert run(10, 10_000.0) == (None, [10])  # the stage's end writes its checkpoint
-    assert run(3, 250.0) == (2, [2])
-    assert run(2, 50.0) == (1, [1])
-    assert run(1, 50.0) == (None, [1])  # the last epoch ends the stage however late
+    # Epoch 4 starts at 300 s; its third step would end at 360 s: the stop writes the second's, off schedule.
+    assert run(10, 350.0) == ((3, 2), [(3, 2)])
+    assert run(10, 400.0) == ((4, 0), [(4, 0)])  # the fourth epoch, ending at exactly 400 s, runs
+    assert run(10, 399.0) == ((3, 3), [(3, 3)])  # its last step and validation would end at 400 s
+    assert run(10, 10_000.0) == (None, [(10, 0)])  # the stage's end writes its checkpoint
+    assert run(1, 50.0) == ((0, 2), [(0, 2)])  # also inside the stage's last epoch
+    assert run(1, 100.0) == (None, [(1, 0)])  # whose end is the stage's, however late
     assert run(10, 350.0, stop_early_at=1) == (None, [])  # early stopping ended it first
-    # 10 s writes after every epoch: epoch k ends at 110k s with its checkpoint. The write is
-    # counted once, not also in the mean epoch: the fourth (440 s) runs with 445 s, not with 435.
-    assert run(10, 445.0, write_seconds=10.0, every=1) == (4, [1, 2, 3, 4])
-    assert run(10, 435.0, write_seconds=10.0, every=1) == (3, [1, 2, 3])
+    # 10 s writes after every epoch: epoch k ends at 110k s with its checkpoint. The fourth
+    # epoch's last step (from 390 s) runs with 445 s left; after it, one more step and a write
+    # (470 s) do not fit: the stop writes nothing more. With 435 s, it stops before that step.
+    assert run(10, 445.0, write_seconds=10.0, every=1) == ((4, 0), [(1, 0), (2, 0), (3, 0), (4, 0)])
+    assert run(10, 435.0, write_seconds=10.0, every=1) == ((3, 3), [(1, 0), (2, 0), (3, 0), (3, 3)])
 
 
 def test_resumed_run_keeps_reduce_lr_on_plateau_and_early_stopping_state(fixture_zip, tmp_path):
@@ -926,9 +961,9 @@ def test_training_stream_runs_without_the_autotune_thread_and_gives_the_same_bat
 
 
 def test_time_limit_judges_a_new_stage_by_the_stage_before_it_scaled_by_its_pixels(fixture_zip, tmp_path):
-    """Stage 1 (32 px) done at 1,000 s an epoch: stage 2 (64 px, the same images an epoch, half
-    the batch) should take 4,000 s an epoch, so it does not start with an hour left, and it
-    does with two."""
+    """Stage 1 (32 px) done at 4,000 s an epoch: stage 2 (64 px, the same images an epoch, half
+    the batch, 4 steps) should take 16,000 s an epoch, 4,000 s a step, so it does not start
+    with an hour left, and it does with two."""
     class StopAtStage2(keras.callbacks.Callback):
         stages = 0
 
@@ -946,14 +981,14 @@ def test_time_limit_judges_a_new_stage_by_the_stage_before_it_scaled_by_its_pixe
         fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, extra_callbacks=[StopAtStage2()])
     progress = json.loads((run / "progress.json").read_text())
     assert [r["stage"] for r in progress["runs"]] == ["32px"]
-    progress["runs"][0]["seconds"] = 2000.0  # two epochs of 1,000 s, as a slow machine measured
+    progress["runs"][0]["seconds"] = 8000.0  # two epochs of 4,000 s, as a slow machine measured
     (run / "progress.json").write_text(json.dumps(progress))
     timing = time_limit.timed_on(EAGER.resolve())  # as the engine passes it
-    assert time_limit.new_stage_epoch_seconds(recipe, 1, progress, 12, timing) == pytest.approx(4000.0)
+    assert time_limit.new_stage_epoch_seconds(recipe, 1, progress, 12, timing) == pytest.approx(16000.0)
     assert time_limit.new_stage_epoch_seconds(recipe, 0, progress, 12, timing) is None
     elsewhere = {"runs": [dict(progress["runs"][0], timed_on="NVIDIA H100 80GB HBM3; jax; XLA on")]}
     assert time_limit.new_stage_epoch_seconds(recipe, 1, elsewhere, 12, timing) is None  # not for this machine
-    with pytest.raises(train.TimeLimitReached, match=r"^Stage '64px': not started, at the time limit \(an epoch takes "
+    with pytest.raises(train.TimeLimitReached, match=r"^Stage '64px': not started, at the time limit \(a step takes "
                                                      r"about 67 min, 60 min left\): epoch 1/2 is next$"):
         fit(recipe, run, data=fixture_zip, session=EAGER, verbose=0, stop_by=time.time() + 3600.0)
     assert not list(run.glob("checkpoint-1-*.keras"))  # no epoch of stage 2 ran

@@ -41,9 +41,10 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 class Snapshots(keras.callbacks.Callback):
     """Saves ``snapshot-eNNN.keras`` every ``every_epochs`` epochs, or ``snapshot-sNNNNNN.keras``
-    every ``every_steps`` steps (paper 5's snapshot ensembles; names: ``runs.snapshot_name``)."""
+    every ``every_steps`` steps (paper 5's snapshot ensembles; names: ``runs.snapshot_name``).
+    ``resumed``: ``(epoch, steps done)`` where the stage resumed inside an epoch."""
 
-    def __init__(self, folder, every_epochs=None, every_steps=None, steps_per_epoch=None):
+    def __init__(self, folder, every_epochs=None, every_steps=None, steps_per_epoch=None, resumed=None):
         super().__init__()
         if bool(every_epochs) == bool(every_steps):
             raise ValueError(f"give exactly one of every_epochs or every_steps. Received: {every_epochs=}, {every_steps=}")
@@ -51,11 +52,14 @@ class Snapshots(keras.callbacks.Callback):
         self.every_epochs = every_epochs
         self.every_steps = every_steps
         self.steps_per_epoch = steps_per_epoch
+        self.resumed = resumed
         self._epoch = 0
+        self._offset = 0  # the steps of this epoch done before this session
         self.saved = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._offset = self.resumed[1] if self.resumed and epoch == self.resumed[0] else 0
 
     def _save(self, name):
         path = os.path.join(self.folder, name)
@@ -64,7 +68,7 @@ class Snapshots(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.every_steps:
-            step = self._epoch * self.steps_per_epoch + batch + 1
+            step = self._epoch * self.steps_per_epoch + self._offset + batch + 1
             if step % self.every_steps == 0:
                 self._save(runs.snapshot_name(step=step))
 

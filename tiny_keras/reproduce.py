@@ -135,10 +135,10 @@ def build_parser(description, run_names, default_runs=None, extra=None):
     parser.add_argument("--tensorboard-histograms", type=whole_number(0, note=" (0: off)"), default=None,
                         metavar="N", help="also write TensorBoard weight/activation histograms every N epochs (0: off)")
     parser.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
-                        help="stop at the end of the last epoch that finishes within DURATION of the start "
-                             "(5400, 90m, 1.5h, 1h30m), judged by the mean epoch and checkpoint write, with "
-                             f"its checkpoint written; the exit status is then {EXIT_TIME_LIMIT} and the same "
-                             "command continues")
+                        help="stop after the last training step that ends within DURATION of the start "
+                             "(5400, 90m, 1.5h, 1h30m), inside an epoch or at its end, judged by the mean step, "
+                             "validation and checkpoint write, with its checkpoint written; the exit status is "
+                             f"then {EXIT_TIME_LIMIT} and the same command continues from that step")
     if extra is not None:
         extra(parser)
     return parser

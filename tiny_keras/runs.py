@@ -90,9 +90,11 @@ def stage_folder(run, stage):
     return os.path.join(run, STAGES, stage)
 
 
-def checkpoint_name(stage_index, epochs_done):
-    """The run checkpoint written after ``epochs_done`` epochs of stage ``stage_index``."""
-    return f"{CHECKPOINT_PREFIX}{stage_index}-{epochs_done:04d}.keras"
+def checkpoint_name(stage_index, epochs_done, steps_done=0):
+    """The run checkpoint written after ``epochs_done`` epochs of stage ``stage_index`` and
+    ``steps_done`` steps of the next (``checkpoint-0-0002.keras``, ``checkpoint-0-0002-s001234.keras``)."""
+    inside = f"-s{steps_done:06d}" if steps_done else ""
+    return f"{CHECKPOINT_PREFIX}{stage_index}-{epochs_done:04d}{inside}.keras"
 
 
 def snapshot_name(epoch=None, step=None):

@@ -132,17 +132,20 @@ def _pace(run, current, state):
     mean epoch of the last session), its epochs left at that pace, and where ``train.log``
     last saw an epoch that has not ended (``in_epoch``: its number, step and steps)."""
     if current is None:
-        return dict(images_per_second=None, epoch_seconds=None, checkpointed=None, epochs_left=None, left_seconds=None,
-                    in_epoch=None)
+        return dict(images_per_second=None, epoch_seconds=None, checkpointed=None, checkpointed_steps=None,
+                    epochs_left=None, left_seconds=None, in_epoch=None)
     line, step = _last_lines(run, current["name"])
     here = state if (state or {}).get("stage") == current["name"] else {}
     epoch_seconds = here.get("epoch_seconds") or (None if line is None else float(line["seconds"]))
-    # A restart continues from the last checkpointed epoch, which may come before the last epoch trained.
+    # A restart continues from the last resume point (after an epoch, or inside one after
+    # ``steps_done`` of its steps), which may come before the last epoch trained.
     checkpointed = int(here.get("epochs_done", 0))
+    checkpointed_steps = int(here.get("steps_done") or 0)
     left = current["epochs"] - checkpointed
     newest = step or line
     return dict(images_per_second=None if newest is None else float(_number(newest["rate"])),
-                epoch_seconds=epoch_seconds, checkpointed=checkpointed, epochs_left=left,
+                epoch_seconds=epoch_seconds, checkpointed=checkpointed, checkpointed_steps=checkpointed_steps,
+                epochs_left=left,
                 left_seconds=None if epoch_seconds is None else round(left * epoch_seconds, 1),
                 in_epoch=None if step is None else dict(epoch=int(step["epoch"]), step=_number(step["step"]),
                                                         steps=_number(step["steps"])))
@@ -224,7 +227,10 @@ def format_status(status):
             at = status["in_epoch"]
             where += (f"; {runs.LOG}'s last line: epoch {at['epoch']}, step {at['step']:,}/{at['steps']:,} "
                       f"({100 * at['step'] / at['steps']:.0f}%)")
-        if stage["name"] == status["stage"] and status["checkpointed"] != stage["epochs_done"]:
+        if stage["name"] == status["stage"] and status.get("checkpointed_steps"):
+            where += (f" (checkpointed inside epoch {status['checkpointed'] + 1}, after its step "
+                      f"{status['checkpointed_steps']:,}: a restart continues from there)")
+        elif stage["name"] == status["stage"] and status["checkpointed"] != stage["epochs_done"]:
             where += (f" (checkpointed after epoch {status['checkpointed']}: a restart continues from there)"
                       if status["checkpointed"] else " (no checkpoint yet: a restart begins the stage again)")
         lines.append(where)

@@ -13,7 +13,7 @@ process runs it. One module a concern:
 - ``inputs``: the splits, the training stream, the evaluation batches
 - ``strategy``: one device, ``tf.distribute`` or ``keras.distribution``
 - ``resume``: the resume checkpoint and the run's position
-- ``time_limit``: ``--time-limit``: stop at a checkpointed epoch before a deadline
+- ``time_limit``: ``--time-limit``: stop at a checkpointed step before a deadline
 - ``log``: the ``tiny_keras.engine`` logger, ``train.log`` and the console
 """
 import importlib

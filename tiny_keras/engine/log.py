@@ -100,24 +100,33 @@ class EpochLog(keras.callbacks.Callback):
     """One ``EPOCH`` line per epoch (metrics, learning rate, images/s, seconds, what is
     left of the stage), and inside epochs longer than ``progress_seconds`` a progress line
     at most that often (step, images/s, when the epoch's steps end; off with None or no
-    ``steps_per_epoch``). Put it after ``LearningRateLogger``, whose rate it prints."""
+    ``steps_per_epoch``). ``resumed``: ``(epoch, steps done)`` where the stage resumed
+    inside an epoch, whose line then counts this session's steps of it. Put it after
+    ``LearningRateLogger``, whose rate it prints."""
 
     async_safe = True  # reads the clock and logs: Keras may call it from its dispatch thread
 
     def __init__(self, stage, epochs, images_per_epoch, steps_per_epoch=None, progress_seconds=PROGRESS_SECONDS,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, resumed=None):
         super().__init__()
         self.stage, self.epochs, self.images_per_epoch = stage, epochs, images_per_epoch
         self.steps_per_epoch = steps_per_epoch
         self.progress_seconds = progress_seconds if steps_per_epoch else None
         self.clock = clock
+        self.resumed = resumed
         self._start = self._train_end = self._last_progress = None
         self._epoch = 0
-        self._epoch_seconds = []  # this process's epochs: the estimate of what is left
+        self._offset = 0  # the steps of this epoch done before this session
+        self._epoch_seconds = []  # this process's epochs, as whole epochs: the estimate of what is left
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._start, self._train_end = epoch, self.clock(), None
         self._last_progress = self._start
+        self._offset = self.resumed[1] if self.resumed and epoch == self.resumed[0] else 0
+
+    def _share(self):
+        """The share of this epoch's steps trained in this session."""
+        return 1.0 - self._offset / self.steps_per_epoch if self._offset else 1.0
 
     def on_train_batch_end(self, batch, logs=None):
         if self.progress_seconds is None or self._start is None:
@@ -126,10 +135,11 @@ class EpochLog(keras.callbacks.Callback):
         if now - self._last_progress < self.progress_seconds:
             return
         self._last_progress = now
-        done, total = batch + 1, self.steps_per_epoch  # Keras passes the index of the execution's last step
-        rate = self.images_per_epoch / total * done / max(now - self._start, 1e-9)
+        total, here = self.steps_per_epoch, batch + 1  # Keras passes the index of the execution's last step
+        done = self._offset + here
+        rate = self.images_per_epoch / total * here / max(now - self._start, 1e-9)
         epoch(format_progress(self.stage, self._epoch + 1, self.epochs, done, total, rate,
-                              (total - done) * (now - self._start) / done))
+                              (total - done) * (now - self._start) / here))
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train_end is None:  # validation inside fit
@@ -138,11 +148,14 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, number, logs=None):
         now = self.clock()
         train_seconds = max((self._train_end or now) - self._start, 1e-9)
-        self._epoch_seconds.append(now - self._start)
-        line = format_epoch(self.stage, number + 1, self.epochs, logs or {}, self.images_per_epoch / train_seconds,
-                            now - self._start)
+        share = self._share()
+        self._epoch_seconds.append((now - self._start) / share)
+        line = format_epoch(self.stage, number + 1, self.epochs, logs or {},
+                            self.images_per_epoch * share / train_seconds, now - self._start)
         left = self.epochs - (number + 1)
         if left > 0:
             mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
             line += f" | {left} epoch{'s' if left > 1 else ''} left, about {format_duration(left * mean)}"
+        if self._offset:
+            line += f" | resumed after step {self._offset:,}/{self.steps_per_epoch:,}"
         epoch(line)

@@ -1,8 +1,8 @@
 """``train(recipe, workdir, data)``: a whole run, stage after stage, in its run folder
 (``tiny_keras.runs`` names its files). Started again, a run continues from its last
-checkpointed epoch under any session; a folder holding another run, or a finished one, is
-never overwritten unless ``overwrite=True`` (another run that never trained is replaced:
-``runs.prepare_folder``).
+resume point (an epoch's end, or the step a time limit stopped it at) under any session;
+a folder holding another run, or a finished one, is never overwritten unless
+``overwrite=True`` (another run that never trained is replaced: ``runs.prepare_folder``).
 """
 import dataclasses
 import json
@@ -53,7 +53,7 @@ def train(recipe, workdir, data=None, session=None, overwrite=False, extra_callb
     ``{"paper", "model", "runs": [per-stage rows], "recipe"}`` and what the recipe's task
     adds (``engine.task``). A finished run in the same
     folder returns its saved results without training again. At ``stop_by`` the run ends at
-    a checkpointed epoch and raises ``TimeLimitReached``; the same call continues it.
+    a checkpointed step and raises ``TimeLimitReached``; the same call continues it.
 
     Several processes training together (multi-host ``data_parallel``, each making this
     call) share ``workdir``, on storage all read: the chief (process 0) writes it, the

@@ -1,5 +1,6 @@
-"""One stage of a run: start it (new, or from its resume point), fit it with the engine's
-callbacks, and finish it (its model, its row of results)."""
+"""One stage of a run: start it (new, or from its resume point, at an epoch's end or inside
+an epoch), fit it with the engine's callbacks, and finish it (its model, its row of results)."""
+import math
 import os
 import time
 
@@ -18,34 +19,74 @@ def run_stage(run, index, model):
     stage's, or None) to its end, or to the time limit; return the stage's model."""
     stage = run.recipe.stages[index]
     point = run.position.resume_point(stage.name)
-    if run.deadline is not None:
-        run.deadline.check_stage(run.recipe, index, point, run.position.progress, len(run.train_split), run.timing)
-    os.makedirs(runs.stage_folder(run.workdir, stage.name), exist_ok=True)
     steps = stage.steps(len(run.train_split))
-    per_execution = stage_steps_per_execution(run.session.steps_per_execution, steps, stage.snapshot_every_steps)
+    inside = resume.resumed_inside(point)
+    # Executions fall on epoch ends, snapshot steps and the step a run resumes from.
+    per_execution = stage_steps_per_execution(run.session.steps_per_execution,
+                                              math.gcd(steps, inside[1]) if inside else steps,
+                                              stage.snapshot_every_steps)
+    if run.deadline is not None:
+        run.deadline.check_stage(run.recipe, index, point, run.position.progress, len(run.train_split), run.timing,
+                                 per_execution)
+    os.makedirs(runs.stage_folder(run.workdir, stage.name), exist_ok=True)
     model, initial_epoch, start = _start(run, stage, index, model, point, steps, per_execution)
     if backend.gpu_compute_capability() is None:
         check_batch_fits(model, stage, available_memory())
-    # The task's stream, skipped to where a resumed run stopped (a classifier's: shuffled
-    # uint8 images, which the model augments on the device with a seed saved in checkpoints).
-    train_ds = run.task.train_input(run.strategy, run.train_split, stage.batch_size, stage_seed(run.recipe, index),
-                                    skip_batches=initial_epoch * steps)
+    done_steps = inside[1] if inside else 0
+
+    def train_input(skip_steps):
+        # The task's stream, skipped to where a resumed run stopped (a classifier's: shuffled
+        # uint8 images, which the model augments on the device with a seed saved in checkpoints).
+        return run.task.train_input(run.strategy, run.train_split, stage.batch_size, stage_seed(run.recipe, index),
+                                    skip_batches=skip_steps)
+
     val_ds = run.task.eval_input(run.val_split, stage.batch_size, run.strategy)
-    callbacks, best, checkpoint, limit = _callbacks(run, stage, index, steps, initial_epoch, point, start)
+    callbacks, best, checkpoint, limit = _callbacks(run, stage, index, steps, per_execution, initial_epoch, point,
+                                                    start)
     log.info(f"Stage {index + 1}/{len(run.recipe.stages)} '{stage.name}': {stage.epochs} epochs of {steps} steps, "
              f"batch {stage.batch_size}" + (f", {stage.image_size}px" if stage.image_size else "")
              + f"; {run.recipe.precision}, {describe_speed(run.session.jit_compile, per_execution)}"
-             + (f" (resumed after epoch {initial_epoch})" if initial_epoch else ""))
+             + (f" (resumed in epoch {initial_epoch + 1} after step {done_steps:,})" if done_steps else
+                f" (resumed after epoch {initial_epoch})" if initial_epoch else ""))
     history = None
     if initial_epoch < stage.epochs:
-        history = model.fit(train_ds, epochs=stage.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                            validation_data=val_ds, callbacks=callbacks, verbose=1 if run.session.verbose == 1 else 0,
-                            shuffle=False)
-    if limit is not None and limit.stopped_after is not None:
+        fit = dict(validation_data=val_ds, callbacks=callbacks, verbose=1 if run.session.verbose == 1 else 0,
+                   shuffle=False)
+        try:
+            history = _fit(model, stage, steps, initial_epoch, done_steps, train_input, callbacks, checkpoint, fit)
+        except time_limit.StopInsideEpoch as stop:
+            for callback in callbacks:  # Keras ends no fit a callback raised in: close logs and writers
+                callback.on_train_end()
+            log.epoch(f"Stage '{stage.name}': {checkpoint.report()}")
+            run.deadline.stop(str(stop), "the run continues from there when started again")
+    if limit is not None and limit.stopped_at is not None:
         log.epoch(f"Stage '{stage.name}': {checkpoint.report()}")
         run.deadline.stop(limit.message(stage.name), "the run continues from there when started again")
     _finish(run, stage, model, history, val_ds, best, checkpoint, point, start)
     return model
+
+
+def _fit(model, stage, steps, initial_epoch, done_steps, train_input, callbacks, checkpoint, fit):
+    """``model.fit`` over the stage's epochs left, from ``initial_epoch`` (0-based) and the
+    ``done_steps`` of it done; ``train_input(skip_steps)`` gives the stream started there."""
+    if not done_steps:
+        return model.fit(train_input(initial_epoch * steps), epochs=stage.epochs, initial_epoch=initial_epoch,
+                         steps_per_epoch=steps, **fit)
+    # Resumed inside an epoch: its steps left (Keras counts an epoch's steps from 0), then
+    # the other epochs on a stream started after it, the callbacks' state carried over.
+    first = model.fit(train_input(initial_epoch * steps + done_steps), epochs=initial_epoch + 1,
+                      initial_epoch=initial_epoch, steps_per_epoch=steps - done_steps, **fit)
+    if model.stop_training or initial_epoch + 1 >= stage.epochs:
+        return first
+    checkpoint.restore = resume.callback_state(callbacks)  # Keras resets them in on_train_begin
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.CSVLogger):
+            callback.append = True
+    rest = model.fit(train_input((initial_epoch + 1) * steps), epochs=stage.epochs, initial_epoch=initial_epoch + 1,
+                     steps_per_epoch=steps, **fit)
+    rest.epoch = first.epoch + rest.epoch
+    rest.history = {k: first.history.get(k, []) + v for k, v in rest.history.items()}
+    return rest
 
 
 def _start(run, stage, index, model, point, steps, per_execution):
@@ -75,7 +116,7 @@ def _load_checkpoint(workdir, point, stage):
             "--overwrite to start the run again") from None
 
 
-def _callbacks(run, stage, index, steps, initial_epoch, point, start):
+def _callbacks(run, stage, index, steps, per_execution, initial_epoch, point, start):
     """The stage's callbacks, with its best-weights saver, resume checkpoint and time limit."""
     folder, session = runs.stage_folder(run.workdir, stage.name), run.session
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
@@ -83,7 +124,7 @@ def _callbacks(run, stage, index, steps, initial_epoch, point, start):
     callbacks = run.task.callbacks(run, folder) + [
                  cbs.LearningRateLogger(stage_schedule(stage, steps)),
                  log.EpochLog(stage.name, stage.epochs, steps * stage.batch_size, steps_per_epoch=steps,
-                              progress_seconds=log.PROGRESS_SECONDS)]
+                              progress_seconds=log.PROGRESS_SECONDS, resumed=resume.resumed_inside(point))]
     if stage.reduce_lr_on_plateau:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
@@ -92,7 +133,7 @@ def _callbacks(run, stage, index, steps, initial_epoch, point, start):
     callbacks.append(best)
     if stage.snapshot_every_epochs or stage.snapshot_every_steps:
         callbacks.append(cbs.Snapshots(os.path.join(folder, runs.SNAPSHOTS), stage.snapshot_every_epochs,
-                                       stage.snapshot_every_steps, steps))
+                                       stage.snapshot_every_steps, steps, resumed=resume.resumed_inside(point)))
     callbacks += [keras.callbacks.CSVLogger(os.path.join(folder, runs.HISTORY), append=initial_epoch > 0),
                   keras.callbacks.TerminateOnNaN()]
     if session.tensorboard and tensorboard_available():
@@ -103,8 +144,8 @@ def _callbacks(run, stage, index, steps, initial_epoch, point, start):
                                                    os.path.join(folder, runs.ACTIVATIONS)))
     every = None if session.checkpoint_every == "auto" else session.checkpoint_every
     checkpoint = resume.RunCheckpoint(run.workdir, index, stage.name, callbacks=callbacks, start=start,
-                                      restore=(point or {}).get("callbacks"), epochs=stage.epochs, every=every,
-                                      timed_on=run.timing)
+                                      epochs=stage.epochs, every=every, timed_on=run.timing, steps_per_epoch=steps,
+                                      steps_per_execution=per_execution, point=point)
     callbacks.append(checkpoint)
     limit = None
     if run.deadline is not None:

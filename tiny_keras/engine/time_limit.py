@@ -1,12 +1,13 @@
-"""The time limit: a session ends within its duration at a checkpointed epoch, and the
-same command continues the run (exit status :data:`EXIT_TIME_LIMIT`).
+"""The time limit: a session ends within its duration at a resume point, and the same
+command continues the run (exit status :data:`EXIT_TIME_LIMIT`).
 
-Before a stage's first epoch in a session, :meth:`Deadline.check_stage` asks whether it
-fits, judged by the last session's epochs of the stage, or for a new stage the stage
+Before a stage's first step in a session, :meth:`Deadline.check_stage` asks whether one
+fits, judged by the last session's steps of the stage, or for a new stage the stage
 before it's scaled by pixels, where timed as this session runs (``timed_on``). After each
-epoch, :class:`TimeLimit` asks whether the next one and a checkpoint write fit, judged by
-this session's epochs. Where one does not, the run stops at a resume point and raises
-:class:`TimeLimitReached`.
+step and each epoch, :class:`TimeLimit` asks whether the next step (and, where it ends an
+epoch, the validation after it) and a checkpoint write fit, judged by this session's
+record. Where one does not, the run writes its resume point there, inside an epoch or at
+its end, and raises :class:`TimeLimitReached`.
 """
 import argparse
 import re
@@ -66,6 +67,16 @@ def new_stage_epoch_seconds(recipe, index, progress, train_images, timing):
     return row["seconds"] / row["epochs"] * work(recipe.stages[index]) / work(before)
 
 
+class StopInsideEpoch(Exception):
+    """Raised by :class:`TimeLimit` inside an epoch, its resume point written: Keras would
+    otherwise validate and end the epoch. The stage catches it (``engine.stage``)."""
+
+
+def format_step(seconds):
+    """``"0.96 s"``, ``"12 s"``, ``"3 min"``: a step's length."""
+    return f"{seconds:.2g} s" if seconds < 10 else log.format_duration(seconds)
+
+
 class Deadline:
     """A session's deadline ``stop_by`` (a ``time.time()`` timestamp) on the engine's clock
     (``time.perf_counter``, which epochs are timed on), for the run in ``workdir``."""
@@ -77,23 +88,32 @@ class Deadline:
     def left(self):
         return self.at - time.perf_counter()
 
-    def check_stage(self, recipe, index, resume, progress, train_images, timing):
-        """Raise :class:`TimeLimitReached` where stage ``index``'s next epoch (``resume``: its
-        ``state.json``, None for a new stage) would not end before the deadline."""
+    def check_stage(self, recipe, index, resume, progress, train_images, timing, steps_per_execution=1):
+        """Raise :class:`TimeLimitReached` where stage ``index``'s next execution of
+        ``steps_per_execution`` steps and a checkpoint write (``resume``: its ``state.json``,
+        None for a new stage) would not end before the deadline."""
         stage = recipe.stages[index]
+        steps = stage.steps(train_images)
         done = int(resume["epochs_done"]) if resume else 0
+        done_steps = int((resume or {}).get("steps_done") or 0)
         if done >= stage.epochs:  # only the stage's ending is left
             return
-        if resume and resume.get("epoch_seconds") and resume.get("timed_on") == timing:
-            estimate = resume["epoch_seconds"] + resume.get("write_seconds", 0.0)
+        if resume and resume.get("timed_on") == timing and (resume.get("step_seconds") or resume.get("epoch_seconds")):
+            step = resume.get("step_seconds") or resume["epoch_seconds"] / steps
+            write, tail = resume.get("write_seconds") or 0.0, resume.get("tail_seconds") or 0.0
         else:
-            estimate = new_stage_epoch_seconds(recipe, index, progress, train_images, timing)
+            epoch = new_stage_epoch_seconds(recipe, index, progress, train_images, timing)
+            step, write, tail = (None, 0.0, 0.0) if epoch is None else (epoch / steps, 0.0, 0.0)
+        estimate = None
+        if step is not None:
+            estimate = step * steps_per_execution + write + (tail if done_steps + steps_per_execution >= steps else 0.0)
         left = self.left()
         if left > 0 and not (estimate and left < estimate):
             return
+        where = f"epoch {done + 1}/{stage.epochs}" + (f", step {done_steps + 1:,}/{steps:,}" if done_steps else "")
         self.stop(f"Stage '{stage.name}': not started, at the time limit ("
-                  + (f"an epoch takes about {log.format_duration(estimate)}, " if estimate else "")
-                  + f"{log.format_duration(max(left, 0.0))} left): epoch {done + 1}/{stage.epochs} is next",
+                  + (f"a step takes about {format_step(step)}, " if step else "")
+                  + f"{log.format_duration(max(left, 0.0))} left): {where} is next",
                   "the run continues when started again")
 
     def stop(self, message, continues):
@@ -105,38 +125,61 @@ class Deadline:
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Ends the stage after an epoch when the next, at this session's mean epoch plus its
-    longest checkpoint write (``run_checkpoint``'s record), would end after ``deadline``;
-    ``run_checkpoint`` writes that epoch's resume point and ``stopped_after`` is the epochs
-    done. A stage's last epoch, or one early stopping ended, is left alone. Put it after
-    ``run_checkpoint``."""
+    """Ends the stage where the next execution of steps would end after ``deadline``, with
+    its validation where it ends an epoch, plus the longest checkpoint write: after an epoch
+    (``run_checkpoint`` writes that epoch's resume point; ``stopped_at`` is ``(epochs done,
+    0)``) or inside one (the resume point holds the steps done; ``stopped_at`` is ``(epochs
+    done, steps done)`` and :class:`StopInsideEpoch` is raised). The timings are
+    ``run_checkpoint``'s record. A stage's last epoch's end, or one early stopping ended, is
+    left alone. Put it after ``run_checkpoint``."""
 
     def __init__(self, deadline, run_checkpoint, epochs):
         super().__init__()
         self.deadline = deadline
         self.run_checkpoint = run_checkpoint
         self.epochs = epochs
-        self.stopped_after = None
-
-    def next_epoch_seconds(self):
-        """The expected length of the next epoch: the mean of this session's (0.0 before one ends)."""
-        return self.run_checkpoint.mean_epoch_seconds() or 0.0
+        self.stopped_at = None
 
     def seconds_left(self):
         return max(self.deadline - self.run_checkpoint.clock(), 0.0)
 
+    def _fits(self, steps_done):
+        """Whether the execution after ``steps_done`` steps of an epoch fits, with its checkpoint."""
+        checkpoint = self.run_checkpoint
+        step = checkpoint.step_seconds()
+        if step is None:  # nothing timed yet: the stage's first execution on this machine
+            return True
+        execution = checkpoint.steps_per_execution
+        need = step * execution + checkpoint.longest_write()
+        if checkpoint.steps_per_epoch is not None and steps_done + execution >= checkpoint.steps_per_epoch:
+            need += checkpoint.tail_seconds()
+        return checkpoint.clock() + need <= self.deadline
+
+    def on_train_batch_end(self, batch, logs=None):
+        checkpoint = self.run_checkpoint
+        done, steps = checkpoint.steps_done, checkpoint.steps_per_epoch
+        if steps is None or done >= steps or self._fits(done):
+            return
+        checkpoint.save_now(checkpoint.epoch, done)
+        self.stopped_at = (checkpoint.epoch, done)
+        raise StopInsideEpoch(self.message(checkpoint.stage_name))
+
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training or epoch + 1 >= self.epochs:  # the stage ends here anyway (early stopping)
             return
-        checkpoint = self.run_checkpoint
-        if checkpoint.clock() + self.next_epoch_seconds() + checkpoint.longest_write() <= self.deadline:
+        if self._fits(0):
             return
-        checkpoint.save_now(epoch)
-        self.stopped_after = epoch + 1
+        self.run_checkpoint.save_now(epoch)
+        self.stopped_at = (epoch + 1, 0)
         self.model.stop_training = True
 
     def message(self, stage):
         """What the stop says (``stage``: the stage's name)."""
-        return (f"Stage '{stage}': stopped at the time limit after epoch {self.stopped_after}/{self.epochs} (an "
-                f"epoch takes about {log.format_duration(self.next_epoch_seconds())}, "
-                f"{log.format_duration(self.seconds_left())} left), its checkpoint written")
+        epochs, steps = self.stopped_at
+        checkpoint = self.run_checkpoint
+        where = (f"after epoch {epochs}/{self.epochs}" if not steps else
+                 f"in epoch {epochs + 1}/{self.epochs} after step {steps:,}/{checkpoint.steps_per_epoch:,}")
+        step = checkpoint.step_seconds()
+        return (f"Stage '{stage}': stopped at the time limit {where} ("
+                + (f"a step takes about {format_step(step)}, " if step else "")
+                + f"{log.format_duration(self.seconds_left())} left), its checkpoint written")
