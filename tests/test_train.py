@@ -822,6 +822,47 @@ def test_time_limit_starts_no_step_it_cannot_finish(fixture_zip, tmp_path):
     assert finished["runs"][0]["epochs"] == 3 and not (run / "state.json").exists()
 
 
+def test_a_resume_point_s_step_is_read_alike_by_the_checkpoint_and_the_deadline(tmp_path):
+    """A ``state.json`` written at an epoch's end by an older version holds only the mean
+    epoch (3,000 s of 3,125 steps: 0.96 s a step); a newer one, written inside an epoch,
+    holds its mean step. ``RunCheckpoint`` (before a step of its own) and ``Deadline`` read
+    the same step from each, and only where it was timed as this session runs."""
+    timing = "AMD EPYC, 2 cores; tensorflow; XLA off, 1 step per execution"
+    older = {"epochs_done": 2, "epoch_seconds": 3000.0, "timed_on": timing}
+    inside = {"epochs_done": 4, "steps_done": 936, "step_seconds": 1.094, "epoch_seconds": 3498.0,
+              "tail_seconds": 92.0, "write_seconds": 6.4, "timed_on": timing}
+    assert runs.resumed_inside(older) is None and runs.resumed_inside(None) is None
+    assert runs.resumed_inside(inside) == (4, 936)
+    assert [runs.steps_before((4, 936), epoch) for epoch in (3, 4, 5)] == [0, 936, 0]
+    assert runs.steps_before(None, 4) == 0
+    assert runs.recorded_step_seconds(older, 3125) == pytest.approx(0.96)
+    assert runs.recorded_step_seconds(inside, 3125) == 1.094
+    assert runs.recorded_step_seconds({"epochs_done": 1}, 3125) is None
+
+    def checkpoint_step(point, timed_on):
+        return resume.RunCheckpoint(folder=None, stage_index=0, stage_name="train", epochs=15, timed_on=timed_on,
+                                    steps_per_epoch=3125, point=point).step_seconds()
+
+    assert checkpoint_step(older, timing) == pytest.approx(0.96)
+    assert checkpoint_step(inside, timing) == 1.094
+    assert checkpoint_step(inside, "NVIDIA H100 80GB HBM3; jax; XLA on") is None
+
+    recipe = tiny_recipe(stage=dict(epochs=15, batch_size=32, steps_per_epoch=3125))
+    deadline = time_limit.Deadline(time.time() + 0.4, str(tmp_path))  # under a second left: no step fits
+    for point, step in ((older, "0.96 s"), (inside, "1.1 s")):
+        where = "epoch 3/15" if point is older else "epoch 5/15, step 937/3,125"
+        with pytest.raises(train.TimeLimitReached, match=rf"^Stage 'train': not started, at the time limit \(a step "
+                                                         rf"takes about {re.escape(step)}, 0 s left\): {where} is next$"):
+            deadline.check_stage(recipe, 0, point, {"runs": []}, 100_000, timing)
+    # 5 s left: the step and the checkpoint write recorded here (1.1 + 6.4 s) do not fit; a
+    # point timed elsewhere gives no estimate, and the step starts.
+    deadline = time_limit.Deadline(time.time() + 5.0, str(tmp_path))
+    with pytest.raises(train.TimeLimitReached, match=r"a step takes about 1\.1 s, \d s left\): epoch 5/15, step 937"):
+        deadline.check_stage(recipe, 0, inside, {"runs": []}, 100_000, timing)
+    deadline.check_stage(recipe, 0, dict(inside, timed_on="NVIDIA H100 80GB HBM3; jax; XLA on"), {"runs": []},
+                         100_000, timing)
+
+
 def test_a_damaged_resume_checkpoint_is_one_line_that_says_what_to_do(fixture_zip, tmp_path):
     """A checkpoint damaged outside the engine (a disk, a hand): the run refuses to resume in
     one line naming it and what to do; removing state.json as it says trains the stage again."""

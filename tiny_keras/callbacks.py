@@ -59,7 +59,7 @@ class Snapshots(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._offset = self.resumed[1] if self.resumed and epoch == self.resumed[0] else 0
+        self._offset = runs.steps_before(self.resumed, epoch)
 
     def _save(self, name):
         path = os.path.join(self.folder, name)

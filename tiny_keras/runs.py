@@ -110,6 +110,31 @@ def snapshot_paths(run):
     return sorted(glob.glob(os.path.join(run, STAGES, "*", SNAPSHOTS, "*.keras")))
 
 
+# -- a resume point (``state.json``) ----------------------------------------------------------
+def resumed_inside(point):
+    """``(epoch, steps done)`` where ``point`` (a ``state.json``) stopped inside an epoch
+    (0-based: the epoch in training), else None."""
+    steps = int((point or {}).get("steps_done") or 0)
+    return (int(point["epochs_done"]), steps) if steps else None
+
+
+def steps_before(resumed, epoch):
+    """The steps of ``epoch`` (0-based) trained before this session: ``resumed`` is
+    :func:`resumed_inside`'s answer for the point the stage started from."""
+    return resumed[1] if resumed and epoch == resumed[0] else 0
+
+
+def recorded_step_seconds(point, steps_per_epoch):
+    """A training step's seconds as ``point`` (a ``state.json``) recorded them: its mean step,
+    else its mean epoch over ``steps_per_epoch`` steps; None without either."""
+    point = point or {}
+    if point.get("step_seconds"):
+        return float(point["step_seconds"])
+    if point.get("epoch_seconds") and steps_per_epoch:
+        return float(point["epoch_seconds"]) / steps_per_epoch
+    return None
+
+
 # -- what a path is ---------------------------------------------------------------------------
 def is_run_folder(path):
     """A folder written by ``tiny_keras.train.train`` (it holds ``recipe.json``)."""

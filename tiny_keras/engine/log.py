@@ -10,6 +10,7 @@ import time
 
 import keras
 
+from tiny_keras import runs
 from tiny_keras.status import format_duration  # noqa: F401 (the engine's modules take it from here)
 
 LOGGER = logging.getLogger("tiny_keras.engine")
@@ -122,7 +123,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._start, self._train_end = epoch, self.clock(), None
         self._last_progress = self._start
-        self._offset = self.resumed[1] if self.resumed and epoch == self.resumed[0] else 0
+        self._offset = runs.steps_before(self.resumed, epoch)
 
     def _share(self):
         """The share of this epoch's steps trained in this session."""

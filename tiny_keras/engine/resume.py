@@ -113,7 +113,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.max_cost = max_cost
         self.fixed_every = every  # None: adapt to the cost
         self.every = every or 1
-        self.resumed = resumed_inside(point)  # (epoch, steps of it done) or None
+        self.resumed = runs.resumed_inside(point)  # (epoch, steps of it done) or None
         self._metrics = point.get("metrics") if self.resumed else None
         self.prior = point if point.get("timed_on") is not None and point.get("timed_on") == timed_on else {}
         self.saves = []  # (seconds to write, seconds of the epoch)
@@ -141,13 +141,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         seconds, steps = self._train
         if self._epoch_start is not None and self._train_end is not None and self.steps_done > self._offset:
             seconds, steps = seconds + self._train_end - self._epoch_start, steps + self.steps_done - self._offset
-        if steps:
-            return seconds / steps
-        if self.prior.get("step_seconds"):
-            return float(self.prior["step_seconds"])
-        if self.prior.get("epoch_seconds") and self.steps_per_epoch:
-            return float(self.prior["epoch_seconds"]) / self.steps_per_epoch
-        return None
+        return seconds / steps if steps else runs.recorded_step_seconds(self.prior, self.steps_per_epoch)
 
     def tail_seconds(self):
         """The longest epoch tail of this session (validation and the epoch-end callbacks),
@@ -159,7 +153,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start, self._train_end = self.clock(), None
-        self._offset = self.resumed[1] if self.resumed and epoch == self.resumed[0] else 0
+        self._offset = runs.steps_before(self.resumed, epoch)
         self.epoch, self.steps_done = epoch, self._offset
         if self._last_saved is None:
             self._last_saved = (epoch, self._offset)  # where the stage (re)started
@@ -247,9 +241,3 @@ class RunCheckpoint(keras.callbacks.Callback):
         return (f"resume checkpoints: {len(self.saves)} written, {seconds:.2f} s each, {share:.1f}% of an epoch"
                 + (f"; now every {self.every} epochs" if self.every > 1 else ""))
 
-
-def resumed_inside(point):
-    """``(epoch, steps done)`` where ``point`` (a ``state.json``) stopped inside an epoch
-    (0-based: the epoch in training), else None."""
-    steps = int((point or {}).get("steps_done") or 0)
-    return (int(point["epochs_done"]), steps) if steps else None

@@ -20,7 +20,7 @@ def run_stage(run, index, model):
     stage = run.recipe.stages[index]
     point = run.position.resume_point(stage.name)
     steps = stage.steps(len(run.train_split))
-    inside = resume.resumed_inside(point)
+    inside = runs.resumed_inside(point)
     # Executions fall on epoch ends, snapshot steps and the step a run resumes from.
     per_execution = stage_steps_per_execution(run.session.steps_per_execution,
                                               math.gcd(steps, inside[1]) if inside else steps,
@@ -119,12 +119,13 @@ def _load_checkpoint(workdir, point, stage):
 def _callbacks(run, stage, index, steps, per_execution, initial_epoch, point, start):
     """The stage's callbacks, with its best-weights saver, resume checkpoint and time limit."""
     folder, session = runs.stage_folder(run.workdir, stage.name), run.session
+    inside = runs.resumed_inside(point)
     # The schedule lives in the optimizer (compiled into the train step; a checkpoint holds
     # its step); the logger reports the rate of each epoch's last step.
     callbacks = run.task.callbacks(run, folder) + [
                  cbs.LearningRateLogger(stage_schedule(stage, steps)),
                  log.EpochLog(stage.name, stage.epochs, steps * stage.batch_size, steps_per_epoch=steps,
-                              progress_seconds=log.PROGRESS_SECONDS, resumed=resume.resumed_inside(point))]
+                              progress_seconds=log.PROGRESS_SECONDS, resumed=inside)]
     if stage.reduce_lr_on_plateau:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(**stage.reduce_lr_on_plateau))
     if stage.early_stopping:
@@ -133,7 +134,7 @@ def _callbacks(run, stage, index, steps, per_execution, initial_epoch, point, st
     callbacks.append(best)
     if stage.snapshot_every_epochs or stage.snapshot_every_steps:
         callbacks.append(cbs.Snapshots(os.path.join(folder, runs.SNAPSHOTS), stage.snapshot_every_epochs,
-                                       stage.snapshot_every_steps, steps, resumed=resume.resumed_inside(point)))
+                                       stage.snapshot_every_steps, steps, resumed=inside))
     callbacks += [keras.callbacks.CSVLogger(os.path.join(folder, runs.HISTORY), append=initial_epoch > 0),
                   keras.callbacks.TerminateOnNaN()]
     if session.tensorboard and tensorboard_available():

@@ -15,7 +15,7 @@ import time
 
 import keras
 
-from tiny_keras import backend, provenance
+from tiny_keras import backend, provenance, runs
 from tiny_keras.engine import log
 from tiny_keras.engine.session import describe_speed
 
@@ -98,8 +98,9 @@ class Deadline:
         done_steps = int((resume or {}).get("steps_done") or 0)
         if done >= stage.epochs:  # only the stage's ending is left
             return
-        if resume and resume.get("timed_on") == timing and (resume.get("step_seconds") or resume.get("epoch_seconds")):
-            step = resume.get("step_seconds") or resume["epoch_seconds"] / steps
+        recorded = runs.recorded_step_seconds(resume, steps) if resume and resume.get("timed_on") == timing else None
+        if recorded is not None:
+            step = recorded
             write, tail = resume.get("write_seconds") or 0.0, resume.get("tail_seconds") or 0.0
         else:
             epoch = new_stage_epoch_seconds(recipe, index, progress, train_images, timing)
