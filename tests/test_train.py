@@ -638,6 +638,21 @@ def test_resume_checkpoints_thin_out_when_they_cost_more_than_5_percent_of_an_ep
         cheap.on_epoch_end(epoch)
     assert cheap.saved == [3, 4] and cheap.every == 1
 
+    # Resumed inside epoch 5 after step 936: that epoch's length is not known, so its write
+    # is judged by the resume point's mean epoch where timed as this session runs, else not
+    # at all until a whole epoch has been timed.
+    timing = "AMD EPYC, 2 cores; tensorflow; XLA off, 1 step per execution"
+    point = {"epochs_done": 4, "steps_done": 936, "epoch_seconds": 100.0, "timed_on": timing}
+    for cost, timed_on, saved, every in ((1.0, timing, [5, 6, 7, 8, 9, 10], 1),
+                                         (12.0, "NVIDIA H100 80GB HBM3; jax; XLA on", [5, 6, 9, 10], 3)):
+        inside = Recording(cost, epochs=10, point=point, timed_on=timed_on, steps_per_epoch=3125)
+        for epoch in range(4, 10):
+            inside.on_epoch_begin(epoch)
+            clock.now += 100.0 * (3125 - inside._offset) / 3125
+            inside.on_epoch_end(epoch)
+        assert inside.saved == saved and inside.every == every
+    assert inside.report() == "resume checkpoints: 4 written, 12.00 s each, 12.0% of an epoch; now every 3 epochs"
+
 
 def test_sharded_input_gives_each_replica_distinct_images():
     """Two replicas (two logical CPUs, MirroredStrategy): per-replica batches of half the

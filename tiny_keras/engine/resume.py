@@ -80,8 +80,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     the stateful ``callbacks``' state, this session's timings and what timed them,
     ``timed_on``), then the older checkpoint removed.
 
-    Written after every epoch while one costs at most ``max_cost`` of an epoch, else every
-    k epochs, the smallest k within it; with ``every``, every ``every`` epochs; always after
+    Written after every epoch while one costs at most ``max_cost`` of an epoch (this
+    session's last whole epoch, else the resume point's mean), else every k epochs, the
+    smallest k within it; with ``every``, every ``every`` epochs; always after
     the stage's last. ``save_now`` writes one out of turn, at an epoch's end or inside an
     epoch (at a time limit): a resume point inside an epoch also holds the steps of it done
     and the training metrics' state, so the resumed epoch's metrics cover all its steps.
@@ -187,14 +188,17 @@ class RunCheckpoint(keras.callbacks.Callback):
         at = (epoch + 1, 0) if steps_done is None or steps_done >= (self.steps_per_epoch or 0) else (epoch, steps_done)
         if self._last_saved == at:
             return
-        epoch_seconds = self._epoch_seconds[-1] if self._epoch_seconds else 0.0
+        # The rule judges a write against a whole epoch: this session's last, else the resume
+        # point's record; an epoch resumed inside is neither (0.0: the rule waits).
+        epoch_seconds = (self._epoch_seconds[-1] if self._epoch_seconds
+                         else float(self.prior.get("epoch_seconds") or 0.0))
         begin = self.clock()
         self._save(*at)
         seconds = self.clock() - begin
         self.saves.append((seconds, epoch_seconds))
         self._last_saved = at
-        if self.fixed_every is None and not at[1]:
-            budget = self.max_cost * max(epoch_seconds, 1e-9)
+        if self.fixed_every is None and not at[1] and epoch_seconds:
+            budget = self.max_cost * epoch_seconds
             self.every = 1 if seconds <= budget else int(math.ceil(seconds / budget))
 
     def _save(self, epochs_done, steps_done):
