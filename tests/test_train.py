@@ -853,6 +853,8 @@ def test_a_resume_point_s_step_is_read_alike_by_the_checkpoint_and_the_deadline(
     assert runs.recorded_step_seconds(older, 3125) == pytest.approx(0.96)
     assert runs.recorded_step_seconds(inside, 3125) == 1.094
     assert runs.recorded_step_seconds({"epochs_done": 1}, 3125) is None
+    assert runs.timed_here(inside, timing) and not runs.timed_here(inside, "NVIDIA H100 80GB HBM3; jax; XLA on")
+    assert not runs.timed_here(None, timing) and not runs.timed_here({"epochs_done": 4}, None)
 
     def checkpoint_step(point, timed_on):
         return resume.RunCheckpoint(folder=None, stage_index=0, stage_name="train", epochs=15, timed_on=timed_on,

@@ -124,6 +124,12 @@ def steps_before(resumed, epoch):
     return resumed[1] if resumed and epoch == resumed[0] else 0
 
 
+def timed_here(record, timing):
+    """Whether ``record`` (a ``state.json`` or a ``progress.json`` row) was timed as this
+    session runs (``timing``: the machine, backend and execution it names)."""
+    return bool(record) and record.get("timed_on") is not None and record.get("timed_on") == timing
+
+
 def recorded_step_seconds(point, steps_per_epoch):
     """A training step's seconds as ``point`` (a ``state.json``) recorded them: its mean step,
     else its mean epoch over ``steps_per_epoch`` steps; None without either."""

@@ -116,7 +116,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.every = every or 1
         self.resumed = runs.resumed_inside(point)  # (epoch, steps of it done) or None
         self._metrics = point.get("metrics") if self.resumed else None
-        self.prior = point if point.get("timed_on") is not None and point.get("timed_on") == timed_on else {}
+        self.prior = point if runs.timed_here(point, timed_on) else {}
         self.saves = []  # (seconds to write, seconds of the epoch)
         self._last_saved = None
         self.epoch = None  # the epoch in training (0-based) and its steps done

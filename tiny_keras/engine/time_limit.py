@@ -57,7 +57,7 @@ def new_stage_epoch_seconds(recipe, index, progress, train_images, timing):
         return None
     before = recipe.stages[index - 1]
     row = next((r for r in progress["runs"] if r["stage"] == before.name), None)
-    if not row or not row.get("epochs") or row.get("timed_on") != timing:
+    if not row or not row.get("epochs") or not runs.timed_here(row, timing):
         return None
 
     def work(stage):
@@ -98,9 +98,8 @@ class Deadline:
         done_steps = int((resume or {}).get("steps_done") or 0)
         if done >= stage.epochs:  # only the stage's ending is left
             return
-        recorded = runs.recorded_step_seconds(resume, steps) if resume and resume.get("timed_on") == timing else None
-        if recorded is not None:
-            step = recorded
+        step = runs.recorded_step_seconds(resume, steps) if runs.timed_here(resume, timing) else None
+        if step is not None:
             write, tail = resume.get("write_seconds") or 0.0, resume.get("tail_seconds") or 0.0
         else:
             epoch = new_stage_epoch_seconds(recipe, index, progress, train_images, timing)
